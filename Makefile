@@ -1,0 +1,39 @@
+# vae_lab — `make train` sets everything up and trains the default model; `make test` runs the test suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+ARGS   ?=
+PYTEST_ARGS ?=
+
+.PHONY: install train test test-slow test-all benchmark clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# constraints.txt pins every package (torch 2.14.1 / torchvision 0.29.1 included) for reproducible installs
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install vae_lab with pinned dependencies
+
+train: $(STAMP)  ## train the default VAE on the bundled digits data (ARGS="key=value ..." to override)
+	$(BIN)/python train.py $(ARGS)
+
+test: $(STAMP)  ## the default test suite (no slow or GPU tests), a few minutes on 2 cores
+	$(BIN)/python -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)  ## the slow tests (real-data training runs)
+	$(BIN)/python -m pytest -m "slow and not gpu" $(PYTEST_ARGS)
+
+test-all: $(STAMP)  ## every test (GPU tests skip themselves without a GPU)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+benchmark: $(STAMP)  ## throughput vs a hand-written loop (scripts/benchmark.py; ARGS to pass options)
+	$(BIN)/python scripts/benchmark.py $(ARGS)
+
+clean:  ## remove the virtualenv and caches (keeps outputs/)
+	rm -rf $(VENV) .pytest_cache build *.egg-info

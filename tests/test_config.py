@@ -1,0 +1,79 @@
+"""Every option of every config group composes and validates; bad values fail with one clear line."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
+
+from vae_lab.cli import CONFIG_DIR
+from vae_lab.config import validate
+from vae_lab.errors import ConfigError
+
+GROUPS = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name != "hydra")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+def make_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=["paths.output_dir=/tmp/unused", *overrides])
+
+
+@pytest.mark.parametrize("override", [f"{g}={o}" for g in GROUPS for o in options(g)])
+def test_every_option_composes_and_validates(override):
+    group = override.split("=")[0]
+    prefix = "+" if group in ("sweep", "hparams_search") else ""
+    cfg = make_cfg(prefix + override)
+    validate(cfg)
+    # everything but the user-supplied paths (???) resolves
+    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    assert container["model"]["latent_dim"] >= 1
+
+
+def test_model_likelihood_defaults_come_from_the_dataset():
+    assert make_cfg("dataset=mnist").model.likelihood == "bernoulli"
+    assert make_cfg("dataset=cifar10").model.likelihood == "gaussian"
+    assert make_cfg("dataset=cifar10", "model.likelihood=gaussian_learned").model.likelihood == "gaussian_learned"
+
+
+def test_experiments_reproduce_the_seeds_settings():
+    cfg = make_cfg("experiment=seed_mnist_mlp")
+    assert (cfg.dataset.name, cfg.model.architecture, cfg.model.latent_dim) == ("mnist", "mlp", 20)
+    assert (cfg.schedule.batch_size, cfg.schedule.lr, cfg.trainer.max_epochs) == (64, 1e-3, 10)
+    cfg = make_cfg("experiment=seed_cifar10_advanced")
+    assert cfg.schedule.optimizer._target_ == "torch.optim.AdamW" and cfg.trainer.gradient_clip_val == 1.0
+    assert cfg.schedule.kl_warmup_epochs == 10 and cfg.model.architecture == "conv_deep"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.latent_dim=0", "model.latent_dim=0 is invalid: must be an integer >= 1"),
+        ("loss.beta=-1", "loss.beta=-1 is invalid: must be a number >= 0"),
+        ("loss.beta=abc", "loss.beta='abc' is invalid: must be a number >= 0"),
+        ("model.likelihood=nope", "model.likelihood='nope' is invalid: must be one of: bernoulli, continuous_bernoulli"),
+        ("schedule.lr=0", "schedule.lr=0 is invalid: must be a number > 0"),
+        ("schedule.batch_size=0", "schedule.batch_size=0 is invalid"),
+        ("dataset.val_fraction=1.5", "dataset.val_fraction=1.5 is invalid: must be a number > 0 and < 1"),
+        ("schedule.kl_warmup_steps=-5", "schedule.kl_warmup_steps=-5 is invalid"),
+        ("model.conditional=maybe", "model.conditional='maybe' is invalid: must be true or false"),
+    ],
+)
+def test_bad_values_fail_with_one_clear_line(override, message):
+    with pytest.raises(ConfigError) as err:
+        validate(make_cfg(override))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_group_option_lists_the_choices():
+    with pytest.raises(MissingConfigException, match="(?s)dataset/nope.*digits"):
+        make_cfg("dataset=nope")
+
+
+def test_unknown_key_is_refused():
+    with pytest.raises(ConfigCompositionException, match="model.foo"):
+        make_cfg("model.foo=1")

@@ -1,0 +1,3 @@
+"""vae_lab: config-driven experiments with variational autoencoders."""
+
+__version__ = "0.1.0"

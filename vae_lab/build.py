@@ -1,0 +1,73 @@
+"""Every object of a run built in one place from the composed config."""
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def to_primitive(node: Any) -> Any:
+    """A resolved plain-Python copy of a config node (dicts, lists, numbers, strings)."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) or OmegaConf.is_list(node) else node
+
+
+def build_datamodule(cfg: DictConfig):
+    from vae_lab.data import VAEDataModule
+
+    ds = cfg.dataset
+    return VAEDataModule(
+        name=ds.name,
+        data_dir=str(Path(cfg.paths.data_dir).expanduser().resolve()),
+        batch_size=cfg.schedule.batch_size,
+        val_fraction=ds.val_fraction,
+        seed=cfg.seed,
+        download=ds.download,
+        binarize=ds.binarize,
+        options=to_primitive(ds.options),
+    )
+
+
+def model_kwargs(cfg: DictConfig, spec) -> dict:
+    """Init args of VAE (plain JSON) from the `model` config and the data spec (shapes travel as values)."""
+    m = cfg.model
+    return {
+        "in_shape": list(spec.shape),
+        "latent_dim": m.latent_dim,
+        "architecture": m.architecture,
+        "net": to_primitive(m.net),
+        "likelihood": m.likelihood,
+        "likelihood_scale": float(m.likelihood_scale),
+        "likelihood_min_scale": float(m.likelihood_min_scale),
+        "posterior_min_scale": float(m.posterior_min_scale),
+        "conditional": m.conditional,
+        "num_classes": spec.num_classes or 0,
+    }
+
+
+def build_module(cfg: DictConfig, spec):
+    from vae_lab.lit_module import VAEModule
+
+    s = cfg.schedule
+    return VAEModule(
+        model=model_kwargs(cfg, spec),
+        objective=to_primitive(cfg.loss),
+        optimizer=to_primitive(s.optimizer),
+        scheduler=to_primitive(s.scheduler),
+        kl_warmup_steps=s.kl_warmup_steps,
+        kl_warmup_epochs=float(s.kl_warmup_epochs),
+    )
+
+
+def _instantiate_all(group: DictConfig | None) -> list:
+    from hydra.utils import instantiate
+
+    return [instantiate(node) for node in (group or {}).values() if node is not None and "_target_" in node]
+
+
+def build_trainer(cfg: DictConfig, extra_callbacks: list | None = None):
+    import lightning as L
+
+    trainer_kwargs = to_primitive(cfg.trainer)
+    loggers = _instantiate_all(cfg.get("logger"))
+    callbacks = _instantiate_all(cfg.get("callbacks")) + list(extra_callbacks or [])
+    return L.Trainer(**trainer_kwargs, logger=loggers or False, callbacks=callbacks)

@@ -1,0 +1,70 @@
+"""`python train.py [overrides]`: compose the config, build everything, fit, evaluate, write metrics.json."""
+
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from vae_lab.cli import CONFIG_DIR
+from vae_lab.cli.errors import report_user_errors
+
+
+def _final_metrics(trainer, module, datamodule) -> dict:
+    """Validation (and test, when the dataset has a test split) metrics of the best checkpoint, if any."""
+    ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    results = {"best_checkpoint": ckpt}
+    results["val"] = trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
+    if datamodule.spec.has_test:
+        results["test"] = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
+    return results
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train one model as `cfg` says; returns (and writes to <run dir>/metrics.json) the final metrics."""
+    started = time.time()
+    import lightning as L
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from vae_lab.build import build_datamodule, build_module, build_trainer
+    from vae_lab.config import validate
+    from vae_lab.io import atomic_write_json
+    from vae_lab.run_info import run_info
+
+    validate(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    if cfg.get("print_config"):
+        rank_zero_only(print)(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule.spec)
+    trainer = build_trainer(cfg)
+    if trainer.is_global_zero:
+        atomic_write_json(run_dir / "run_info.json", run_info())
+        print(f"data: {datamodule.describe()}")
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = _final_metrics(trainer, module, datamodule)
+    metrics.update(global_step=trainer.global_step, epochs=trainer.current_epoch,
+                   wall_time_s=round(time.time() - started, 2), run_dir=str(run_dir.resolve()))
+    if trainer.is_global_zero:
+        atomic_write_json(run_dir / "metrics.json", metrics)
+        val = metrics["val"]
+        print(f"\nRun directory: {run_dir.resolve()}")
+        print(f"Final validation ELBO: {val['val/elbo_nats']:.2f} nats/example "
+              f"({val['val/bits_per_dim']:.4f} bits/dim)  |  tensorboard --logdir {run_dir}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@report_user_errors
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    return metrics["val"].get("val/elbo_nats")
+
+
+if __name__ == "__main__":
+    main()

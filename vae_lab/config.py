@@ -1,0 +1,110 @@
+"""Config validation: types, ranges and choices checked once at start, each failure one clear line."""
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from vae_lab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Rule:
+    """`key` must be a `kind` ("int" | "float" | "bool" | "choice") within [lo, hi] (open ends when *_open)."""
+
+    key: str
+    kind: str
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+    nullable: bool = False
+    choices: Callable[[], Any] | None = None  # lazily: registries import torch
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            return "one of: " + ", ".join(sorted(self.choices()))
+        if self.kind == "bool":
+            return "true or false"
+        kind = "an integer" if self.kind == "int" else "a number"
+        parts = []
+        if self.lo > -math.inf:
+            parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
+        if self.hi < math.inf:
+            parts.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
+        return kind + (" " + " and ".join(parts) if parts else "") + (" (or null)" if self.nullable else "")
+
+    def ok(self, value: Any) -> bool:
+        if value is None:
+            return self.nullable
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if self.kind == "choice":
+            return value in self.choices()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.kind == "int" and not isinstance(value, int):
+            return False
+        above = value > self.lo if self.lo_open else value >= self.lo
+        below = value < self.hi if self.hi_open else value <= self.hi
+        return above and below
+
+
+def _likelihoods():
+    from vae_lab.distributions import LIKELIHOODS
+
+    return LIKELIHOODS
+
+
+def _nets():
+    from vae_lab.nets import NETS
+
+    return NETS
+
+
+def _objectives():
+    from vae_lab.objectives import OBJECTIVES
+
+    return OBJECTIVES
+
+
+def _datasets():
+    from vae_lab.data.registry import DATASETS
+
+    return DATASETS
+
+
+RULES = [
+    Rule("seed", "int", lo=0),
+    Rule("dataset.name", "choice", choices=_datasets),
+    Rule("dataset.val_fraction", "float", lo=0, hi=1, lo_open=True, hi_open=True),
+    Rule("dataset.binarize", "choice", choices=lambda: ("none", "dynamic", "static")),
+    Rule("model.latent_dim", "int", lo=1),
+    Rule("model.architecture", "choice", choices=_nets),
+    Rule("model.likelihood", "choice", choices=_likelihoods),
+    Rule("model.likelihood_scale", "float", lo=0, lo_open=True),
+    Rule("model.likelihood_min_scale", "float", lo=0, lo_open=True),
+    Rule("model.posterior_min_scale", "float", lo=0, lo_open=True),
+    Rule("model.conditional", "bool"),
+    Rule("loss.name", "choice", choices=_objectives),
+    Rule("loss.beta", "float", lo=0),
+    Rule("loss.free_bits", "float", lo=0),
+    Rule("loss.num_samples", "int", lo=1),
+    Rule("schedule.lr", "float", lo=0, lo_open=True),
+    Rule("schedule.batch_size", "int", lo=1),
+    Rule("schedule.max_epochs", "int", lo=-1),
+    Rule("schedule.gradient_clip_val", "float", lo=0, lo_open=True, nullable=True),
+    Rule("schedule.kl_warmup_steps", "int", lo=0),
+    Rule("schedule.kl_warmup_epochs", "float", lo=0),
+]
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first value that breaks a rule (keys absent from this config are skipped)."""
+    for rule in RULES:
+        value = OmegaConf.select(cfg, rule.key, default="<absent>", throw_on_missing=True)
+        if isinstance(value, str) and value == "<absent>":
+            continue
+        if not rule.ok(value):
+            raise ConfigError(f"{rule.key}={value!r} is invalid: must be {rule.describe()}")

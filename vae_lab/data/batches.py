@@ -1,0 +1,131 @@
+"""Batches served by index from uint8 tensors held in memory (on the GPU when training there)."""
+
+import math
+import zlib
+from collections.abc import Iterator
+
+import torch
+
+from vae_lab.errors import ConfigError, choices_error
+
+BATCH_BINARIZE = ("none", "dynamic")  # "dynamic": every batch re-sampled as bernoulli(x)
+_CHUNK = 8192  # examples per step when binarising a whole split (bounds the float32 copy)
+
+
+def stream_seed(*parts) -> int:
+    """A stable 63-bit seed from (seed, split, epoch, ...) so separate random streams never share a seed."""
+    return zlib.crc32(repr(parts).encode()) | (zlib.crc32(repr(parts[::-1]).encode()) << 31)
+
+
+def sample_binary(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """A fixed binarisation of a uint8 split: each pixel is 255 with probability x / 255, else 0."""
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    out = torch.empty_like(x)
+    for start in range(0, len(x), _CHUNK):
+        p = x[start : start + _CHUNK].float().div_(255)
+        out[start : start + _CHUNK] = torch.bernoulli(p, generator=generator).mul_(255).to(torch.uint8)
+    return out
+
+
+class InMemoryBatches:
+    """An epoch-aware iterable of (x, y) batches: x float32 (B, C, H, W) in [0, 1], y int64 (B,) (-1 if unlabelled).
+
+    Each pass draws a fresh permutation from `seed + epoch` (the epoch counter advances per pass; `set_epoch`
+    overrides it). With `world_size > 1` rank r serves `order[r::world_size]`, so Lightning must not inject its own
+    sampler (Trainer(use_distributed_sampler=False); it does not for non-DataLoader iterables anyway). Shuffled
+    (training) passes first trim the permutation to a multiple of `world_size` (< world_size examples, different
+    ones each epoch) so every rank takes the same number of steps and DDP cannot hang; unshuffled (evaluation)
+    passes serve every example exactly once with no padding, so sum+count metrics are exact (ranks may then
+    differ by one batch: sync metric states at epoch end, not per step).
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        binarize_mode: str = "none",
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        if x.dtype != torch.uint8 or x.ndim != 4:
+            raise ValueError(f"x must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+        if y is not None and y.shape != (len(x),):
+            raise ValueError(f"y must have shape ({len(x)},), got {tuple(y.shape)}")
+        if binarize_mode not in BATCH_BINARIZE:
+            raise choices_error("binarize_mode", binarize_mode, BATCH_BINARIZE)
+        if batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size} must be >= 1")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+        self.x = x
+        self.y = y.to(device=x.device, dtype=torch.int64) if y is not None else torch.full(
+            (len(x),), -1, dtype=torch.int64, device=x.device
+        )
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.binarize_mode = binarize_mode
+        self.rank = rank
+        self.world_size = world_size
+        self._epoch = 0  # the epoch the next pass serves
+        self._resume_batch = 0  # first batch of the next pass (non-zero only after load_state_dict mid-epoch)
+        self._progress: list[int] | None = None  # [epoch, batches served] of the latest pass
+
+    def _num_examples(self) -> int:
+        """Examples this rank serves per epoch."""
+        n = len(self.x)
+        if self.shuffle:
+            return n // self.world_size
+        return len(range(self.rank, n, self.world_size))
+
+    def __len__(self) -> int:
+        return math.ceil(self._num_examples() / self.batch_size)
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        """This rank's indices for `epoch`, on the data's device."""
+        n, device = len(self.x), self.x.device
+        if not self.shuffle:
+            return torch.arange(self.rank, n, self.world_size, device=device)
+        # Same seed and device type on every rank -> the same permutation; each rank keeps its own slice.
+        generator = torch.Generator(device=device).manual_seed(self.seed + epoch)
+        perm = torch.randperm(n, generator=generator, device=device)
+        return perm[: n - n % self.world_size][self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # A generator: nothing runs until the first batch is requested, so set_epoch/load_state_dict called
+        # between iter() and next() (as Lightning does) still apply.
+        epoch, first = self._epoch, self._resume_batch
+        self._epoch, self._resume_batch = epoch + 1, 0
+        self._progress = [epoch, first]
+        order = self._order(epoch)
+        generator = torch.Generator(device=self.x.device) if self.binarize_mode == "dynamic" else None
+        for b in range(first, len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            x = self.x.index_select(0, idx).float().div_(255)  # (B, C, H, W) in [0, 1]
+            if generator is not None:
+                # Seeded per batch so a resumed epoch draws the same samples; ranks draw different ones.
+                generator.manual_seed(stream_seed(self.seed, epoch, self.rank, b))
+                x = torch.bernoulli(x, generator=generator)
+            self._progress[1] = b + 1
+            yield x, self.y.index_select(0, idx)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Serve `epoch`'s order on the next pass, from its first batch."""
+        self._epoch, self._resume_batch = epoch, 0
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the order stands: plain ints, so checkpoints stay loadable with weights_only."""
+        if self._progress is not None and self._progress[1] < len(self):
+            epoch, batch = self._progress  # mid-epoch: resume at the next unserved batch of this epoch
+        else:
+            epoch, batch = self._epoch, self._resume_batch
+        return {"epoch": epoch, "seed": self.seed, "batch": batch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.seed = int(state["seed"])
+        self._epoch = int(state["epoch"])
+        self._resume_batch = int(state.get("batch", 0))
+        self._progress = None

@@ -1,0 +1,172 @@
+"""The Lightning DataModule: load once, split with a seed, binarise if asked, serve in-memory batches."""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from vae_lab.data.batches import InMemoryBatches, sample_binary, stream_seed
+from vae_lab.data.registry import DATASETS, RawData, load_dataset
+from vae_lab.data.spec import DataSpec
+from vae_lab.errors import ConfigError, DataError, choices_error
+
+
+@dataclass(frozen=True)
+class Binarize:
+    """Where binary pixels come from: fixed once at setup, or re-sampled for every training batch."""
+
+    fixed_train: bool  # binarise the training split once at setup
+    fixed_eval: bool  # binarise validation/test once at setup (deterministic evaluation)
+    train_batches: str  # InMemoryBatches' binarize_mode for training batches
+
+
+BINARIZE: dict[str, Binarize] = {
+    "none": Binarize(fixed_train=False, fixed_eval=False, train_batches="none"),
+    "dynamic": Binarize(fixed_train=False, fixed_eval=True, train_batches="dynamic"),
+    "static": Binarize(fixed_train=True, fixed_eval=True, train_batches="none"),
+}
+
+
+def _plain(value):
+    """Plain dicts/lists (e.g. from an OmegaConf node) so hyperparameters stay primitives."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_plain(v) for v in value]
+    return value
+
+
+class VAEDataModule(L.LightningDataModule):
+    """A dataset from DATASETS split into train/val (seeded) plus its official test split, if any.
+
+    Batches are `InMemoryBatches`, not DataLoaders: the whole dataset lives in one uint8 tensor per split (moved
+    once to the GPU when the trainer runs there). Under DDP each rank serves its own shard, so the Trainer needs
+    `use_distributed_sampler=False`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        data_dir: str,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        val_fraction: float = 0.1,
+        seed: int = 42,
+        download: bool = True,
+        binarize: str = "none",
+        options: dict | None = None,
+    ):
+        super().__init__()
+        if name not in DATASETS:
+            raise choices_error("dataset", name, DATASETS)
+        if binarize not in BINARIZE:
+            raise choices_error("dataset.binarize", binarize, BINARIZE)
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size or 1)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{key}={value!r} must be an int >= 1")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(f"dataset.val_fraction={val_fraction!r} must be in [0, 1)")
+        self.save_hyperparameters(
+            {
+                "name": name,
+                "data_dir": str(data_dir),
+                "batch_size": batch_size,
+                "eval_batch_size": eval_batch_size,
+                "val_fraction": float(val_fraction),
+                "seed": seed,
+                "download": download,
+                "binarize": binarize,
+                "options": _plain(options or {}),
+            }
+        )
+        self._raw: RawData | None = None  # filled by prepare_data when it runs in this process
+        self._splits: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._spec: DataSpec | None = None
+
+    def _load(self) -> RawData:
+        h = self.hparams
+        return load_dataset(h.name, Path(h.data_dir).expanduser(), h.download, **h.options)
+
+    def prepare_data(self) -> None:
+        # Lightning runs this on one process per node before setup: with download=True torchvision fetches or
+        # extracts the files here. Keep what was decoded so setup in the same process does not decode twice.
+        self._raw = self._load()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits:
+            return
+        raw = self._raw if self._raw is not None else self._load()
+        self._raw = None
+        h = self.hparams
+        n = len(raw.train_x)
+        n_val = int(n * h.val_fraction)  # the validation share rounds down, as in random_split([0.9, 0.1])
+        if n - n_val < 1 or (h.val_fraction > 0 and n_val < 1):
+            raise DataError(f"{h.name}: {n} training examples cannot be split with dataset.val_fraction={h.val_fraction}")
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(h.seed))
+        train_idx, val_idx = perm[: n - n_val], perm[n - n_val :]
+        pick = lambda y, idx: None if y is None else y[idx]  # noqa: E731
+        splits = {
+            "train": (raw.train_x[train_idx], pick(raw.train_y, train_idx)),
+            "val": (raw.train_x[val_idx], pick(raw.train_y, val_idx)),
+        }
+        if raw.test_x is not None:
+            splits["test"] = (raw.test_x, raw.test_y)
+        policy = BINARIZE[h.binarize]
+        for split, (x, y) in list(splits.items()):
+            fixed = policy.fixed_train if split == "train" else policy.fixed_eval
+            if fixed:
+                splits[split] = (sample_binary(x, stream_seed(h.seed, split)), y)
+        self._splits = splits
+
+        labels = [y for _, y in splits.values() if y is not None and len(y)]
+        if raw.class_names is not None:
+            num_classes = len(raw.class_names)
+        else:
+            num_classes = int(max(y.max() for y in labels)) + 1 if labels else None
+        self._spec = DataSpec(
+            shape=tuple(raw.train_x.shape[1:]),
+            num_classes=num_classes,
+            class_names=raw.class_names,
+            has_test=raw.test_x is not None,
+        )
+
+    @property
+    def spec(self) -> DataSpec:
+        """Shape and classes of the data (loads it on first use if setup has not run)."""
+        self.setup()
+        return self._spec
+
+    def describe(self) -> str:
+        """One line for logs: name, shape, split sizes, classes."""
+        spec = self.spec
+        sizes = " / ".join(f"{split} {len(self._splits[split][0])}" for split in ("train", "val", "test") if split in self._splits)
+        classes = f"{spec.num_classes} classes" if spec.num_classes else "unlabelled"
+        test = "" if spec.has_test else " (no test split)"
+        return f"{self.hparams.name}: {'x'.join(map(str, spec.shape))}, {sizes}{test}, {classes}"
+
+    def _batches(self, split: str, batch_size: int, shuffle: bool, binarize_mode: str) -> InMemoryBatches:
+        self.setup()
+        x, y = self._splits[split]
+        rank, world_size = 0, 1
+        if self.trainer is not None:
+            rank, world_size = self.trainer.global_rank, self.trainer.world_size
+            device = self.trainer.strategy.root_device
+            if device.type == "cuda" and x.device != device:
+                # Once per split: every batch is then indexed on the GPU and Lightning's transfer is a no-op.
+                x, y = x.to(device), None if y is None else y.to(device)
+                self._splits[split] = (x, y)
+        return InMemoryBatches(x, y, batch_size, shuffle, self.hparams.seed, binarize_mode, rank, world_size)
+
+    def train_dataloader(self) -> InMemoryBatches:
+        return self._batches("train", self.hparams.batch_size, True, BINARIZE[self.hparams.binarize].train_batches)
+
+    def val_dataloader(self) -> InMemoryBatches:
+        return self._batches("val", self.hparams.eval_batch_size or self.hparams.batch_size, False, "none")
+
+    def test_dataloader(self) -> InMemoryBatches:
+        self.setup()
+        if "test" not in self._splits:
+            raise DataError(f"dataset {self.hparams.name!r} has no test split (evaluate on the validation split instead)")
+        return self._batches("test", self.hparams.eval_batch_size or self.hparams.batch_size, False, "none")

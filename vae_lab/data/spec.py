@@ -1,0 +1,19 @@
+"""What the model needs to know about a dataset, as values (never as its name)."""
+
+from dataclasses import dataclass
+from math import prod
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Shape and classes of a dataset; pixels always reach the model as float32 in [0, 1] (uint8 / 255)."""
+
+    shape: tuple[int, int, int]  # (C, H, W)
+    num_classes: int | None  # None when unlabelled
+    class_names: tuple[str, ...] | None
+    has_test: bool  # an official test split exists
+
+    @property
+    def num_dims(self) -> int:
+        """D = C * H * W, the number of data dimensions (for bits/dim)."""
+        return prod(self.shape)

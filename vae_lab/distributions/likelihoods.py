@@ -1,0 +1,80 @@
+"""Likelihoods p(x|z) over images in [0, 1], built from raw decoder output (..., K, H, W).
+
+Each returns a torch Distribution whose event is the whole image (Independent over C, H, W), so
+`log_prob(x)` is a true log-density per example in nats with every normalising constant included.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.distributions import (
+    Bernoulli,
+    ContinuousBernoulli,
+    Distribution,
+    Independent,
+    Normal,
+)
+
+from vae_lab.errors import choices_error
+
+_IMAGE_DIMS = 3  # (C, H, W): the event of p(x|z)
+
+
+@dataclass(frozen=True)
+class Likelihood:
+    """A named family p(x|z): how many decoder channels it needs per image channel and how to build it.
+
+    `discrete_targets`: whether log_prob is a probability mass on {0,1} data (Bernoulli) rather than a
+    density on [0,1]; densities get the 256-bin dequantisation correction when reported in bits/dim.
+    """
+
+    name: str
+    params_per_channel: int
+    discrete_targets: bool
+    build: Callable[..., Distribution]
+
+    def __call__(self, raw: torch.Tensor, **kwargs) -> Distribution:
+        # log-probabilities in float32 even when the decoder ran under bf16/fp16 autocast
+        return Independent(self.build(raw.float(), **kwargs), _IMAGE_DIMS)
+
+
+def _bernoulli(raw, **_):
+    # logits form: stable, and allowed under autocast (F.binary_cross_entropy is not).
+    # validate_args=False: the seeds train Bernoulli on grey-level targets in [0, 1].
+    return Bernoulli(logits=raw, validate_args=False)
+
+
+def _continuous_bernoulli(raw, **_):
+    # The normalised density on [0, 1] (Loaiza-Ganem & Cunningham 2019).
+    return ContinuousBernoulli(logits=raw, validate_args=False)
+
+
+def _gaussian_fixed(raw, scale: float = 0.1, **_):
+    # The seeds' "MSE loss" made honest: N(x; sigmoid(raw), scale^2) with its constants.
+    # sigmoid keeps the mean on the data range [0, 1] (the seed's Tanh output, rescaled).
+    loc = torch.sigmoid(raw)
+    return Normal(loc, torch.full_like(loc, scale), validate_args=False)
+
+
+def _gaussian_learned(raw, min_scale: float = 1e-3, **_):
+    # Decoder predicts a per-pixel scale too: raw = [mean logits | raw scale] along channels.
+    mean_logits, raw_scale = raw.chunk(2, dim=-_IMAGE_DIMS)
+    return Normal(torch.sigmoid(mean_logits), F.softplus(raw_scale) + min_scale, validate_args=False)
+
+
+LIKELIHOODS: dict[str, Likelihood] = {
+    "bernoulli": Likelihood("bernoulli", 1, True, _bernoulli),
+    "continuous_bernoulli": Likelihood("continuous_bernoulli", 1, False, _continuous_bernoulli),
+    "gaussian": Likelihood("gaussian", 1, False, _gaussian_fixed),
+    "gaussian_learned": Likelihood("gaussian_learned", 2, False, _gaussian_learned),
+}
+
+
+def build_likelihood(name: str) -> Likelihood:
+    """The likelihood family called `name`; ConfigError listing the valid names otherwise."""
+    try:
+        return LIKELIHOODS[name]
+    except KeyError:
+        raise choices_error("model.likelihood", name, LIKELIHOODS) from None

@@ -1,0 +1,107 @@
+"""The VAE: encode x to q(z|x), decode z to p(x|z), sample from p(z). No loss here (see objectives/)."""
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+from torch.distributions import Distribution
+
+from vae_lab.distributions import build_likelihood, diagonal_gaussian, standard_normal
+from vae_lab.errors import ConfigError
+from vae_lab.nets import build_nets
+
+
+class VAE(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="vae_lab",
+    tags=["vae", "vae_lab", "variational-autoencoder"],
+    repo_url="https://github.com/vae-lab/vae_lab",
+):
+    """A variational autoencoder whose init args (all JSON-able) are its whole config.
+
+    Args:
+        in_shape: (C, H, W) of the images, values in [0, 1].
+        net: keyword arguments of the architecture (see configs/architecture/).
+        num_classes: number of labels; used as one-hot conditioning when `conditional`.
+    """
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        latent_dim: int = 16,
+        architecture: str = "mlp",
+        net: dict | None = None,
+        likelihood: str = "bernoulli",
+        likelihood_scale: float = 0.1,
+        likelihood_min_scale: float = 1e-3,
+        posterior_min_scale: float = 1e-4,
+        conditional: bool = False,
+        num_classes: int = 0,
+    ):
+        super().__init__()
+        if conditional and num_classes < 1:
+            raise ConfigError(
+                "model.conditional=true needs a labelled dataset (num_classes >= 1); this dataset has no labels"
+            )
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.latent_dim = latent_dim
+        self.conditional = conditional
+        self.num_classes = num_classes
+        self.likelihood = build_likelihood(likelihood)
+        self.likelihood_kwargs = {"scale": likelihood_scale, "min_scale": likelihood_min_scale}
+        self.posterior_min_scale = posterior_min_scale
+        out_channels = self.in_shape[0] * self.likelihood.params_per_channel
+        self.encoder, self.decoder = build_nets(
+            architecture,
+            in_shape=self.in_shape,
+            latent_dim=latent_dim,
+            out_channels=out_channels,
+            cond_dim=num_classes if conditional else 0,
+            **(net or {}),
+        )
+
+    def _condition(self, y: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """One-hot labels (n, num_classes) for a conditional model, None otherwise."""
+        if not self.conditional:
+            return None
+        if y is None or (y < 0).any():
+            raise ConfigError("a conditional VAE needs a class label for every example (got none or -1)")
+        onehot = F.one_hot(y, self.num_classes).float()  # (B, classes)
+        return onehot.repeat(n // onehot.shape[0], 1)  # (K*B, classes), k-major like z.reshape(-1, D)
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        """q(z|x): batch shape (B,), event shape (latent_dim,)."""
+        return diagonal_gaussian(self.encoder(x, self._condition(y, x.shape[0])), self.posterior_min_scale)
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        """p(x|z) for z of shape (..., latent_dim): batch shape (...), event shape (C, H, W).
+
+        Leading sample dims are flattened for the net; y (B,) is repeated over them (z is (K, B, D)).
+        """
+        lead = z.shape[:-1]
+        flat = z.reshape(-1, self.latent_dim)  # (K*B, D)
+        raw = self.decoder(flat, self._condition(y, flat.shape[0]))  # (K*B, K_out, H, W)
+        return self.likelihood(raw.reshape(*lead, *raw.shape[1:]), **self.likelihood_kwargs)
+
+    def prior(self) -> Distribution:
+        """p(z) = N(0, I)."""
+        return standard_normal(self.latent_dim, device=next(self.parameters()).device)
+
+    @torch.no_grad()
+    def sample(self, n: int, y: torch.Tensor | None = None, mean: bool = True) -> torch.Tensor:
+        """n images from the model: z ~ p(z), then the mean of p(x|z) (or a sample of it): (n, C, H, W)."""
+        z = self.prior().sample((n,))
+        p_x = self.decode(z, y)
+        return p_x.mean if mean else p_x.sample()
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of p(x|z) at the posterior mean z = E_q[z]: (B, C, H, W)."""
+        return self.decode(self.encode(x, y).mean, y).mean
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Reconstruction through the posterior mean (for tracing and quick use)."""
+        return self.decode(self.encode(x, y).mean, y).mean

@@ -1,0 +1,37 @@
+"""Learning-rate schedules and the KL warm-up factor: tiny functions of the step."""
+
+import torch
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+from vae_lab.errors import ConfigError, choices_error
+
+
+def kl_warmup_factor(step: int, warmup_steps: int) -> float:
+    """Linear KL annealing from ~0 to 1 over `warmup_steps` optimizer steps (seed 000; Bowman et al. 2016)."""
+    if warmup_steps <= 0:
+        return 1.0
+    return min(1.0, (step + 1) / warmup_steps)
+
+
+def cosine_warmup(optimizer, total_steps: int, warmup_steps: int = 500, min_lr_ratio: float = 0.0):
+    """Linear warm-up to the base lr over `warmup_steps`, then cosine decay to min_lr_ratio * lr at the end."""
+    warmup_steps = max(1, min(warmup_steps, total_steps - 1)) if total_steps > 1 else 1
+    base_lr = optimizer.param_groups[0]["lr"]
+    warm = LinearLR(optimizer, start_factor=1.0 / warmup_steps, end_factor=1.0, total_iters=warmup_steps)
+    decay = CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=base_lr * min_lr_ratio)
+    return SequentialLR(optimizer, [warm, decay], milestones=[warmup_steps])
+
+
+SCHEDULERS = {"cosine_warmup": cosine_warmup}
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, name: str, **kwargs):
+    """The scheduler called `name`, for a run of `total_steps` optimizer steps."""
+    try:
+        fn = SCHEDULERS[name]
+    except KeyError:
+        raise choices_error("schedule.scheduler.name", name, SCHEDULERS) from None
+    try:
+        return fn(optimizer, total_steps, **kwargs)
+    except TypeError as err:
+        raise ConfigError(f"schedule.scheduler: {err}") from None
