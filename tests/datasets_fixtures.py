@@ -35,8 +35,10 @@ def write_cifar10(root: Path, n_train: int = 10, n_test: int = 4) -> dict[str, n
     """Write `<root>/cifar-10-batches-py/` in the official pickle format with a known pattern.
 
     Files: data_batch_1..5 (n_train images split across them), test_batch, batches.meta. Each batch is a dict with
-    b"data" (N, 3072) uint8 rows holding the R, G, B planes row-major, and b"labels". torchvision's CIFAR10 checks
-    the md5s of these files, so call `trust_cifar10_files(monkeypatch)` before loading them.
+    "data" (N, 3072) uint8 rows holding the R, G, B planes row-major, and "labels"; the meta dict has
+    "label_names". The official files are Python 2 pickles whose str keys torchvision reads back as str (it loads
+    with encoding="latin1"), hence str keys here, not bytes. torchvision's CIFAR10 checks the md5s of these files,
+    so call `trust_cifar10_files(monkeypatch)` before loading them.
     Returns the expected arrays: train_x, test_x (N, 3, 32, 32) uint8 and train_y, test_y (N,) int.
     """
     folder = Path(root) / "cifar-10-batches-py"
@@ -46,11 +48,11 @@ def write_cifar10(root: Path, n_train: int = 10, n_test: int = 4) -> dict[str, n
     chunks = np.array_split(np.arange(n_train), 5)
     batches = [(f"data_batch_{k + 1}", train_x[idx], train_y[idx]) for k, idx in enumerate(chunks)]
     for filename, x, y in batches + [("test_batch", test_x, test_y)]:
-        entry = {b"batch_label": filename.encode(), b"data": x.reshape(len(x), 3072), b"labels": [int(v) for v in y]}
+        entry = {"batch_label": filename, "data": x.reshape(len(x), 3072), "labels": [int(v) for v in y]}
         with open(folder / filename, "wb") as f:
             pickle.dump(entry, f)
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_vis": 3072}, f)
+        pickle.dump({"label_names": CIFAR10_CLASSES, "num_vis": 3072}, f)
     return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
 
 
@@ -87,7 +89,9 @@ def write_image_folder(
     return paths
 
 
-def write_array_file(path: Path, x: np.ndarray, y: np.ndarray | None = None, key: str = "x", label_key: str = "y") -> Path:
+def write_array_file(
+    path: Path, x: np.ndarray, y: np.ndarray | None = None, key: str = "x", label_key: str = "y"
+) -> Path:
     """Save images (and labels) as .npz under the given keys, or as a bare .npy array (labels ignored)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

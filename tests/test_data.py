@@ -125,7 +125,10 @@ def test_lightning_fit_accepts_in_memory_batches(tmp_path):
 # ---------------------------------------------------------------- torchvision datasets
 
 
-@pytest.mark.parametrize(("name", "folder", "first_class"), [("mnist", "MNIST", "0 - zero"), ("fashion_mnist", "FashionMNIST", "T-shirt/top")])
+@pytest.mark.parametrize(
+    ("name", "folder", "first_class"),
+    [("mnist", "MNIST", "0 - zero"), ("fashion_mnist", "FashionMNIST", "T-shirt/top")],
+)
 def test_real_mnist_archives(tmp_path, name, folder, first_class):
     root = copy_mnist(tmp_path, folder)
     dm = VAEDataModule(name, data_dir=str(root), download=True)  # finds the archives, checks md5s, extracts
@@ -144,6 +147,7 @@ def test_missing_mnist_names_the_searched_path(tmp_path):
     message = str(err.value)
     assert str((tmp_path / "empty").resolve()) in message
     assert str(tmp_path / "empty" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz") in message
+    assert "t10k-labels-idx1-ubyte.gz" in message
     assert "paths.data_dir" in message and "\n" not in message
 
 
@@ -192,7 +196,8 @@ def test_image_folder_with_classes(tmp_path):
 
 def test_image_folder_unlabelled(tmp_path):
     write_image_folder(tmp_path, classes=None, per_class=4, size=(8, 8), mode="L")
-    dm = VAEDataModule("image_folder", data_dir="unused", batch_size=2, val_fraction=0.25, options={"path": str(tmp_path), "image_size": 4})
+    options = {"path": str(tmp_path), "image_size": 4}
+    dm = VAEDataModule("image_folder", data_dir="unused", batch_size=2, val_fraction=0.25, options=options)
     dm.setup()
     assert dm.spec.shape == (3, 4, 4) and dm.spec.num_classes is None
     x, y = next(iter(dm.train_dataloader()))
@@ -237,18 +242,19 @@ def test_array_file_layouts(tmp_path):
 
 
 def test_array_file_errors(tmp_path):
-    x = np.zeros((3, 4, 4), dtype=np.uint8)
+    x = np.arange(48, dtype=np.uint8).reshape(3, 4, 4) * 5  # 0..235
     path = write_array_file(tmp_path / "k.npz", x, np.zeros(3, dtype=np.int64), key="pixels", label_key="target")
     with pytest.raises(DataError, match="keys present: pixels, target"):
         load_dataset("array_file", "unused", False, path=str(path))
     raw = load_dataset("array_file", "unused", False, path=str(path), key="pixels", label_key="target")
     assert raw.train_y.tolist() == [0, 0, 0]
-    with pytest.raises(DataError, match=r"float64 values in \[0, 2\]"):
-        load_dataset("array_file", "unused", False, path=str(write_array_file(tmp_path / "f.npy", np.linspace(0, 2, 48).reshape(3, 4, 4))))
+    with pytest.raises(DataError, match=r"float64 values in \[0, 1.84"):
+        load_dataset("array_file", "unused", False, path=str(write_array_file(tmp_path / "f.npy", x / 127.5)))
     with pytest.raises(DataError, match="dtype int64"):
         load_dataset("array_file", "unused", False, path=str(write_array_file(tmp_path / "i.npy", x.astype(np.int64))))
     with pytest.raises(DataError, match=r"\(3, 4, 4, 5\)"):
-        load_dataset("array_file", "unused", False, path=str(write_array_file(tmp_path / "s.npy", np.zeros((3, 4, 4, 5), np.uint8))))
+        path = write_array_file(tmp_path / "s.npy", np.zeros((3, 4, 4, 5), np.uint8))
+        load_dataset("array_file", "unused", False, path=str(path))
 
 
 # ---------------------------------------------------------------- InMemoryBatches

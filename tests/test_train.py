@@ -51,3 +51,58 @@ def test_cli_bad_input_is_one_clear_line(tmp_path, override):
     assert "Traceback" not in proc.stderr
     key = override.split("=")[0]
     assert key in proc.stderr, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """MNIST and Fashion-MNIST (copied from ../shared/data) and a small CIFAR-10 in the official format."""
+    from datasets_fixtures import copy_mnist, write_cifar10
+
+    root = tmp_path_factory.mktemp("data")
+    copy_mnist(root, "MNIST")
+    copy_mnist(root, "FashionMNIST")
+    write_cifar10(root, n_train=40, n_test=12)
+    return root
+
+
+@pytest.mark.parametrize("dataset", ["digits", "mnist", "fashion_mnist", "cifar10"])
+@pytest.mark.parametrize("architecture", ["mlp", "conv", "conv_deep", "resnet"])
+def test_fast_dev_run_every_architecture_on_every_builtin_dataset(tmp_path, data_root, monkeypatch, dataset,
+                                                                   architecture):
+    from datasets_fixtures import trust_cifar10_files
+
+    trust_cifar10_files(monkeypatch)
+    cfg = compose_cfg(tmp_path, f"dataset={dataset}", f"architecture={architecture}", f"paths.data_dir={data_root}",
+                      "trainer.fast_dev_run=2", "schedule.batch_size=8", "trainer.enable_progress_bar=false",
+                      "trainer.enable_model_summary=false")
+    metrics = train(cfg)
+    val = metrics["val"]
+    assert val["val/elbo_nats"] < 0 or cfg.model.likelihood != "bernoulli"
+    assert val["val/elbo_nats"] == pytest.approx(-(val["val/distortion_nats"] + val["val/rate_nats"]), rel=1e-5)
+    assert ("test" in metrics) == (dataset != "digits")
+    assert (tmp_path / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_real_mnist_training_lowers_validation_nelbo(tmp_path, data_root):
+    """A few hundred steps on real MNIST: -ELBO falls far below its start and ends within a measured bound."""
+    cfg = compose_cfg(tmp_path, "dataset=mnist", "architecture=mlp", f"paths.data_dir={data_root}",
+                      "model.latent_dim=20", "trainer.max_steps=400", "trainer.max_epochs=-1",
+                      "trainer.val_check_interval=200", "trainer.limit_val_batches=20",
+                      "trainer.enable_progress_bar=false", "schedule.batch_size=64", "callbacks=none", "logger=csv")
+    from vae_lab.build import build_datamodule, build_module
+
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    untrained = build_module(cfg, dm.spec)
+    import lightning as L
+
+    start = L.Trainer(logger=False, enable_progress_bar=False, limit_val_batches=20).validate(
+        untrained, datamodule=dm, verbose=False)[0]["val/elbo_nats"]
+    metrics = train(cfg)
+    end = metrics["val"]["val/elbo_nats"]
+    # Measured: an untrained MLP gives about -543 nats; 400 steps reach about -145 (seed 002 reports 165.6 after
+    # a full epoch of 938 steps). The bound leaves room for seed-to-seed variation.
+    assert start < -400
+    assert end > -165, end
+    assert -end < 0.4 * -start

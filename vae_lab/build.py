@@ -70,4 +70,9 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list | None = None):
     trainer_kwargs = to_primitive(cfg.trainer)
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks")) + list(extra_callbacks or [])
+    if not trainer_kwargs.get("enable_progress_bar", True):
+        # `trainer.enable_progress_bar=false` wins over the progress bar configured in callbacks/
+        from lightning.pytorch.callbacks import ProgressBar
+
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     return L.Trainer(**trainer_kwargs, logger=loggers or False, callbacks=callbacks)

@@ -69,6 +69,12 @@ def _objectives():
     return OBJECTIVES
 
 
+def _binarize():
+    from vae_lab.data import BINARIZE
+
+    return BINARIZE
+
+
 def _datasets():
     from vae_lab.data.registry import DATASETS
 
@@ -79,7 +85,7 @@ RULES = [
     Rule("seed", "int", lo=0),
     Rule("dataset.name", "choice", choices=_datasets),
     Rule("dataset.val_fraction", "float", lo=0, hi=1, lo_open=True, hi_open=True),
-    Rule("dataset.binarize", "choice", choices=lambda: ("none", "dynamic", "static")),
+    Rule("dataset.binarize", "choice", choices=_binarize),
     Rule("model.latent_dim", "int", lo=1),
     Rule("model.architecture", "choice", choices=_nets),
     Rule("model.likelihood", "choice", choices=_likelihoods),

@@ -63,8 +63,8 @@ class VAEDataModule(L.LightningDataModule):
             raise choices_error("dataset", name, DATASETS)
         if binarize not in BINARIZE:
             raise choices_error("dataset.binarize", binarize, BINARIZE)
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size or 1)):
-            if not isinstance(value, int) or value < 1:
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{key}={value!r} must be an int >= 1")
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"dataset.val_fraction={val_fraction!r} must be in [0, 1)")
@@ -103,7 +103,9 @@ class VAEDataModule(L.LightningDataModule):
         n = len(raw.train_x)
         n_val = int(n * h.val_fraction)  # the validation share rounds down, as in random_split([0.9, 0.1])
         if n - n_val < 1 or (h.val_fraction > 0 and n_val < 1):
-            raise DataError(f"{h.name}: {n} training examples cannot be split with dataset.val_fraction={h.val_fraction}")
+            raise DataError(
+                f"{h.name}: {n} training examples cannot be split with dataset.val_fraction={h.val_fraction}"
+            )
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(h.seed))
         train_idx, val_idx = perm[: n - n_val], perm[n - n_val :]
         pick = lambda y, idx: None if y is None else y[idx]  # noqa: E731
@@ -141,7 +143,7 @@ class VAEDataModule(L.LightningDataModule):
     def describe(self) -> str:
         """One line for logs: name, shape, split sizes, classes."""
         spec = self.spec
-        sizes = " / ".join(f"{split} {len(self._splits[split][0])}" for split in ("train", "val", "test") if split in self._splits)
+        sizes = " / ".join(f"{split} {len(x)}" for split, (x, _) in self._splits.items())  # train, val[, test]
         classes = f"{spec.num_classes} classes" if spec.num_classes else "unlabelled"
         test = "" if spec.has_test else " (no test split)"
         return f"{self.hparams.name}: {'x'.join(map(str, spec.shape))}, {sizes}{test}, {classes}"
@@ -168,5 +170,7 @@ class VAEDataModule(L.LightningDataModule):
     def test_dataloader(self) -> InMemoryBatches:
         self.setup()
         if "test" not in self._splits:
-            raise DataError(f"dataset {self.hparams.name!r} has no test split (evaluate on the validation split instead)")
+            raise DataError(
+                f"dataset {self.hparams.name!r} has no test split (evaluate on the validation split instead)"
+            )
         return self._batches("test", self.hparams.eval_batch_size or self.hparams.batch_size, False, "none")

@@ -69,14 +69,17 @@ def load_digits(root: Path, download: bool) -> RawData:
 # ---------------------------------------------------------------- torchvision
 
 
-def _mnist_files(cls, root: Path) -> list[Path]:
-    return [root / cls.__name__ / "raw" / filename for filename, _ in cls.resources]
+def _beside(folder: Path, names: list[str]) -> str:
+    return f"{folder / names[0]} and {', '.join(names[1:])} beside it"
 
 
-def _cifar_files(cls, root: Path) -> list[Path]:
-    folder = root / cls.base_folder
+def _mnist_files(cls, root: Path) -> str:
+    return _beside(root / cls.__name__ / "raw", [filename for filename, _ in cls.resources])
+
+
+def _cifar_files(cls, root: Path) -> str:
     names = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-    return [folder / name for name in names] + [root / cls.filename]
+    return f"{_beside(root / cls.base_folder, names)} (or the archive {root / cls.filename} with download=true)"
 
 
 def _torchvision_loader(cls, expected_files: Callable, layout: str, doc: str) -> Callable:
@@ -89,12 +92,10 @@ def _torchvision_loader(cls, expected_files: Callable, layout: str, doc: str) ->
             try:
                 ds = cls(str(root), train=train, download=download)
             except (RuntimeError, OSError) as err:  # "Dataset not found or corrupted", URLError when offline
-                files = expected_files(cls, root)
-                shown = ", ".join(str(f) for f in files[:2]) + (f" (+{len(files) - 2} more)" if len(files) > 2 else "")
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise DataError(
                     f"{cls.__name__} not found or corrupted under {root} (torchvision said: {reason}); "
-                    f"it expects {shown}; set paths.data_dir=<dir with the archives> "
+                    f"it expects {expected_files(cls, root)}; set paths.data_dir=<dir with the archives> "
                     f"or run once with network access and dataset.download=true"
                 ) from err
             splits.append((_uint8_nchw(np.asarray(ds.data), layout), _labels(ds.targets), tuple(ds.classes)))
@@ -244,7 +245,8 @@ def load_array_file(
     x = _uint8_nchw(_to_uint8(images, source), _layout(images.shape, source))
     y = None
     if labels is not None:
-        if labels.shape != (len(x),) or not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
+        integers = np.issubdtype(labels.dtype, np.integer)
+        if labels.shape != (len(x),) or not integers or (labels.size and labels.min() < 0):
             raise DataError(
                 f"labels in {file} must be non-negative integers of shape ({len(x)},); "
                 f"found {labels.dtype} of shape {labels.shape}"
@@ -273,7 +275,7 @@ def load_dataset(name: str, root: str | Path, download: bool = True, **options) 
     except TypeError as err:
         accepted = [p for p in inspect.signature(loader).parameters if p not in ("root", "download")]
         raise ConfigError(
-            f"dataset {name!r}: bad dataset.options {sorted(options)} ({err}); "
+            f"dataset {name!r}: {err} in dataset.options {sorted(options)}; "
             f"accepted options: {', '.join(accepted) or 'none'}"
         ) from err
     return loader(Path(root), download, **options)
