@@ -66,20 +66,24 @@ def _run_config(run_dir: Path | None) -> DictConfig | None:
     return None
 
 
-def load_model(ref: str | Path) -> LoadedModel:
-    """`ref`: a run directory, a .ckpt file, or an artifact directory (config.json + model.safetensors)."""
+def load_model(ref: str | Path, revision: str | None = None) -> LoadedModel:
+    """`ref`: a run directory, a .ckpt file, an artifact directory (config.json + model.safetensors) or a Hub id.
+
+    A Hub id's revision (branch, tag or commit) is pinned by `revision` or as 'owner/name@revision'.
+    """
     path = Path(ref).expanduser()
     if path.is_file() and path.suffix == ".ckpt":
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
         return LoadedModel(model_from_checkpoint(path).eval(), _run_config(run_dir), path, run_dir)
     if path.is_dir() and (path / "config.json").is_file():
-        from vae_lab.hub import load_artifact
+        from vae_lab.hub import artifact_train_config, load_artifact
 
         model = load_artifact(path)
-        return LoadedModel(model.eval(), _run_config(path), path / "model.safetensors", path)
+        cfg = _run_config(path) or artifact_train_config(path)
+        return LoadedModel(model.eval(), cfg, path / "model.safetensors", path)
     if path.is_dir():
         ckpt = _best_checkpoint(path)
         return LoadedModel(model_from_checkpoint(ckpt).eval(), _run_config(path), ckpt, path)
     from vae_lab.hub import load_from_hub  # a Hub id such as "me/vae-mnist"
 
-    return load_from_hub(str(ref))
+    return load_from_hub(str(ref), revision)

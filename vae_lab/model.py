@@ -63,6 +63,19 @@ class VAE(
             **(net or {}),
         )
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, *, revision: str | None = None,
+                        map_location: str = "cpu", **download_kwargs) -> "VAE":
+        """A ready model (eval mode) from a Hub id ('owner/name[@revision]') or a local artifact directory.
+
+        Replaces the mixin's loader, which falls back to pickles and loads non-strictly: here config.json is
+        checked against a schema and model.safetensors must match it exactly (vae_lab/hub.py).
+        """
+        from vae_lab.hub import load_pretrained
+
+        return load_pretrained(pretrained_model_name_or_path, revision=revision, map_location=map_location,
+                               **download_kwargs)
+
     def _condition(self, y: torch.Tensor | None, n: int) -> torch.Tensor | None:
         """One-hot labels (n, num_classes) for a conditional model, None otherwise."""
         if not self.conditional:

@@ -1,0 +1,562 @@
+"""Artifacts and the Hugging Face Hub, offline: save/load round trips, tampered artifacts, Hub ids served from a
+prepared cache, pushes through huggingface_hub's real HfApi to a local endpoint that records the commits, and
+network failures that must leave the run and its artifact intact."""
+
+import base64
+import json
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from huggingface_hub import HfApi, ModelCard
+from safetensors.torch import load, save_file
+
+from vae_lab import hub
+from vae_lab.cli import CONFIG_DIR
+from vae_lab.distributions import LIKELIHOODS
+from vae_lab.errors import CheckpointError, ConfigError
+from vae_lab.loading import load_model
+from vae_lab.model import VAE
+from vae_lab.nets import NETS
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "hf_TestTokenThatMustNeverLeak0123456789"
+SMALL_NETS = {"mlp": {"hidden_dims": [16]}, "conv": {"channels": [4, 8]},
+              "conv_deep": {"channels": [4, 8], "fc_dim": 16}, "resnet": {"channels": [4, 8]}}
+ARTIFACT_FILES = {"config.json", "model.safetensors", "README.md", "train_config.yaml", "metrics.json",
+                  "run_info.json", "samples.png"}
+
+
+# ---------------------------------------------------------------- a local Hub endpoint that records commits
+
+
+class FakeHub:
+    """The Hub endpoints HfApi.create_repo / create_branch / create_commit call, recording what they receive.
+
+    Every file is declared "regular" at preupload, so its bytes travel inside the commit payload (no LFS).
+    `fail_commits(summary) -> bool` answers 503 to the commits it selects (a Hub outage).
+    """
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.commits: list[dict] = []
+        self.fail_commits = lambda summary: False
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, reply = owner.handle(self.path, dict(self.headers), body)
+                data = json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def handle(self, path: str, headers: dict, body: bytes) -> tuple[int, dict]:
+        path = path.split("?")[0]
+        auth = headers.get("Authorization") or headers.get("authorization")
+        self.requests.append({"path": path, "authorization": auth, "body": body})
+        if path == "/api/repos/create":
+            payload = json.loads(body)
+            return 200, {"url": f"{self.url}/{payload['organization']}/{payload['name']}"}
+        if path == "/api/validate-yaml":
+            return 200, {"errors": [], "warnings": []}
+        if match := re.fullmatch(r"/api/models/([^/]+/[^/]+)/preupload/(.+)", path):
+            files = json.loads(body)["files"]
+            return 200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+        if match := re.fullmatch(r"/api/models/([^/]+/[^/]+)/branch/(.+)", path):
+            return 200, {}
+        if match := re.fullmatch(r"/api/models/([^/]+/[^/]+)/commit/(.+)", path):
+            lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+            summary = next(item["value"]["summary"] for item in lines if item["key"] == "header")
+            if self.fail_commits(summary):
+                return 503, {"error": "Service Unavailable"}
+            files = {item["value"]["path"]: base64.b64decode(item["value"]["content"])
+                     for item in lines if item["key"] == "file"}
+            self.commits.append({"repo_id": match[1], "revision": match[2], "summary": summary, "files": files})
+            oid = f"{len(self.commits):040x}"
+            return 200, {"commitUrl": f"{self.url}/{match[1]}/commit/{oid}", "commitOid": oid, "pullRequestUrl": None}
+        return 404, {"error": f"no route {path}"}
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """A FakeHub with this process allowed to reach it (tests run with HF_HUB_OFFLINE=1)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    server = FakeHub()
+    yield server
+    server.close()
+
+
+def hub_env(url: str | None, **extra) -> dict:
+    """Environment of a CLI subprocess: online against `url` (or offline when None), token set."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING_FACE"))}
+    env.update(HF_TOKEN=TOKEN, HF_HOME=str(extra.pop("home")), **extra)
+    env.update({"HF_ENDPOINT": url, "HF_HUB_OFFLINE": "0"} if url else {"HF_HUB_OFFLINE": "1"})
+    return env
+
+
+def compose_cfg(out_dir, *overrides):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=[f"paths.output_dir={out_dir}", "print_config=false", *overrides])
+
+
+# ---------------------------------------------------------------- round trips
+
+
+def small_vae(architecture: str, likelihood: str, conditional: bool = False, in_shape=(1, 8, 8)) -> VAE:
+    model = VAE(in_shape=list(in_shape), latent_dim=3, architecture=architecture, net=SMALL_NETS.get(architecture),
+                likelihood=likelihood, conditional=conditional, num_classes=3 if conditional else 0)
+    x, y = torch.rand(6, *in_shape), torch.arange(6) % 3
+    model.train()(x, y if conditional else None)  # moves BatchNorm running statistics away from their init
+    return model.eval()
+
+
+def outputs(model: VAE, conditional: bool) -> list[torch.Tensor]:
+    """Everything the model computes on fixed inputs and fixed noise, in eval mode."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(4, *model.in_shape, generator=gen)
+    y = torch.tensor([0, 1, 2, 0]) if conditional else None
+    z = torch.randn(2, 4, model.latent_dim, generator=gen)  # (K, B, D)
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):  # fixed noise, global RNG left as it was
+        q_z, p_x = model.encode(x, y), model.decode(z, y)
+        torch.manual_seed(1)
+        samples = model.sample(4, y=y)
+        return [q_z.mean, q_z.stddev, p_x.mean, p_x.log_prob(x), samples, model(x, y)]
+
+
+ROUND_TRIPS = [(a, lik, False) for a in NETS for lik in LIKELIHOODS] + [(a, "bernoulli", True) for a in NETS]
+
+
+@pytest.mark.parametrize("architecture,likelihood,conditional", ROUND_TRIPS)
+def test_save_load_round_trip_gives_identical_outputs(tmp_path, architecture, likelihood, conditional):
+    model = small_vae(architecture, likelihood, conditional)
+    hub.save_artifact(tmp_path / "artifact", model)
+    loaded = VAE.from_pretrained(tmp_path / "artifact")
+    assert not loaded.training
+    for got, want in zip(outputs(loaded, conditional), outputs(model, conditional)):
+        assert torch.equal(got, want)
+    other = small_vae(architecture, likelihood, conditional)  # same config, other weights: must differ
+    assert not torch.equal(outputs(other, conditional)[2], outputs(model, conditional)[2])
+
+
+def test_config_schema_covers_exactly_the_model_init_args():
+    import inspect
+
+    args = set(inspect.signature(VAE.__init__).parameters) - {"self"}
+    assert set(hub.CONFIG_RULES) | set(hub.SHAPED_KEYS) == args
+
+
+def test_artifact_written_with_card_and_records(tmp_path):
+    model = small_vae("conv", "gaussian", in_shape=(3, 8, 8))
+    metrics = {"val": {"val/elbo_nats": -12.5, "val/bits_per_dim": 0.3, "val/loss": 12.5},
+               "test": {"test/elbo_nats": -13.0}, "global_step": 7, "epochs": 1}
+    train_cfg = {"seed": 3, "dataset": {"name": "cifar10"}, "loss": {"name": "elbo", "beta": 4.0},
+                 "schedule": {"lr": 0.01, "batch_size": 32, "optimizer": {"_target_": "torch.optim.AdamW"}}}
+    out = hub.save_artifact(tmp_path / "artifact", model, repo_id="me/vae-c10", train_cfg=train_cfg, metrics=metrics,
+                            overrides=["dataset=cifar10", "loss.beta=4", "hub=push", "hub.repo_id=me/vae-c10",
+                                       "paths.data_dir=/data"])
+    assert {p.name for p in out.iterdir()} == ARTIFACT_FILES
+    assert json.loads((out / "config.json").read_text())["in_shape"] == [3, 8, 8]
+    card = ModelCard.load(out / "README.md")
+    got = {(r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert got == {("validation", "elbo_nats"): -12.5, ("validation", "bits_per_dim"): 0.3,
+                   ("test", "elbo_nats"): -13.0}  # the weighted loss is not a result
+    assert card.data.library_name == "vae_lab" and "cifar10" in card.data.tags
+    assert "python train.py dataset=cifar10 loss.beta=4 seed=3" in card.text  # no hub/paths overrides
+    assert "AdamW, lr 0.01, batch size 32" in card.text and "beta 4.0" in card.text
+    assert 'VAE.from_pretrained("me/vae-c10")' in card.text and "![samples](samples.png)" in card.text
+    from PIL import Image
+
+    assert Image.open(out / "samples.png").size[0] > 8
+
+
+# ---------------------------------------------------------------- tampered artifacts
+
+
+def _edit_config(folder: Path, **changes):
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors copied into memory (load_file maps the file, which must not be rewritten while mapped)."""
+    return load(Path(path).read_bytes())
+
+
+def _edit_weights(folder: Path, edit):
+    state = read_tensors(folder / "model.safetensors")
+    edit(state)
+    save_file(state, folder / "model.safetensors")
+
+
+def _pickle_instead(folder: Path, name: str):
+    state = read_tensors(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / name)
+
+
+TAMPERS = {
+    "missing tensor": (lambda f: _edit_weights(f, lambda s: s.pop("encoder.head.bias")), "missing encoder.head.bias"),
+    "unexpected tensor": (lambda f: _edit_weights(f, lambda s: s.update(extra=torch.zeros(2))), "unexpected extra"),
+    "wrong shape": (lambda f: _edit_weights(f, lambda s: s.update({"encoder.head.bias": torch.zeros(5)})),
+                    "wrong shape: encoder.head.bias (5,) (model: (6,))"),
+    "config disagrees with weights": (lambda f: _edit_config(f, latent_dim=4), "does not match its config.json"),
+    "unknown config key": (lambda f: _edit_config(f, activation_fn="os.system"), "unknown key(s) activation_fn"),
+    "unknown architecture": (lambda f: _edit_config(f, architecture="transformer"),
+                             "architecture='transformer' is invalid: must be one of: conv, conv_deep, mlp, resnet"),
+    "unknown likelihood": (lambda f: _edit_config(f, likelihood="poisson"), "likelihood='poisson' is invalid"),
+    "wrong type": (lambda f: _edit_config(f, latent_dim="3"), "latent_dim='3' is invalid: must be an integer >= 1"),
+    "unknown net argument": (lambda f: _edit_config(f, net={"hidden_dims": [16], "eval": "x"}),
+                             "does not accept eval"),
+    "not json": (lambda f: (f / "config.json").write_text("{'in_shape': [1, 8, 8]"), "is not valid JSON"),
+    "pickle as safetensors": (lambda f: torch.save(read_tensors(f / "model.safetensors"), f / "model.safetensors"),
+                              "is a pickle (torch.save) file, not safetensors"),
+    "pickle only": (lambda f: _pickle_instead(f, "pytorch_model.bin"),
+                    "found pytorch_model.bin: pickle files are never loaded"),
+    "truncated weights": (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:300]),
+                          "is not a valid safetensors file"),
+}
+
+
+@pytest.fixture(scope="module")
+def base_artifact(tmp_path_factory) -> Path:
+    return hub.save_artifact(tmp_path_factory.mktemp("base") / "artifact", small_vae("mlp", "bernoulli"))
+
+
+@pytest.mark.parametrize("tamper", TAMPERS)
+def test_tampered_artifact_fails_with_one_clear_line(tmp_path, base_artifact, monkeypatch, tamper):
+    import shutil
+
+    folder = Path(shutil.copytree(base_artifact, tmp_path / "artifact"))
+    VAE.from_pretrained(folder)  # intact, it loads
+    edit, expected = TAMPERS[tamper]
+    edit(folder)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("an artifact must never be unpickled"))
+    with pytest.raises(CheckpointError) as info:
+        VAE.from_pretrained(folder)
+    message = str(info.value)
+    assert expected in message and "\n" not in message
+    with pytest.raises(CheckpointError):  # the same through the scripts' loader
+        load_model(folder)
+
+
+# ---------------------------------------------------------------- Hub ids, offline
+
+
+def stage_in_cache(cache: Path, repo_id: str, folder: Path, commit: str, ref: str | None = "main") -> None:
+    """Lay `folder`'s files out as huggingface_hub's cache holds a downloaded revision of `repo_id`."""
+    import shutil
+
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    if ref:
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / ref).write_text(commit)
+
+
+def test_hub_id_loads_from_the_cache_offline_with_revision_pinning(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    first, second = small_vae("mlp", "gaussian"), small_vae("mlp", "gaussian")
+    a = hub.save_artifact(tmp_path / "a", first, train_cfg={"dataset": {"name": "digits"}, "seed": 1})
+    b = hub.save_artifact(tmp_path / "b", second)
+    cache = tmp_path / "cache"
+    stage_in_cache(cache, "me/vae-mnist", a, "a" * 40)
+    stage_in_cache(cache, "me/vae-mnist", b, "b" * 40, ref=None)  # an older commit, reachable by its hash only
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+
+    latest = VAE.from_pretrained("me/vae-mnist")
+    assert torch.equal(outputs(latest, False)[2], outputs(first, False)[2])
+    pinned = VAE.from_pretrained("me/vae-mnist", revision="b" * 40)
+    assert torch.equal(outputs(pinned, False)[2], outputs(second, False)[2])
+
+    loaded = load_model(f"me/vae-mnist@{'b' * 40}")  # what scripts/evaluate.py model=... and init_from= use
+    assert torch.equal(outputs(loaded.model, False)[2], outputs(second, False)[2])
+    with_cfg = load_model("me/vae-mnist")
+    assert with_cfg.cfg.dataset.name == "digits" and with_cfg.source.name == "model.safetensors"
+
+    with pytest.raises(CheckpointError, match="cannot download config.json of me/vae-mnist@nope"):
+        VAE.from_pretrained("me/vae-mnist", revision="nope")
+    with pytest.raises(CheckpointError, match="not in the local cache"):
+        load_model("me/not-cached")
+    with pytest.raises(CheckpointError, match="nor a Hub id"):
+        load_model("outputs/runs/missing-run")
+
+
+def test_hub_downloads_are_checked_before_the_weights(tmp_path, base_artifact, monkeypatch):
+    import shutil
+
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    served = Path(shutil.copytree(base_artifact, tmp_path / "served"))
+    requested = []
+
+    def fake_download(repo_id, filename, revision=None, **kwargs):
+        requested.append((repo_id, filename, revision))
+        if not (served / filename).is_file():
+            raise EntryNotFoundError(f"{filename} not in {repo_id}")
+        return str(served / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    model = VAE.from_pretrained("me/vae", revision="v1")
+    assert isinstance(model, VAE) and ("me/vae", "model.safetensors", "v1") in requested
+
+    _edit_config(served, architecture="transformer")
+    requested.clear()
+    with pytest.raises(CheckpointError, match="architecture='transformer' is invalid"):
+        VAE.from_pretrained("me/vae")
+    assert [name for _, name, _ in requested] == ["config.json"]  # refused before any weights were fetched
+
+    _edit_config(served, architecture="mlp")
+    _pickle_instead(served, "pytorch_model.bin")  # a repo with only pickled weights
+    with pytest.raises(CheckpointError, match="has no model.safetensors: vae_lab loads safetensors only"):
+        VAE.from_pretrained("me/vae")
+
+
+# ---------------------------------------------------------------- pushing
+
+
+def test_push_commits_the_artifact_through_hfapi(tmp_path, fake_hub):
+    model = small_vae("mlp", "bernoulli")
+    metrics = {"val": {"val/elbo_nats": -30.5, "val/bits_per_dim": 0.7}}
+    artifact = hub.save_artifact(tmp_path / "run" / "artifact", model, repo_id="me/vae-digits", metrics=metrics,
+                                 train_cfg={"dataset": {"name": "digits"}, "seed": 0})
+    logs = tmp_path / "run" / "tensorboard"
+    logs.mkdir()
+    (logs / "events.out.tfevents.1.host").write_bytes(b"events")
+    api = HfApi(endpoint=fake_hub.url, token=TOKEN)
+
+    info = hub.push_artifact(artifact, "me/vae-digits", private=True, revision="v1",
+                             log_files=hub.tensorboard_files(logs.parent), api=api)
+    [commit] = fake_hub.commits
+    assert (commit["repo_id"], commit["revision"]) == ("me/vae-digits", "v1") and info.commit_url.endswith(info.oid)
+    assert set(commit["files"]) == ARTIFACT_FILES | {"tensorboard/events.out.tfevents.1.host"}
+    assert commit["files"]["model.safetensors"] == (artifact / "model.safetensors").read_bytes()
+    assert commit["summary"] == "vae_lab: mlp VAE on digits (latent_dim 3, bernoulli), val ELBO -30.50 nats"
+    card = ModelCard(commit["files"]["README.md"].decode())
+    [result] = [r for r in card.data.eval_results if r.metric_type == "elbo_nats"]
+    assert (result.metric_value, result.dataset_split, result.dataset_name) == (-30.5, "validation", "digits")
+    create = next(r for r in fake_hub.requests if r["path"] == "/api/repos/create")
+    assert json.loads(create["body"])["visibility"] == "private"
+    assert any(r["path"] == "/api/models/me/vae-digits/branch/v1" for r in fake_hub.requests)
+    assert all(r["authorization"] == f"Bearer {TOKEN}" for r in fake_hub.requests)
+    assert not any(TOKEN.encode() in data for data in commit["files"].values())
+
+
+@pytest.mark.parametrize("failure", ["offline", "no token"])
+def test_push_failure_keeps_the_artifact_and_prints_the_retry_command(tmp_path, monkeypatch, capsys, failure):
+    import huggingface_hub.constants
+
+    cfg = compose_cfg(tmp_path, "hub=push", "hub.repo_id=me/vae-x", "hub.private=true")
+    model = small_vae("mlp", "bernoulli")
+    if failure == "offline":  # HF_HUB_OFFLINE=1 (conftest): the network is out of reach
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        reason = "offline mode is on (HF_HUB_OFFLINE=1)"
+    else:  # online, but neither HF_TOKEN nor a saved login: refused before any request
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+        reason = hub.NO_TOKEN
+    artifact = hub.finish_run(cfg, tmp_path, model)
+    err = capsys.readouterr().err
+    assert f"not pushed to me/vae-x ({reason})" in err and TOKEN not in err
+    assert f"python scripts/push_to_hub.py {tmp_path.resolve()} repo_id=me/vae-x private=true" in err
+    assert torch.equal(outputs(VAE.from_pretrained(artifact), False)[2], outputs(model, False)[2])
+
+
+def test_hub_settings_are_checked_at_start(tmp_path):
+    from omegaconf.errors import MissingMandatoryValue
+
+    hub.check_hub_config(compose_cfg(tmp_path))  # hub=none: nothing to check
+    with pytest.raises(MissingMandatoryValue):
+        hub.check_hub_config(compose_cfg(tmp_path, "hub=push"))
+    with pytest.raises(ConfigError, match="hub.repo_id='a/b/c' is invalid"):
+        hub.check_hub_config(compose_cfg(tmp_path, "hub=push", "hub.repo_id=a/b/c"))
+    with pytest.raises(ConfigError, match="hub.sync_every_minutes=0 is invalid"):
+        hub.check_hub_config(compose_cfg(tmp_path, "hub=push", "hub.repo_id=a/b", "hub.sync_every_minutes=0"))
+    with pytest.raises(ConfigError, match="init_from and ckpt_path are both set"):
+        hub.check_hub_config(compose_cfg(tmp_path, "init_from=me/vae", "ckpt_path=last.ckpt"))
+
+
+@pytest.mark.parametrize("failure", ["connection refused", "hub down"])
+def test_log_sync_survives_a_network_failure(tmp_path, fake_hub, capsys, failure):
+    import socket
+
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from vae_lab.callbacks.hub_sync import HubLogSync
+    from vae_lab.lit_module import VAEModule
+
+    if failure == "connection refused":  # nothing listens on this port once the block ends
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    else:  # the repo is created, then every commit gets a 503
+        endpoint, fake_hub.fail_commits = fake_hub.url, lambda summary: True
+
+    class WaitForACommit(L.Callback):
+        """Mid-training, wait until the sync has tried (and failed) to commit; training must then go on."""
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            for _ in range(400 if failure == "hub down" and trainer.global_step == 3 else 0):
+                if any("/commit/" in r["path"] for r in fake_hub.requests):
+                    break
+                time.sleep(0.05)
+    sync = HubLogSync("me/vae-sync", every_minutes=0.005, api=HfApi(endpoint=endpoint, token=TOKEN), final_wait_s=20)
+    module = VAEModule(model={"in_shape": [1, 8, 8], "latent_dim": 2, "net": {"hidden_dims": [8]}},
+                       objective={"name": "elbo"}, optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3})
+    data = DataLoader(TensorDataset(torch.rand(32, 1, 8, 8), torch.zeros(32, dtype=torch.long)), batch_size=8)
+    trainer = L.Trainer(max_steps=8, logger=TensorBoardLogger(tmp_path, name="tensorboard", version=""),
+                        callbacks=[sync, WaitForACommit()], enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer.fit(module, data, data)
+    assert trainer.global_step == 8 and not fake_hub.commits
+    if failure == "connection refused":
+        assert sync.scheduler is None and sync.failures
+        assert "hub log sync to me/vae-sync is not running" in capsys.readouterr().err
+    else:
+        assert sync.scheduler is not None and any("/commit/" in r["path"] for r in fake_hub.requests)
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))  # the local logs are untouched
+
+
+# ---------------------------------------------------------------- the CLI, end to end
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """`python train.py hub=push ... hub.sync_logs=true` against a FakeHub that syncs logs but fails the final push."""
+    tmp = tmp_path_factory.mktemp("cli")
+    server = FakeHub()
+    server.fail_commits = lambda summary: summary.startswith("vae_lab:")  # the Hub goes down at the end
+    proc = subprocess.run(
+        [sys.executable, "train.py", f"hydra.run.dir={tmp / 'run'}", "trainer.max_steps=20", "trainer.max_epochs=-1",
+         "trainer.val_check_interval=10", "trainer.enable_progress_bar=false", "print_config=false", "hub=push",
+         "hub.repo_id=me/vae-cli", "hub.sync_logs=true", "hub.sync_every_minutes=0.005"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=hub_env(server.url, home=tmp / "hf"),
+    )
+    yield {"proc": proc, "server": server, "run_dir": tmp / "run", "tmp": tmp}
+    server.close()
+
+
+def test_cli_push_failure_then_push_to_hub_script(cli_run):
+    proc, server, run_dir = cli_run["proc"], cli_run["server"], cli_run["run_dir"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    synced = [c for c in server.commits if c["summary"] == "Scheduled Commit"]
+    assert synced and all(path.startswith("tensorboard/") for c in synced for path in c["files"])
+    assert any("events.out.tfevents" in path for c in synced for path in c["files"])
+    [warning] = [line for line in proc.stderr.splitlines() if "not pushed to me/vae-cli" in line]
+    assert "(HfHubHTTPError: Server error '503 Service Unavailable'" in warning
+    assert {p.name for p in (run_dir / "artifact").iterdir()} == ARTIFACT_FILES
+    from vae_lab.loading import model_from_checkpoint
+
+    best = model_from_checkpoint(Path(json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]))
+    shipped = read_tensors(run_dir / "artifact" / "model.safetensors")  # the weights metrics.json describes
+    assert shipped.keys() == best.state_dict().keys()
+    assert all(torch.equal(shipped[k], v) for k, v in best.state_dict().items())
+    assert TOKEN not in proc.stdout + proc.stderr
+    assert not [p for p in run_dir.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+
+    command = shlex.split(warning.split("push it later with: ", 1)[1])
+    assert command[:2] == ["python", "scripts/push_to_hub.py"]
+    server.fail_commits = lambda summary: False  # the Hub is back
+    again = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                           env=hub_env(server.url, home=cli_run["tmp"] / "hf"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    final = server.commits[-1]
+    assert final["repo_id"] == "me/vae-cli" and final["summary"].startswith("vae_lab: mlp VAE on digits")
+    assert ARTIFACT_FILES <= set(final["files"]) and any(p.startswith("tensorboard/events.") for p in final["files"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    card = ModelCard(final["files"]["README.md"].decode())
+    elbo = next(r.metric_value for r in card.data.eval_results if r.metric_type == "elbo_nats")
+    assert elbo == pytest.approx(metrics["val"]["val/elbo_nats"])
+    assert TOKEN not in again.stdout + again.stderr
+
+
+def test_push_to_hub_script_offline_is_one_error_line(cli_run):
+    artifact = cli_run["run_dir"] / "artifact"
+    before = {p.name: p.read_bytes() for p in artifact.iterdir()}
+    proc = subprocess.run([sys.executable, "scripts/push_to_hub.py", str(cli_run["run_dir"]), "repo_id=me/vae-cli"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=hub_env(None, home=cli_run["tmp"] / "hf"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: could not push {artifact.resolve()} to me/vae-cli: "
+                                                "offline mode is on (HF_HUB_OFFLINE=1)"]
+    assert {p.name: p.read_bytes() for p in artifact.iterdir()} == before
+
+
+def test_init_from_hub_id_and_strict_shapes(cli_run, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from vae_lab.cli.train import train
+
+    source = cli_run["run_dir"] / "artifact"
+    stage_in_cache(tmp_path / "cache", "me/vae-cli", source, "c" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "finetune"
+    # no training batches: the new run's model is exactly its init weights, saved to its own artifact
+    train(compose_cfg(out, f"init_from=me/vae-cli@{'c' * 40}", "trainer.limit_train_batches=0", "logger=none",
+                      "callbacks=none", "trainer.enable_model_summary=false"))
+    got, want = read_tensors(out / "artifact" / "model.safetensors"), read_tensors(source / "model.safetensors")
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+    with pytest.raises(CheckpointError, match="does not fit this model .*wrong shape"):
+        train(compose_cfg(tmp_path / "bad", f"init_from={source}", "model.latent_dim=3", "logger=none",
+                          "callbacks=none"))
+
+
+def test_resume_from_ckpt_loads_with_weights_only(cli_run, tmp_path):
+    from vae_lab.cli.train import train
+
+    last = cli_run["run_dir"] / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)  # primitives and tensors only
+    assert ckpt["global_step"] == 20
+    metrics = train(compose_cfg(tmp_path, f"ckpt_path={last}", "trainer.max_steps=22", "trainer.max_epochs=-1",
+                                "logger=none", "callbacks=none", "trainer.enable_model_summary=false"))
+    assert metrics["global_step"] == 22
+
+
+@pytest.mark.slow
+def test_evaluate_and_sample_scripts_accept_a_hub_id(tmp_path, base_artifact):
+    stage_in_cache(tmp_path / "cache", "me/vae-tiny", base_artifact, "e" * 40)
+    env = hub_env(None, home=tmp_path / "hf", HF_HUB_CACHE=str(tmp_path / "cache"))
+    sample = subprocess.run([sys.executable, "scripts/sample.py", f"model=me/vae-tiny@{'e' * 40}",
+                             f"out={tmp_path / 'pictures'}"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env=env)
+    assert sample.returncode == 0, sample.stderr[-3000:]
+    assert list((tmp_path / "pictures").glob("*.png"))
+    evaluate = subprocess.run([sys.executable, "scripts/evaluate.py", "model=me/vae-tiny", "dataset.name=digits",
+                               "split=val", "iwae_samples=4", "progress=false", f"out={tmp_path / 'eval.json'}"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    assert (tmp_path / "eval.json").is_file()
