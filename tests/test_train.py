@@ -101,8 +101,9 @@ def test_real_mnist_training_lowers_validation_nelbo(tmp_path, data_root):
         untrained, datamodule=dm, verbose=False)[0]["val/elbo_nats"]
     metrics = train(cfg)
     end = metrics["val"]["val/elbo_nats"]
-    # Measured: an untrained MLP gives about -543 nats; 400 steps reach about -145 (seed 002 reports 165.6 after
-    # a full epoch of 938 steps). The bound leaves room for seed-to-seed variation.
+    print(f"\nMNIST MLP validation ELBO: untrained {start:.1f} nats, after 400 steps {end:.1f} nats")
+    # Measured (seed 42, 2026-11-22): untrained -546.5 nats, -157.6 after 400 steps (seed 002 reports a training
+    # loss of 165.6 after its first full epoch of 938 steps). The bound leaves ~17 nats for platform variation.
     assert start < -400
-    assert end > -165, end
+    assert end > -175, end
     assert -end < 0.4 * -start

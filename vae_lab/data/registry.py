@@ -82,6 +82,26 @@ def _cifar_files(cls, root: Path) -> str:
     return f"{_beside(root / cls.base_folder, names)} (or the archive {root / cls.filename} with download=true)"
 
 
+def _md5_mismatch(cls, root: Path) -> str | None:
+    """A one-line error for the first file torchvision checks by md5 that is present but has the wrong md5."""
+    import hashlib
+
+    batches = getattr(cls, "train_list", []) + getattr(cls, "test_list", [])  # CIFAR: the extracted batch files
+    listed = [(root / cls.base_folder / name, md5) for name, md5 in batches]
+    listed += [(root / cls.__name__ / "raw" / name, md5) for name, md5 in getattr(cls, "resources", [])]
+    for path, md5 in listed:
+        if md5 and path.is_file():
+            digest = hashlib.md5(usedforsecurity=False)
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+            if digest.hexdigest() != md5:
+                return (f"{cls.__name__}: {path} fails its md5 check (expected {md5}, found {digest.hexdigest()}): "
+                        f"a corrupted or unofficial file; replace it with the official one (or delete it and run "
+                        f"with network access and dataset.download=true)")
+    return None
+
+
 def _torchvision_loader(cls, expected_files: Callable, layout: str, doc: str) -> Callable:
     """A loader for a torchvision dataset class whose `.data` already holds every decoded image."""
 
@@ -93,6 +113,9 @@ def _torchvision_loader(cls, expected_files: Callable, layout: str, doc: str) ->
                 ds = cls(str(root), train=train, download=download)
             except (RuntimeError, OSError) as err:  # "Dataset not found or corrupted", URLError when offline
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                mismatch = _md5_mismatch(cls, root)
+                if mismatch:
+                    raise DataError(mismatch) from err
                 raise DataError(
                     f"{cls.__name__} not found or corrupted under {root} (torchvision said: {reason}); "
                     f"it expects {expected_files(cls, root)}; set paths.data_dir=<dir with the archives> "

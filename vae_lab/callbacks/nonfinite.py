@@ -1,0 +1,102 @@
+"""Skip and count optimizer steps whose loss or gradients are not finite; stop after too many in a row."""
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+
+from vae_lab.errors import ConfigError, VaeLabError
+
+
+class NonFiniteError(VaeLabError):
+    """Training produced non-finite losses or gradients for `guard.max_consecutive` steps in a row."""
+
+
+class NonFiniteGuard(L.Callback):
+    """A step whose loss or gradients hold NaN/inf leaves the weights and optimizer state untouched.
+
+    The check is one fused reduction (the max |gradient| over all parameters, and the loss) and one host sync per
+    step, as AMP's GradScaler does. A bad step's gradients are dropped (`grad = None`), so `optimizer.step()`
+    changes neither weights nor moments; the step still counts (global_step, LR schedule). `train/nonfinite_steps`
+    logs the running total. After `max_consecutive` bad steps in a row training stops with a NonFiniteError
+    naming the step, the last finite numbers and the usual causes; checkpoints already written stay as they were.
+
+    Args:
+        max_consecutive: bad steps in a row that stop the run (fp16 loss scaling skips a few steps at its start).
+        inject_nan_at_steps: testing aid: fill the batch of these global steps with NaN.
+    """
+
+    def __init__(self, max_consecutive: int = 20, inject_nan_at_steps: Sequence[int] = ()):
+        if isinstance(max_consecutive, bool) or not isinstance(max_consecutive, int) or max_consecutive < 1:
+            raise ConfigError(f"guard.max_consecutive={max_consecutive!r} is invalid: must be an integer >= 1")
+        steps = list(inject_nan_at_steps or ())
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps):
+            raise ConfigError(f"guard.inject_nan_at_steps={steps!r} is invalid: must be a list of integers >= 0")
+        self.max_consecutive = max_consecutive
+        self.inject_nan_at_steps = frozenset(steps)
+        self.skipped = 0  # bad steps so far (carried across resumes)
+        self.consecutive = 0  # bad steps in a row, up to the current one
+        self.last_finite: tuple[int, float] | None = None  # (global step, loss) of the latest good step
+        self._loss: torch.Tensor | None = None
+
+    @property
+    def state_key(self) -> str:
+        return "NonFiniteGuard"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"skipped": self.skipped, "consecutive": self.consecutive}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.skipped = int(state_dict["skipped"])
+        self.consecutive = int(state_dict["consecutive"])
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if trainer.global_step in self.inject_nan_at_steps:
+            batch[0].fill_(float("nan"))  # x: a fresh copy per batch (index_select), safe to poison in place
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        self._loss = loss.detach()
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                                 optimizer: torch.optim.Optimizer) -> None:
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        # max |g| cannot overflow where a sum or a 2-norm could; NaN and inf propagate through it
+        grad_max = torch.nn.utils.get_total_norm([p.grad for p in params], norm_type=math.inf)
+        loss = self._loss if self._loss is not None else grad_max.new_zeros(())
+        loss_value, grad_value = torch.stack([loss.float().reshape(()), grad_max.float().to(loss.device)]).tolist()
+        # Under DDP the gradients are already all-reduced (the same on every rank) while the loss is per rank:
+        # decide on the gradients alone there, so every rank skips the same steps.
+        finite = math.isfinite(grad_value) and (trainer.world_size > 1 or math.isfinite(loss_value))
+        if finite:
+            self.consecutive = 0
+            self.last_finite = (trainer.global_step + 1, loss_value)  # this step, counted from 1
+        else:
+            for p in params:
+                p.grad = None  # optimizer.step() skips parameters without a gradient: weights and moments stay
+            self.skipped += 1
+            self.consecutive += 1
+        pl_module.log("train/nonfinite_steps", float(self.skipped), on_step=True, on_epoch=False)
+        if self.consecutive >= self.max_consecutive:
+            raise NonFiniteError(self._message(trainer))
+
+    def _message(self, trainer: L.Trainer) -> str:
+        step = trainer.global_step + 1  # the step being taken (global_step counts the finished ones)
+        if self.last_finite is not None:
+            last = f"last finite step {self.last_finite[0]}: train/loss={self.last_finite[1]:.6g}"
+        else:
+            last = "no finite step in this process"
+        val = trainer.callback_metrics.get("val/elbo_nats")
+        if val is not None:
+            last += f", last validation val/elbo_nats={float(val):.6g}"
+        checkpoints = sorted({str(p) for cb in trainer.checkpoint_callbacks
+                              for p in (getattr(cb, "last_model_path", ""), getattr(cb, "best_model_path", "")) if p})
+        kept = f"checkpoints kept as they were: {', '.join(checkpoints)}" if checkpoints else "no checkpoint yet"
+        return (
+            f"training stopped at step {step}: {self.consecutive} steps in a row had a non-finite loss or gradients "
+            f"(skipped, {self.skipped} in total); {last}; typical causes: a learning rate too high (schedule.lr), "
+            f"a too small Gaussian likelihood scale (model.likelihood_scale, model.likelihood_min_scale), fp16 "
+            f"overflow (use bf16-mixed or 32-true precision), NaN/inf in the data; {kept}"
+        )
