@@ -1,5 +1,6 @@
 """Every object of a run built in one place from the composed config."""
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ def build_module(cfg: DictConfig, spec):
     from vae_lab.lit_module import VAEModule
 
     s = cfg.schedule
-    return VAEModule(
+    module = VAEModule(
         model=model_kwargs(cfg, spec),
         objective=to_primitive(cfg.loss),
         optimizer=to_primitive(s.optimizer),
@@ -56,6 +57,24 @@ def build_module(cfg: DictConfig, spec):
         kl_warmup_steps=s.kl_warmup_steps,
         kl_warmup_epochs=float(s.kl_warmup_epochs),
     )
+    _speed_options(cfg, module.model)
+    return module
+
+
+def _speed_options(cfg: DictConfig, model) -> None:
+    """`channels_last` and `compile` (opt-in); both change how the nets run, never their weights' names."""
+    import torch
+
+    from vae_lab.errors import ConfigError
+
+    for key in ("compile", "channels_last"):
+        if not isinstance(cfg.get(key, False), bool):
+            raise ConfigError(f"{key}={cfg.get(key)!r} is invalid: must be true or false")
+    if cfg.get("channels_last", False):
+        model.to(memory_format=torch.channels_last)  # 4-D conv weights only; inputs follow inside each conv
+    if cfg.get("compile", False):
+        model.encoder.compile()  # in place (nn.Module.compile): the state_dict keys stay as they are
+        model.decoder.compile()
 
 
 def _instantiate_all(group: DictConfig | None) -> list:
@@ -75,4 +94,9 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list | None = None):
         from lightning.pytorch.callbacks import ProgressBar
 
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    return L.Trainer(**trainer_kwargs, logger=loggers or False, callbacks=callbacks)
+    trainer = L.Trainer(**trainer_kwargs, logger=loggers or False, callbacks=callbacks)
+    if trainer.strategy.root_device.type == "cpu":
+        # Lightning sets this at import; with a CUDA build it makes every torch.cuda.is_available() (Adam asks
+        # at each step) retry loading NVML: ~0.1-0.2 ms per step on a machine without a GPU.
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+    return trainer

@@ -1,5 +1,6 @@
 """The LightningModule: one shared step for train/val/test, optimizers, logging. Orchestration only."""
 
+import math
 from typing import Any
 
 import lightning as L
@@ -8,7 +9,8 @@ from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MeanMetric
 
-from vae_lab.metrics import bits_per_dim
+from vae_lab.data.batches import stream_seed
+from vae_lab.metrics import ReconstructionQuality, bits_per_dim
 from vae_lab.model import VAE
 from vae_lab.objectives import build_objective
 from vae_lab.schedules import build_scheduler, kl_warmup_factor
@@ -50,8 +52,12 @@ class VAEModule(L.LightningModule):
         # sum + count states: exact means across batches of any size and across DDP ranks
         # keyed "<stage>_metrics": a ModuleDict key may not shadow nn.Module.train
         self.means = nn.ModuleDict(
-            {f"{s}_metrics": nn.ModuleDict({t: MeanMetric() for t in self.terms + ["bits_per_dim"]}) for s in STAGES}
+            {f"{s}_metrics": nn.ModuleDict({t: MeanMetric() for t in self.terms + ["bits_per_dim", "loss"]})
+             for s in STAGES}
         )
+        # SSIM / PSNR of posterior-mean reconstructions, validation and test only (one extra decoder pass)
+        self.quality = nn.ModuleDict({s: ReconstructionQuality(self.model.in_shape) for s in ("val", "test")})
+        self._sums: dict[str, torch.Tensor] = {}  # per stage: this epoch's running sums (see _accumulate)
 
     @property
     def kl_weight(self) -> float:
@@ -65,43 +71,109 @@ class VAEModule(L.LightningModule):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(x, y)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, batch_idx: int = 0) -> torch.Tensor:
         x, y = batch
         y = y if self.model.conditional else None
         q_z = self.model.encode(x, y)
-        z = q_z.rsample((self.num_samples,))  # (K, B, D)
+        z = self._sample_z(q_z, stage, batch_idx)  # (K, B, D)
         p_x = self.model.decode(z, y)  # batch shape (K, B)
         kl_weight = self.kl_weight
         out = self.objective(q_z, self.model.prior(), z, p_x, x, kl_weight=kl_weight)
 
-        bound = out.terms.get("iwae", out.terms["elbo"])
-        num_dims = x[0].numel()
-        values = dict(out.terms, bits_per_dim=bits_per_dim(bound, num_dims, self.model.likelihood.discrete_targets))
-        on_step = stage == "train"
-        for name, value in values.items():
-            metric = self.means[f"{stage}_metrics"][name]
-            metric.update(value.detach())
-            # the metric object is logged, so Lightning reduces sum/count at epoch end; no per-step host sync
-            self.log(f"{stage}/{name}_nats" if name != "bits_per_dim" else f"{stage}/{name}", metric,
-                     on_step=False, on_epoch=True, prog_bar=(name == "elbo" and stage == "val"))
-        self.log(f"{stage}/loss", out.loss.detach(), on_step=on_step, on_epoch=not on_step, prog_bar=on_step,
-                 batch_size=x.shape[0])
-        if on_step:
-            self.log("train/kl_weight", kl_weight, on_step=True, on_epoch=False)
+        self._accumulate(stage, out, x.shape[0])
+        if stage in self.quality:
+            self._log_reconstruction(self.model.decode(q_z.mean, y).mean, x, stage)
+        if stage == "train" and self._log_this_step():
+            # CPU values: the progress bar reads its metrics after every batch, a device tensor would sync each time
+            self.log("train/loss", out.loss.detach().cpu(), on_step=True, on_epoch=False, prog_bar=True)
+            self.log("train/kl_weight", torch.tensor(kl_weight), on_step=True, on_epoch=False)
         return out.loss
+
+    def _log_this_step(self) -> bool:
+        """Whether Lightning writes step metrics after this step (every log_every_n_steps): each self.log costs."""
+        every = self.trainer.log_every_n_steps
+        return bool(self.trainer.fast_dev_run) or (every > 0 and (self.global_step + 1) % every == 0)
+
+    def log(self, name: str, value: Any, *args, **kwargs) -> None:
+        # A training value logged for its step only (on_step=True, on_epoch=False) reaches the loggers every
+        # log_every_n_steps; a call in between is overwritten before it is written, and each call costs about as
+        # much as a small model's step (Lightning copies its bookkeeping), so those calls are dropped, whoever
+        # makes them (callbacks too). Between logging steps callback_metrics keep the last logged value.
+        step_only = kwargs.get("on_step") and not kwargs.get("on_epoch", True)
+        if step_only and self._trainer is not None and self.trainer.training and not self._log_this_step():
+            return
+        super().log(name, value, *args, **kwargs)
+
+    def _accumulate(self, stage: str, out, batch_size: int) -> None:
+        """Add the batch's sums [terms..., loss * B, B] to the stage's running sums, on the device (no host sync)."""
+        terms = torch.stack([out.terms[t] for t in self.terms]).detach()  # (T, B)
+        row = torch.cat([terms.sum(-1), out.loss.detach().reshape(1) * batch_size, terms.new_full((1,), batch_size)])
+        row = torch.where(row.isfinite().all(), row, 0.0)  # a non-finite batch (a skipped step) does not count
+        self._sums[stage] = row if stage not in self._sums else self._sums[stage].add_(row)
+
+    def _log_epoch(self, stage: str) -> None:
+        """The epoch means as sum + count metrics (DDP reduces sums and counts exactly, not means of rank means)."""
+        sums = self._sums.pop(stage, None)
+        if sums is None:
+            return
+        metrics, count = self.means[f"{stage}_metrics"], sums[-1]
+        means = dict(zip([*self.terms, "loss"], sums[:-1] / count.clamp(min=1)))
+        # bits/dim is affine in the bound, so the mean of bits/dim is bits/dim of the mean bound
+        bound = means.get("iwae", means["elbo"])
+        discrete = self.model.likelihood.discrete_targets
+        means["bits_per_dim"] = bits_per_dim(bound, math.prod(self.model.in_shape), discrete)
+        for name, mean in means.items():
+            if stage == "train" and name == "loss":
+                continue  # train/loss is the step value
+            metrics[name].update(mean, weight=count)
+            key = f"{stage}/{name}" if name in ("bits_per_dim", "loss") else f"{stage}/{name}_nats"
+            self.log(key, metrics[name], on_step=False, on_epoch=True, prog_bar=(name == "elbo" and stage == "val"))
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def _log_reconstruction(self, x_hat: torch.Tensor, x: torch.Tensor, stage: str) -> None:
+        self.quality[stage].update(x_hat, x)
+        for name, metric in self.quality[stage].items():  # val/ssim, val/psnr_db, test/...
+            self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True)
+
+    def _sample_z(self, q_z, stage: str, batch_idx: int) -> torch.Tensor:
+        """z ~ q(z|x): (K, B, D); evaluation noise is seeded per (stage, rank, batch)."""
+        if stage == "train":
+            return q_z.rsample((self.num_samples,))
+        # Fixed evaluation noise: the same z every epoch (validation curves and the best checkpoint follow the
+        # model, not Monte Carlo noise), validation never shifts the training random stream, and a DDP
+        # evaluation can be replayed shard by shard in one process (tests/test_ddp.py).
+        loc, scale = q_z.mean, q_z.stddev  # (B, D)
+        generator = torch.Generator(device=loc.device).manual_seed(stream_seed(stage, self.global_rank, batch_idx))
+        eps = torch.randn((self.num_samples, *loc.shape), generator=generator, device=loc.device, dtype=loc.dtype)
+        return loc + eps * scale  # the reparameterisation of Normal.rsample
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # In-memory batches are cut on the training device already: skip Lightning's walk over the collection.
+        if isinstance(batch, (tuple, list)) and all(isinstance(t, torch.Tensor) and t.device == device for t in batch):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._step(batch, "val", batch_idx)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "test")
+        self._step(batch, "test", batch_idx)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self.trainer.optimizers:
-            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+        if self.trainer.optimizers and self._log_this_step():
+            lr = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])
+            self.log("train/lr", lr, on_step=True, on_epoch=False)
 
     def configure_optimizers(self):
         optimizer = instantiate(self.hparams.optimizer, params=self.parameters())

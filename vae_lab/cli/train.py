@@ -7,7 +7,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from vae_lab.cli import CONFIG_DIR
-from vae_lab.cli.errors import report_user_errors
+from vae_lab.cli.errors import hydra_errors_in_one_line, report_user_errors
+from vae_lab.cli.hydra_callbacks import multirun_job
 
 
 def _final_metrics(trainer, module, datamodule) -> dict:
@@ -26,12 +27,14 @@ def train(cfg: DictConfig) -> dict:
     import lightning as L
     from lightning.pytorch.utilities import rank_zero_only
 
+    from vae_lab import hub
     from vae_lab.build import build_datamodule, build_module, build_trainer
     from vae_lab.config import validate
     from vae_lab.io import atomic_write_json
-    from vae_lab.run_info import run_info
+    from vae_lab.resume import prepare_resume, record_run, reliability_callbacks
 
     validate(cfg)
+    hub.check_hub_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
     if cfg.get("print_config"):
         rank_zero_only(print)(OmegaConf.to_yaml(cfg, resolve=True))
@@ -40,13 +43,16 @@ def train(cfg: DictConfig) -> dict:
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    ckpt_path = prepare_resume(cfg, datamodule.spec)  # resume= / ckpt_path=, checked against the model
     module = build_module(cfg, datamodule.spec)
-    trainer = build_trainer(cfg)
+    if cfg.get("init_from"):
+        rank_zero_only(print)(f"init_from: weights of {hub.init_weights(module.model, cfg.init_from)}")
+    trainer = build_trainer(cfg, extra_callbacks=hub.hub_callbacks(cfg) + reliability_callbacks(cfg))
     if trainer.is_global_zero:
-        atomic_write_json(run_dir / "run_info.json", run_info())
+        record_run(run_dir, ckpt_path)  # run_info.json (a resume appends to it)
         print(f"data: {datamodule.describe()}")
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = _final_metrics(trainer, module, datamodule)
     metrics.update(global_step=trainer.global_step, epochs=trainer.current_epoch,
                    wall_time_s=round(time.time() - started, 2), run_dir=str(run_dir.resolve()))
@@ -56,11 +62,14 @@ def train(cfg: DictConfig) -> dict:
         print(f"\nRun directory: {run_dir.resolve()}")
         print(f"Final validation ELBO: {val['val/elbo_nats']:.2f} nats/example "
               f"({val['val/bits_per_dim']:.4f} bits/dim)  |  tensorboard --logdir {run_dir}")
+        hub.finish_run(cfg, run_dir, module.model)  # <run dir>/artifact, pushed when hub.push
     return metrics
 
 
+@hydra_errors_in_one_line  # Hydra's own errors (unknown key/option) as one line too
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @report_user_errors
+@multirun_job  # in a sweep: refuse relaunching DDP; a failed job writes failure.json and the others go on
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     return metrics["val"].get("val/elbo_nats")

@@ -92,7 +92,9 @@ class VAEDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         # Lightning runs this on one process per node before setup: with download=True torchvision fetches or
         # extracts the files here. Keep what was decoded so setup in the same process does not decode twice.
-        self._raw = self._load()
+        # Once set up (train.py sets up before fit), the Trainer's own calls have nothing left to do.
+        if not self._splits and self._raw is None:
+            self._raw = self._load()
 
     def setup(self, stage: str | None = None) -> None:
         if self._splits:

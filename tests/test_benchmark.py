@@ -1,0 +1,109 @@
+"""scripts/benchmark.py end to end for a handful of steps: the plumbing of its sides and its JSON, not timings."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from datasets_fixtures import SHARED_DATA
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(tmp_path: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "scripts/benchmark.py", f"hydra.run.dir={tmp_path / 'bench'}", f"out={tmp_path / 'b.json'}",
+         *overrides],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def mnist_dir():
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"{SHARED_DATA / 'MNIST' / 'raw'} is not available")
+    return SHARED_DATA
+
+
+def check_training_sides(result: dict, batch_size: int, steps: int) -> None:
+    """Every training side ran the same model for the same timed steps; ratios are those of the medians."""
+    runs, sides = result["runs"], result["summary"]["sides"]
+    for side in ("a", "b", "c"):
+        (report,) = runs[side]
+        assert report["side"] == side
+        assert report["timed_steps"] == steps and report["timed_images"] == steps * batch_size
+        assert report["images_per_s"] > 0 and report["first_step_s"] > 0 and report["peak_rss_mb"] > 0
+        assert math.isclose(report["images_per_s"], report["timed_images"] / report["timed_s"])
+        assert sides[side]["images_per_s"] == report["images_per_s"]  # the median of one repeat
+    # one composed config and seed: the same initial weights and size on every side
+    assert len({(r["weights_checksum"], r["num_params"]) for side in "abc" for r in runs[side]}) == 1
+    assert len({r["torch_threads"] for side in "abc" for r in runs[side]}) == 1
+    ratios = result["summary"]["ratios"]
+    assert ratios["a_over_b"] == pytest.approx(sides["a"]["images_per_s"] / sides["b"]["images_per_s"])
+    assert ratios["a_over_c"] == pytest.approx(sides["a"]["images_per_s"] / sides["c"]["images_per_s"])
+    first_step, imports = sides["a"]["first_step_s"], sides["imports"]["import_s"]
+    assert ratios["first_step_a_over_imports"] == pytest.approx(first_step / imports)
+    assert sides["b"]["flops_per_image"] > 0 and sides["b"]["matmul_tflops"] > 0
+    # side a is `python train.py` itself: its run directory and captured output, progress bar included
+    log = Path(runs["a"][0]["log"]).read_text()
+    assert runs["a"][0]["output_has_progress_bar"] and "Final validation ELBO" in log
+    assert (Path(runs["a"][0]["log"]).parent / "a_r0" / "metrics.json").is_file()
+    assert all(len(v) == 3 for v in (result["load_before"], result["load_after"]))
+
+
+def test_training_sides_on_mnist(tmp_path, mnist_dir):
+    proc = run_benchmark(tmp_path, f"paths.data_dir={mnist_dir}", "batch_size=16", "steps=3", "warmup_steps=1",
+                         "repeats=1", "evaluation.enabled=false")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert set(result["runs"]) == {"a", "b", "c", "imports"}
+    check_training_sides(result, batch_size=16, steps=3)
+    assert result["settings"]["data_shape"] == [1, 28, 28]
+    for line in ("load average", "a  vae_lab train.py", "b  hand loop", "c  seeds' DataLoader", "a_over_b"):
+        assert line in proc.stdout
+
+
+@pytest.mark.slow
+def test_every_side_with_evaluation_and_repeats(tmp_path, mnist_dir):
+    proc = run_benchmark(tmp_path, f"paths.data_dir={mnist_dir}", "batch_size=32", "steps=5", "warmup_steps=2",
+                         "repeats=2", "evaluation.num_images=20", "evaluation.iwae_samples=64",
+                         "evaluation.batch_size=10", "evaluation.max_decoded=320", timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "b.json").read_text())
+    sides = result["summary"]["sides"]
+    for side in ("a", "b", "c", "imports", "eval_vae_lab", "eval_loop"):
+        assert len(result["runs"][side]) == 2
+    for side in ("a", "b", "c"):
+        values = [r["images_per_s"] for r in result["runs"][side]]
+        assert sides[side]["images_per_s"] == pytest.approx(sum(values) / 2)  # the median of two
+    evals = result["runs"]["eval_vae_lab"] + result["runs"]["eval_loop"]
+    assert len({r["weights_checksum"] for r in evals}) == 1
+    # both estimate the same log p(x) of the same untrained model: equal up to Monte Carlo noise
+    estimates = [r["iwae_nats"] for r in evals]
+    assert all(math.isfinite(v) and v < 0 for v in estimates)
+    assert max(estimates) - min(estimates) < 0.05 * abs(min(estimates))
+    assert "eval_vae_lab_over_loop" in result["summary"]["targets"]
+
+
+def test_synthetic_data_and_bf16(tmp_path):
+    """CIFAR-10-shaped random images (the GPU benchmark's data, here on CPU) under bf16 autocast."""
+    proc = run_benchmark(tmp_path, "synthetic.enabled=true", "synthetic.num_examples=64", "arch=conv_deep",
+                         "precision=bf16-mixed", "sides=[b,c]", "batch_size=8", "steps=2", "warmup_steps=1",
+                         "repeats=1", "evaluation.enabled=false")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert result["settings"]["data_shape"] == [3, 32, 32] and set(result["runs"]) == {"b", "c", "imports"}
+    assert result["runs"]["b"][0]["weights_checksum"] == result["runs"]["c"][0]["weights_checksum"]
+    assert result["summary"]["ratios"] == {}  # no side a: nothing to compare
+
+
+@pytest.mark.parametrize("override, key", [("arch=nope", "arch"), ("device=tpu", "device"), ("steps=0", "steps"),
+                                           ("sides=[a,z]", "sides"), ("dataset=digits", "dataset")])
+def test_bad_option_is_one_clear_line(tmp_path, override, key):
+    proc = run_benchmark(tmp_path, override, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("error:")
+    assert key in proc.stderr and not (tmp_path / "b.json").exists()
