@@ -88,6 +88,7 @@ def test_every_side_with_evaluation_and_repeats(tmp_path, mnist_dir):
     assert "eval_vae_lab_over_loop" in result["summary"]["targets"]
 
 
+@pytest.mark.slow  # ~2 min of conv_deep under bf16 on CPU; run by make test-slow in CI
 def test_synthetic_data_and_bf16(tmp_path):
     """CIFAR-10-shaped random images (the GPU benchmark's data, here on CPU) under bf16 autocast."""
     proc = run_benchmark(tmp_path, "synthetic.enabled=true", "synthetic.num_examples=64", "arch=conv_deep",
