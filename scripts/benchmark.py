@@ -533,7 +533,7 @@ def _train_overrides(cfg, data: dict) -> list[str]:
         f"paths.data_dir={data['root']}",
     ]
     overrides += [f"dataset.options.{key}={value}" for key, value in data["options"].items()]
-    return overrides + list(cfg.train_overrides)
+    return overrides + list(cfg.after_training) + list(cfg.train_overrides)
 
 
 def _launch(cmd: list[str], log: Path, report: Path, env: dict | None = None) -> dict:

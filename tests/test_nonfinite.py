@@ -105,3 +105,38 @@ def test_run_that_keeps_producing_nan_stops_with_one_line_and_a_loadable_checkpo
     counts = {e.step: e.value for e in acc.Scalars("train/nonfinite_steps")}
     assert counts[19] == 0 and counts[20] == 1 and max(counts.values()) == 4  # the 5th raised before logging
     assert all(math.isfinite(e.value) for e in acc.Scalars("train/loss") if e.step < 20)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_one_nonfinite_gradient_element_is_found(bad):
+    from vae_lab.callbacks.nonfinite import _all_finite, _sum_of_elements
+
+    grads = [torch.randn(40, 30), torch.randn(30)]
+    assert math.isfinite(_sum_of_elements(grads, torch.device("cpu")).item()) and _all_finite(grads)
+    grads[0][17, 3] = bad
+    assert not math.isfinite(_sum_of_elements(grads, torch.device("cpu")).item())
+    assert not _all_finite(grads)
+
+
+def test_gradients_whose_sum_overflows_are_still_finite():
+    """Finite gradients near float32's limit overflow the sum: the element-wise check must keep the step."""
+
+    class Step:  # the optimizer and trainer, as far as the guard looks at them
+        world_size = 1
+        global_step = 0
+        callback_metrics: dict = {}
+        checkpoint_callbacks: list = []
+
+    param = torch.nn.Parameter(torch.zeros(4))
+    param.grad = torch.full((4,), 3e38)
+    optimizer = torch.optim.SGD([param], lr=0.0)
+    guard = NonFiniteGuard(max_consecutive=1)
+    guard.on_before_backward(Step(), None, torch.tensor(1.0))
+    logged = []
+    module = type("M", (), {"log": lambda self, *a, **k: logged.append(a)})()
+    guard.on_before_optimizer_step(Step(), module, optimizer)
+    assert param.grad is not None and guard.skipped == 0
+    param.grad[2] = float("nan")
+    with pytest.raises(Exception, match="non-finite"):
+        guard.on_before_optimizer_step(Step(), module, optimizer)  # max_consecutive=1: stops at once
+    assert param.grad is None and guard.skipped == 1

@@ -155,12 +155,6 @@ class VAEModule(L.LightningModule):
         eps = torch.randn((self.num_samples, *loc.shape), generator=generator, device=loc.device, dtype=loc.dtype)
         return loc + eps * scale  # the reparameterisation of Normal.rsample
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        # In-memory batches are cut on the training device already: skip Lightning's walk over the collection.
-        if isinstance(batch, (tuple, list)) and all(isinstance(t, torch.Tensor) and t.device == device for t in batch):
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
 

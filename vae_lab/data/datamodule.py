@@ -176,3 +176,9 @@ class VAEDataModule(L.LightningDataModule):
                 f"dataset {self.hparams.name!r} has no test split (evaluate on the validation split instead)"
             )
         return self._batches("test", self.hparams.eval_batch_size or self.hparams.batch_size, False, "none")
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        # The batches are cut on the training device already: skip Lightning's walk over the collection.
+        if all(isinstance(t, torch.Tensor) and t.device == device for t in batch):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
