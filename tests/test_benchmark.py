@@ -64,6 +64,8 @@ def test_training_sides_on_mnist(tmp_path, mnist_dir):
     assert result["settings"]["data_shape"] == [1, 28, 28]
     for line in ("load average", "a  vae_lab train.py", "b  hand loop", "c  seeds' DataLoader", "a_over_b"):
         assert line in proc.stdout
+    targets = result["summary"]["targets"]  # the issue's thresholds for mlp on the CPU
+    assert targets["a_over_b"]["target"] == ">= 0.95" and targets["a_over_c"]["target"] == ">= 1.4"
 
 
 @pytest.mark.slow
@@ -108,3 +110,26 @@ def test_bad_option_is_one_clear_line(tmp_path, override, key):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("error:")
     assert key in proc.stderr and not (tmp_path / "b.json").exists()
+
+
+def test_thresholds_follow_device_and_arch():
+    """The issue's a/b and a/c targets depend on device and architecture; an explicit value wins."""
+    import importlib.util
+
+    from omegaconf import OmegaConf
+
+    spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    base = OmegaConf.load(ROOT / "configs" / "benchmark.yaml")
+
+    def targets(*overrides):
+        cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+        found = bench._targets(cfg)
+        return found["min_a_over_b"], found["min_a_over_c"]
+
+    assert targets("device=cpu", "arch=mlp") == (0.95, 1.4)
+    assert targets("device=cpu", "arch=conv") == (0.95, 1.25)
+    assert targets("device=cuda", "arch=conv_deep") == (0.9, 5.0)
+    assert targets("device=cpu", "arch=resnet") == (0.95, 1.25)  # no issue target: the fallback
+    assert targets("arch=mlp", "targets.min_a_over_c=2.0") == (0.95, 2.0)
