@@ -34,8 +34,9 @@ class NonFiniteGuard(L.Callback):
     The check is one sum over all gradients (finite exactly when every gradient is, barring overflow, which is then
     checked element-wise) and the loss, with one host sync per step, as AMP's GradScaler does. A bad step's
     gradients are dropped (`grad = None`), so `optimizer.step()` changes neither weights nor moments; the step
-    still counts (global_step, LR schedule). `train/nonfinite_steps` logs the running total. After `max_consecutive` bad steps in a row training stops with a NonFiniteError
-    naming the step, the last finite numbers and the usual causes; checkpoints already written stay as they were.
+    still counts (global_step, LR schedule). `train/nonfinite_steps` logs the running total. After
+    `max_consecutive` bad steps in a row training stops with a NonFiniteError naming the step, the last finite
+    numbers and the usual causes; checkpoints already written stay as they were.
 
     Args:
         max_consecutive: bad steps in a row that stop the run (fp16 loss scaling skips a few steps at its start).
