@@ -43,24 +43,11 @@ class Job:
 
     def examples(self, n: int, only_class: int | None = None):
         """The first n (x, y) examples of the split (of one class, if given), on the model's device."""
-        import torch
+        from vae_lab.callbacks.images import first_examples
 
-        from vae_lab.errors import DataError
-
-        xs, ys, got = [], [], 0
-        for x, y in self.batches():
-            if only_class is not None:
-                x, y = x[y == only_class], y[y == only_class]
-            xs.append(x.cpu())
-            ys.append(y.cpu())
-            got += len(x)
-            if got >= n:
-                break
-        if not got:
-            which = "" if only_class is None else f" of class {only_class}"
-            raise DataError(f"the {self.cfg.split} split has no examples{which}")
+        x, y = first_examples(self.batches(), n, only_class, self.cfg.split)
         device = next(self.model.parameters()).device
-        return torch.cat(xs)[:n].to(device), torch.cat(ys)[:n].to(device)
+        return x.to(device), y.to(device)
 
     def grid_images(self, images):
         from vae_lab import plots

@@ -110,17 +110,22 @@ def pick_pairs(labels: torch.Tensor, num_pairs: int, same_class: bool = False,
     return torch.tensor(start), torch.tensor(end)
 
 
-def first_examples(batches: Iterable, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first n (x, y) examples of an iterable of (x, y) batches (fewer if it runs out), on the CPU."""
+def first_examples(batches: Iterable, n: int, only_class: int | None = None,
+                   split: str = "validation") -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n (x, y) examples of an iterable of (x, y) batches (of one class, if given; fewer if it runs out),
+    on the CPU. No example at all is a DataError naming the split."""
     xs, ys, got = [], [], 0
     for x, y in batches:
+        if only_class is not None:
+            x, y = x[y == only_class], y[y == only_class]
         xs.append(x.cpu())
         ys.append(y.cpu())
         got += len(x)
         if got >= n:
             break
-    if not xs:
-        raise DataError("the validation split is empty: no images to draw")
+    if not got:
+        which = "" if only_class is None else f" of class {only_class}"
+        raise DataError(f"the {split} split has no examples{which}")
     return torch.cat(xs)[:n], torch.cat(ys)[:n]
 
 
