@@ -29,13 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GRID_TAGS = {"images/reconstructions", "images/samples", "images/interpolations"}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small models on 2 shared cores: a second intra-op thread only spins (measured 13x the CPU time here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def compose_cfg(tmp_path, *overrides):

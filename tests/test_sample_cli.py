@@ -26,13 +26,7 @@ _spec.loader.exec_module(sample_script)
 TILE = 32  # digits are 8x8, upscaled x4 in grids to reach min_image_size=28
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small models on 2 shared cores: a second intra-op thread only spins."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def grid_px(rows, cols, tile=TILE, padding=2):

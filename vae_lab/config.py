@@ -1,7 +1,7 @@
 """Config validation: types, ranges and choices checked once at start, each failure one clear line."""
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
@@ -81,18 +81,23 @@ def _datasets():
     return DATASETS
 
 
+# The VAE's own arguments: checked as model.* in a run's config and as config.json of a saved model (vae_lab.hub).
+MODEL_RULES = (
+    Rule("latent_dim", "int", lo=1),
+    Rule("architecture", "choice", choices=_nets),
+    Rule("likelihood", "choice", choices=_likelihoods),
+    Rule("likelihood_scale", "float", lo=0, lo_open=True),
+    Rule("likelihood_min_scale", "float", lo=0, lo_open=True),
+    Rule("posterior_min_scale", "float", lo=0, lo_open=True),
+    Rule("conditional", "bool"),
+)
+
 RULES = [
     Rule("seed", "int", lo=0),
     Rule("dataset.name", "choice", choices=_datasets),
     Rule("dataset.val_fraction", "float", lo=0, hi=1, lo_open=True, hi_open=True),
     Rule("dataset.binarize", "choice", choices=_binarize),
-    Rule("model.latent_dim", "int", lo=1),
-    Rule("model.architecture", "choice", choices=_nets),
-    Rule("model.likelihood", "choice", choices=_likelihoods),
-    Rule("model.likelihood_scale", "float", lo=0, lo_open=True),
-    Rule("model.likelihood_min_scale", "float", lo=0, lo_open=True),
-    Rule("model.posterior_min_scale", "float", lo=0, lo_open=True),
-    Rule("model.conditional", "bool"),
+    *(replace(rule, key=f"model.{rule.key}") for rule in MODEL_RULES),
     Rule("loss.name", "choice", choices=_objectives),
     Rule("loss.beta", "float", lo=0),
     Rule("loss.free_bits", "float", lo=0),

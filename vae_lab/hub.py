@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vae_lab.config import Rule
+from vae_lab.config import MODEL_RULES, Rule
 from vae_lab.errors import CheckpointError, ConfigError, VaeLabError
 from vae_lab.io import atomic_write_bytes, atomic_write_json
 from vae_lab.model import VAE
@@ -40,32 +40,8 @@ class HubError(VaeLabError):
     """The Hub could not be reached, refused the token, or a push failed."""
 
 
-def _nets():
-    from vae_lab.nets import NETS
-
-    return NETS
-
-
-def _likelihoods():
-    from vae_lab.distributions import LIKELIHOODS
-
-    return LIKELIHOODS
-
-
 # The schema of config.json: one rule per VAE init arg (tests check it matches VAE's signature).
-CONFIG_RULES = {
-    rule.key: rule
-    for rule in (
-        Rule("latent_dim", "int", lo=1),
-        Rule("architecture", "choice", choices=_nets),
-        Rule("likelihood", "choice", choices=_likelihoods),
-        Rule("likelihood_scale", "float", lo=0, lo_open=True),
-        Rule("likelihood_min_scale", "float", lo=0, lo_open=True),
-        Rule("posterior_min_scale", "float", lo=0, lo_open=True),
-        Rule("conditional", "bool"),
-        Rule("num_classes", "int", lo=0),
-    )
-}
+CONFIG_RULES = {rule.key: rule for rule in (*MODEL_RULES, Rule("num_classes", "int", lo=0))}
 
 
 def _is_image_shape(value: Any) -> bool:
