@@ -7,12 +7,15 @@ weights and FLOPs), batch size, optimizer and number of steps:
   a        vae_lab as a user runs it: `python train.py ...` (default callbacks, TensorBoard, progress bar); a timing
            callback is the only addition
   b        a hand-written loop on a pre-loaded float tensor: the floor
+  l        b's loop body as a LightningModule's training_step, run by a bare lightning.Trainer (no logger, progress
+           bar, checkpoint or summary) on b's batches: what the Trainer alone costs, so a/l is vae_lab's own share
   c        the seeds' pipeline (seed 002): torchvision dataset -> PIL -> ToTensor + Normalize -> DataLoader
   imports  `import torch, lightning, torchvision` and nothing else: the floor for start-up time
 
 then IWAE log p(x) evaluation: vae_lab's evaluation against a straightforward loop. Prints images/s, the ratios
 a/b and a/c, peak resident memory and time from process start to first optimizer step (medians over repeats), with
-the load average, and writes the same as JSON to `out`. See configs/benchmark.yaml for every option.
+the load average, and writes the same as JSON to `out`. Each side also reports its median step time, which a
+passing stall of the machine (another tenant, CPU steal) hardly moves; ratios of medians are printed beside. See configs/benchmark.yaml for every option.
 
 Only the standard library is imported at the top: the children import what their side needs and nothing more.
 """
@@ -28,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_ENV = "VAE_LAB_BENCH_LAUNCH"  # wall-clock time at which the parent launched this process
-SIDES = ("a", "b", "c")
+SIDES = ("a", "b", "c", "l")
 DEVICES = {"cpu": "cpu", "cuda": "gpu"}  # benchmark device -> configs/hardware option of side a
 PRECISIONS = {"32-true": None, "bf16-mixed": "bfloat16"}  # Lightning precision -> autocast dtype of the loops
 # The seeds' side reads real data through torchvision's own class (a synthetic array goes through PIL alike).
@@ -69,6 +72,8 @@ class StepClock:
         self.elapsed: tuple[float, float] | None = None  # (wall, CPU) seconds of the timed steps
         self.paused = (0.0, 0.0)
         self._pause_at: tuple[float, float] | None = None
+        self.step_s: list[float] = []  # each timed step's wall time (a step spanning a pause is left out)
+        self._last: float | None = None
 
     @property
     def done(self) -> bool:
@@ -91,15 +96,23 @@ class StepClock:
         if self.count == self.warmup:
             self._sync()
             self.started = self._now()
-        elif self.count == self.warmup + self.steps:
-            self._sync()
-            self.elapsed = tuple(now - start - paused for now, start, paused in zip(self._now(), self.started,
-                                                                                     self.paused))
+            self._last = self.started[0]
+        elif self.warmup < self.count <= self.warmup + self.steps:
+            # Per-step times on the CPU only, which runs synchronously: on a GPU they would need a sync per step.
+            now = time.perf_counter()
+            if self._last is not None and self.device == "cpu":
+                self.step_s.append(now - self._last)
+            self._last = now
+            if self.count == self.warmup + self.steps:
+                self._sync()
+                self.elapsed = tuple(now - start - paused for now, start, paused in zip(self._now(), self.started,
+                                                                                         self.paused))
 
     def pause(self) -> None:
         """Stop counting time (side a's validation: work the other sides do not do)."""
         if self.started is not None and not self.done:
             self._pause_at = self._now()
+            self._last = None
 
     def resume(self) -> None:
         if self._pause_at is not None:
@@ -121,6 +134,7 @@ class StepClock:
             "timed_steps": self.steps,
             "timed_images": self.images,
             "timed_s": wall,
+            "median_step_s": statistics.median(self.step_s) if self.step_s else None,
             "torch_threads": torch.get_num_threads(),
             **extra,
         }
@@ -283,29 +297,92 @@ def _matmul_tflops(device: str, precision: str) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e12
 
 
+class _TensorBatches:
+    """Batches of a pre-loaded float tensor (on the device), reshuffled every pass: the input of sides b and l."""
+
+    def __init__(self, spec: dict):
+        import torch
+
+        raw = _raw_data(spec)
+        device = spec["device"]
+        self.x = raw.train_x.to(device).float().div_(255)  # (N, C, H, W) in [0, 1], decoded once
+        y = raw.train_y if raw.train_y is not None else torch.zeros(len(self.x), dtype=torch.int64)
+        self.y = y.to(device)
+        self.batch_size = spec["batch_size"]
+        self.num_classes = _num_classes(raw)
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __iter__(self):
+        import torch
+
+        perm = torch.randperm(len(self.x), device=self.x.device)
+        for start in range(0, len(self.x), self.batch_size):
+            idx = perm[start : start + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+def _finish(clock: StepClock, side: str, trainee: "_Trainee", batches: _TensorBatches, spec: dict) -> dict:
+    """The clock's report, plus (side b) the FLOPs per image and the large-matmul yardstick."""
+    result = clock.report(side=side, **trainee.weights)
+    if side == "b":
+        import torch
+
+        idx = torch.arange(batches.batch_size, device=batches.x.device) % len(batches.x)
+        result["flops_per_image"] = trainee.flops_per_image(batches.x[idx], batches.y[idx])
+        result["matmul_tflops"] = _matmul_tflops(spec["device"], spec["precision"])
+    return result
+
+
 def side_b(spec: dict) -> dict:
     """The floor: a hand-written loop over a pre-loaded float tensor (on the device), reshuffled every epoch."""
-    import torch
-
-    raw = _raw_data(spec)
-    device = spec["device"]
-    x_all = raw.train_x.to(device).float().div_(255)  # (N, C, H, W) in [0, 1], decoded once
-    y_all = (raw.train_y if raw.train_y is not None else torch.zeros(len(x_all), dtype=torch.int64)).to(device)
-    trainee = _Trainee(spec, x_all.shape[1:], _num_classes(raw))
-    clock, batch_size, n = StepClock(spec["warmup"], spec["steps"], device), spec["batch_size"], len(x_all)
+    batches = _TensorBatches(spec)
+    trainee = _Trainee(spec, batches.x.shape[1:], batches.num_classes)
+    clock = StepClock(spec["warmup"], spec["steps"], spec["device"])
     while not clock.done:
-        perm = torch.randperm(n, device=device)
-        for start in range(0, n, batch_size):
-            idx = perm[start : start + batch_size]
-            trainee(x_all[idx], y_all[idx])
-            clock.stepped(len(idx))
+        for x, y in batches:
+            trainee(x, y)
+            clock.stepped(len(x))
             if clock.done:
                 break
-    result = clock.report(side="b", **trainee.weights)
-    idx = torch.arange(batch_size, device=device) % n
-    result["flops_per_image"] = trainee.flops_per_image(x_all[idx], y_all[idx])
-    result["matmul_tflops"] = _matmul_tflops(device, spec["precision"])
-    return result
+    return _finish(clock, "b", trainee, batches, spec)
+
+
+def side_l(spec: dict) -> dict:
+    """What the Trainer alone costs: b's loop body as a LightningModule, run by a bare lightning.Trainer.
+
+    The same batches, model, objective and optimizer as b; no logger, progress bar, checkpoint, model summary or
+    callback. Lightning's automatic optimization does what b's loop does: zero_grad, backward, optimizer.step.
+    """
+    import lightning as L
+
+    batches = _TensorBatches(spec)
+    trainee = _Trainee(spec, batches.x.shape[1:], batches.num_classes)
+    clock = StepClock(spec["warmup"], spec["steps"], spec["device"])
+
+    class Floor(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = trainee.model
+
+        def training_step(self, batch, batch_idx):
+            return trainee.loss(*batch)
+
+        def configure_optimizers(self):
+            return trainee.optimizer
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            clock.stepped(len(batch[0]))
+
+    trainer = L.Trainer(
+        accelerator=DEVICES[spec["device"]], devices=1, precision=spec["precision"],
+        max_steps=spec["warmup"] + spec["steps"], max_epochs=-1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+    )
+    _no_lightning_globals()
+    trainer.fit(Floor(), train_dataloaders=batches)
+    return _finish(clock, "l", trainee, batches, spec)
 
 
 class _ArrayImages:
@@ -434,6 +511,7 @@ def side_eval_loop(spec: dict) -> dict:
 
 WORKERS = {
     "b": side_b,
+    "l": side_l,
     "c": side_c,
     "imports": side_imports,
     "eval_vae_lab": side_eval_vae_lab,
@@ -576,14 +654,17 @@ def _median(reports: list[dict], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-# ratio name: (numerator side, denominator side, its threshold in cfg.targets): throughput, higher is better
+# ratio name: (numerator side, denominator side, its threshold in cfg.targets or None: shown, not judged):
+# throughput, higher is better
 RATIOS = {
     "a_over_b": ("a", "b", "min_a_over_b"),
     "a_over_c": ("a", "c", "min_a_over_c"),
     "eval_vae_lab_over_loop": ("eval_vae_lab", "eval_loop", "min_eval_ratio"),
+    "a_over_l": ("a", "l", None),  # vae_lab's own cost: against b's body run by a bare Trainer
+    "l_over_b": ("l", "b", None),  # the bare Trainer's cost against the hand loop
 }
-MEDIANS = ("images_per_s", "images_per_cpu_s", "first_step_s", "import_s", "peak_rss_mb", "flops_per_image",
-           "matmul_tflops")
+MEDIANS = ("images_per_s", "images_per_cpu_s", "median_step_s", "first_step_s", "import_s", "peak_rss_mb",
+           "flops_per_image", "matmul_tflops")
 
 
 def _targets(cfg) -> dict:
@@ -606,7 +687,9 @@ def _summary(cfg, runs: dict[str, list[dict]]) -> dict:
         ratios[name] = sides[top]["images_per_s"] / sides[bottom]["images_per_s"]  # the ratio of the medians
         ratios[f"{name}_per_repeat"] = [a["images_per_s"] / b["images_per_s"] for a, b in zip(runs[top], runs[bottom])]
         ratios[f"{name}_cpu"] = sides[top]["images_per_cpu_s"] / sides[bottom]["images_per_cpu_s"]
-        if t[threshold] is not None:
+        if sides[top].get("median_step_s") and sides[bottom].get("median_step_s"):  # same batch size every side
+            ratios[f"{name}_median_step"] = sides[bottom]["median_step_s"] / sides[top]["median_step_s"]
+        if threshold is not None and t[threshold] is not None:
             targets[name] = (ratios[name], f">= {t[threshold]}", ratios[name] >= t[threshold])
     if "a" in sides and "imports" in sides:
         value = ratios["first_step_a_over_imports"] = sides["a"]["first_step_s"] / sides["imports"]["import_s"]
@@ -620,7 +703,7 @@ def _summary(cfg, runs: dict[str, list[dict]]) -> dict:
     flops = sides.get("b", {}).get("flops_per_image")
     if flops:  # achieved training FLOP/s, against the datasheet peak if given, else the large-matmul yardstick
         peak = cfg.peak_tflops or sides["b"]["matmul_tflops"]
-        for side in ("a", "b", "c"):
+        for side in ("a", "b", "c", "l"):
             if side in sides:
                 sides[side]["tflops"] = sides[side]["images_per_s"] * flops / 1e12
                 sides[side]["share_of_peak"] = sides[side]["tflops"] / peak
@@ -635,27 +718,35 @@ def _print(result: dict) -> None:
           f"median of {s['repeats']}; torch threads {s['torch_threads']}")
     print(f"load average (1, 5, 15 min): before {result['load_before']}, after {result['load_after']}")
     names = {"a": "a  vae_lab train.py", "b": "b  hand loop, tensor", "c": "c  seeds' DataLoader",
+             "l": "l  bare L.Trainer", 
              "imports": "   import torch+L+tv", "eval_vae_lab": "   IWAE vae_lab", "eval_loop": "   IWAE plain loop"}
-    print(f"{'side':<22}{'images/s':>10}{'per CPU-s':>11}{'first step s':>14}{'peak RSS MB':>13}{'TFLOP/s':>9}"
-          f"{'of peak':>9}")
+    print(f"{'side':<22}{'images/s':>10}{'per CPU-s':>11}{'step ms':>9}{'first step s':>14}{'peak RSS MB':>13}"
+          f"{'TFLOP/s':>9}{'of peak':>9}")
     shown = lambda v, key, fmt: format(v[key], fmt) if key in v else "-"  # noqa: E731
     for side, v in result["summary"]["sides"].items():
         first = shown(v, "first_step_s", ".2f") if "first_step_s" in v else shown(v, "import_s", ".2f")
         share = f"{100 * v['share_of_peak']:.1f}%" if "share_of_peak" in v else "-"
+        step = f"{1000 * v['median_step_s']:.2f}" if "median_step_s" in v else "-"
         print(f"{names[side]:<22}{shown(v, 'images_per_s', '.1f'):>10}{shown(v, 'images_per_cpu_s', '.1f'):>11}"
-              f"{first:>14}{v['peak_rss_mb']:>13.0f}{shown(v, 'tflops', '.4f'):>9}{share:>9}")
+              f"{step:>9}{first:>14}{v['peak_rss_mb']:>13.0f}{shown(v, 'tflops', '.4f'):>9}{share:>9}")
     b = result["summary"]["sides"].get("b", {})
     if "flops_per_image" in b:
         print(f"training FLOPs per image: {b['flops_per_image'] / 1e6:.1f} M; large-matmul yardstick: "
               f"{b['matmul_tflops'] * 1000:.0f} GFLOP/s")
     ratios = result["summary"]["ratios"]
+
+    def details(name: str) -> str:
+        per_repeat = ", ".join(f"{r:.3f}" for r in ratios[f"{name}_per_repeat"])
+        by_step = f"; by median step {ratios[f'{name}_median_step']:.3f}" if f"{name}_median_step" in ratios else ""
+        return f"per repeat {per_repeat}; per CPU-s {ratios[f'{name}_cpu']:.3f}{by_step}"
+
     for name, target in result["summary"]["targets"].items():
         verdict = "ok  " if target["met"] else "MISS"
-        extra = ""
-        if name in RATIOS:
-            per_repeat = ", ".join(f"{r:.3f}" for r in ratios[f"{name}_per_repeat"])
-            extra = f"; per repeat {per_repeat}; per CPU-s {ratios[f'{name}_cpu']:.3f}"
+        extra = f"; {details(name)}" if name in RATIOS else ""
         print(f"  {verdict} {name:<26} {target['value']:.3f}  (target {target['target']}{extra})")
+    for name in RATIOS:
+        if name in ratios and name not in result["summary"]["targets"]:
+            print(f"  info {name:<26} {ratios[name]:.3f}  ({details(name)})")
     per_repeat = {side: ", ".join(f"{r['images_per_s']:.0f}" for r in reports)
                   for side, reports in result["runs"].items() if reports and "images_per_s" in reports[0]}
     print("per-repeat images/s: " + "; ".join(f"{side} {values}" for side, values in per_repeat.items()))

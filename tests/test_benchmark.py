@@ -28,22 +28,36 @@ def mnist_dir():
     return SHARED_DATA
 
 
+def load_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
 def check_training_sides(result: dict, batch_size: int, steps: int) -> None:
     """Every training side ran the same model for the same timed steps; ratios are those of the medians."""
     runs, sides = result["runs"], result["summary"]["sides"]
-    for side in ("a", "b", "c"):
+    for side in "abcl":
         (report,) = runs[side]
         assert report["side"] == side
         assert report["timed_steps"] == steps and report["timed_images"] == steps * batch_size
         assert report["images_per_s"] > 0 and report["first_step_s"] > 0 and report["peak_rss_mb"] > 0
         assert math.isclose(report["images_per_s"], report["timed_images"] / report["timed_s"])
         assert sides[side]["images_per_s"] == report["images_per_s"]  # the median of one repeat
+        # the median step lies within the timed window: at most all of it, at least its mean share over `steps`
+        assert 0 < report["median_step_s"] <= report["timed_s"]
     # one composed config and seed: the same initial weights and size on every side
-    assert len({(r["weights_checksum"], r["num_params"]) for side in "abc" for r in runs[side]}) == 1
-    assert len({r["torch_threads"] for side in "abc" for r in runs[side]}) == 1
+    assert len({(r["weights_checksum"], r["num_params"]) for side in "abcl" for r in runs[side]}) == 1
+    assert len({r["torch_threads"] for side in "abcl" for r in runs[side]}) == 1
     ratios = result["summary"]["ratios"]
-    assert ratios["a_over_b"] == pytest.approx(sides["a"]["images_per_s"] / sides["b"]["images_per_s"])
-    assert ratios["a_over_c"] == pytest.approx(sides["a"]["images_per_s"] / sides["c"]["images_per_s"])
+    for name, (top, bottom) in {"a_over_b": "ab", "a_over_c": "ac", "a_over_l": "al", "l_over_b": "lb"}.items():
+        assert ratios[name] == pytest.approx(sides[top]["images_per_s"] / sides[bottom]["images_per_s"])
+        step = sides[bottom]["median_step_s"] / sides[top]["median_step_s"]
+        assert ratios[f"{name}_median_step"] == pytest.approx(step)
+    assert "a_over_l" not in result["summary"]["targets"]  # shown, not judged
     first_step, imports = sides["a"]["first_step_s"], sides["imports"]["import_s"]
     assert ratios["first_step_a_over_imports"] == pytest.approx(first_step / imports)
     assert sides["b"]["flops_per_image"] > 0 and sides["b"]["matmul_tflops"] > 0
@@ -59,10 +73,11 @@ def test_training_sides_on_mnist(tmp_path, mnist_dir):
                          "repeats=1", "evaluation.enabled=false")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / "b.json").read_text())
-    assert set(result["runs"]) == {"a", "b", "c", "imports"}
+    assert set(result["runs"]) == {"a", "b", "c", "l", "imports"}
     check_training_sides(result, batch_size=16, steps=3)
     assert result["settings"]["data_shape"] == [1, 28, 28]
-    for line in ("load average", "a  vae_lab train.py", "b  hand loop", "c  seeds' DataLoader", "a_over_b"):
+    for line in ("load average", "a  vae_lab train.py", "b  hand loop", "c  seeds' DataLoader", "l  bare L.Trainer",
+                 "a_over_b", "info a_over_l", "info l_over_b", "by median step"):
         assert line in proc.stdout
     targets = result["summary"]["targets"]  # the issue's thresholds for mlp on the CPU
     assert targets["a_over_b"]["target"] == ">= 0.95" and targets["a_over_c"]["target"] == ">= 1.4"
@@ -78,7 +93,7 @@ def test_every_side_with_evaluation_and_repeats(tmp_path, mnist_dir):
     sides = result["summary"]["sides"]
     for side in ("a", "b", "c", "imports", "eval_vae_lab", "eval_loop"):
         assert len(result["runs"][side]) == 2
-    for side in ("a", "b", "c"):
+    for side in "abcl":
         values = [r["images_per_s"] for r in result["runs"][side]]
         assert sides[side]["images_per_s"] == pytest.approx(sum(values) / 2)  # the median of two
     evals = result["runs"]["eval_vae_lab"] + result["runs"]["eval_loop"]
@@ -112,15 +127,32 @@ def test_bad_option_is_one_clear_line(tmp_path, override, key):
     assert key in proc.stderr and not (tmp_path / "b.json").exists()
 
 
+def test_step_clock_times_each_step_and_leaves_out_pauses(monkeypatch):
+    """images/s over the timed window; the median step from per-step times, a step spanning a pause left out."""
+    bench = load_script()
+    now = [0.0]
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(bench.time, "process_time", lambda: now[0])
+    clock = bench.StepClock(warmup=2, steps=5)
+    for step, duration in enumerate([9.0, 9.0, 1.0, 3.0, 2.0, 50.0, 4.0], start=1):
+        now[0] += duration
+        if step == 6:  # validation between steps 5 and 6: 45 s paused, a 5 s step
+            now[0] -= 45.0
+            clock.pause()
+            now[0] += 45.0
+            clock.resume()
+        clock.stepped(8)
+    assert clock.done and clock.step_s == [1.0, 3.0, 2.0, 4.0]  # step 6 spans the pause: left out
+    report = clock.report()
+    assert report["median_step_s"] == 2.5
+    assert report["timed_s"] == 15.0 and report["images_per_s"] == 40 / 15.0  # 1+3+2+5+4 s: the pause subtracted
+
+
 def test_thresholds_follow_device_and_arch():
     """The issue's a/b and a/c targets depend on device and architecture; an explicit value wins."""
-    import importlib.util
-
     from omegaconf import OmegaConf
 
-    spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script()
     base = OmegaConf.load(ROOT / "configs" / "benchmark.yaml")
 
     def targets(*overrides):

@@ -104,6 +104,15 @@ class VAEModule(L.LightningModule):
             return
         super().log(name, value, *args, **kwargs)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets _current_fx_name (a str or None) around every hook it calls, ~40 times per training step.
+        # nn.Module.__setattr__ first checks parameters, submodules and buffers (~2 us a call here) and then stores
+        # a plain attribute exactly as object.__setattr__ does; Lightning's own _ResultMetric skips it the same way.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def _accumulate(self, stage: str, out, batch_size: int) -> None:
         """Add the batch's sums [terms..., loss * B, B] to the stage's running sums, on the device (no host sync)."""
         terms = torch.stack([out.terms[t] for t in self.terms]).detach()  # (T, B)
