@@ -15,7 +15,8 @@ weights and FLOPs), batch size, optimizer and number of steps:
 then IWAE log p(x) evaluation: vae_lab's evaluation against a straightforward loop. Prints images/s, the ratios
 a/b and a/c, peak resident memory and time from process start to first optimizer step (medians over repeats), with
 the load average, and writes the same as JSON to `out`. Each side also reports its median step time, which a
-passing stall of the machine (another tenant, CPU steal) hardly moves; ratios of medians are printed beside. See configs/benchmark.yaml for every option.
+passing stall of the machine (another tenant, CPU steal) hardly moves; ratios of those are printed beside. See
+configs/benchmark.yaml for every option.
 
 Only the standard library is imported at the top: the children import what their side needs and nothing more.
 """
@@ -718,7 +719,7 @@ def _print(result: dict) -> None:
           f"median of {s['repeats']}; torch threads {s['torch_threads']}")
     print(f"load average (1, 5, 15 min): before {result['load_before']}, after {result['load_after']}")
     names = {"a": "a  vae_lab train.py", "b": "b  hand loop, tensor", "c": "c  seeds' DataLoader",
-             "l": "l  bare L.Trainer", 
+             "l": "l  bare L.Trainer",
              "imports": "   import torch+L+tv", "eval_vae_lab": "   IWAE vae_lab", "eval_loop": "   IWAE plain loop"}
     print(f"{'side':<22}{'images/s':>10}{'per CPU-s':>11}{'step ms':>9}{'first step s':>14}{'peak RSS MB':>13}"
           f"{'TFLOP/s':>9}{'of peak':>9}")
