@@ -109,7 +109,7 @@ def test_real_mnist_training_lowers_validation_nelbo(tmp_path, data_root):
     assert -end < 0.4 * -start
 
 
-def test_fx_name_shortcut_keeps_module_attributes_registering():
+def test_fx_name_shortcut_keeps_module_attributes_registering(monkeypatch):
     """VAEModule stores Lightning's _current_fx_name directly; every other attribute still goes through nn.Module."""
     import torch
 
@@ -118,8 +118,13 @@ def test_fx_name_shortcut_keeps_module_attributes_registering():
     module = VAEModule(model={"in_shape": [1, 8, 8], "latent_dim": 2, "net": {"hidden_dims": [8]}},
                        objective={"name": "elbo"}, optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3})
     assert module._current_fx_name is None  # set by LightningModule.__init__ through the shortcut
+    through_module, module_setattr = [], torch.nn.Module.__setattr__
+    monkeypatch.setattr(torch.nn.Module, "__setattr__",
+                        lambda self, name, value: (through_module.append(name), module_setattr(self, name, value)))
     module._current_fx_name = "training_step"
-    assert vars(module)["_current_fx_name"] == "training_step"
+    module.note = "plain"
+    assert vars(module)["_current_fx_name"] == "training_step" and through_module == ["note"]
+    monkeypatch.undo()
     module.extra = torch.nn.Linear(2, 2)
     module.scale = torch.nn.Parameter(torch.ones(1))
     module.register_buffer("count", torch.zeros(()))
