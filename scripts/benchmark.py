@@ -324,20 +324,10 @@ class _TensorBatches:
             yield self.x[idx], self.y[idx]
 
 
-def _finish(clock: StepClock, side: str, trainee: "_Trainee", batches: _TensorBatches, spec: dict) -> dict:
-    """The clock's report, plus (side b) the FLOPs per image and the large-matmul yardstick."""
-    result = clock.report(side=side, **trainee.weights)
-    if side == "b":
-        import torch
-
-        idx = torch.arange(batches.batch_size, device=batches.x.device) % len(batches.x)
-        result["flops_per_image"] = trainee.flops_per_image(batches.x[idx], batches.y[idx])
-        result["matmul_tflops"] = _matmul_tflops(spec["device"], spec["precision"])
-    return result
-
-
 def side_b(spec: dict) -> dict:
     """The floor: a hand-written loop over a pre-loaded float tensor (on the device), reshuffled every epoch."""
+    import torch
+
     batches = _TensorBatches(spec)
     trainee = _Trainee(spec, batches.x.shape[1:], batches.num_classes)
     clock = StepClock(spec["warmup"], spec["steps"], spec["device"])
@@ -347,7 +337,11 @@ def side_b(spec: dict) -> dict:
             clock.stepped(len(x))
             if clock.done:
                 break
-    return _finish(clock, "b", trainee, batches, spec)
+    result = clock.report(side="b", **trainee.weights)
+    idx = torch.arange(batches.batch_size, device=batches.x.device) % len(batches.x)
+    result["flops_per_image"] = trainee.flops_per_image(batches.x[idx], batches.y[idx])
+    result["matmul_tflops"] = _matmul_tflops(spec["device"], spec["precision"])
+    return result
 
 
 def side_l(spec: dict) -> dict:
@@ -383,7 +377,7 @@ def side_l(spec: dict) -> dict:
     )
     _no_lightning_globals()
     trainer.fit(Floor(), train_dataloaders=batches)
-    return _finish(clock, "l", trainee, batches, spec)
+    return clock.report(side="l", **trainee.weights)
 
 
 class _ArrayImages:
