@@ -375,7 +375,6 @@ def side_l(spec: dict) -> dict:
         max_steps=spec["warmup"] + spec["steps"], max_epochs=-1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
     )
-    _no_lightning_globals()
     trainer.fit(Floor(), train_dataloaders=batches)
     return clock.report(side="l", **trainee.weights)
 
