@@ -107,27 +107,3 @@ def test_real_mnist_training_lowers_validation_nelbo(tmp_path, data_root):
     assert start < -400
     assert end > -175, end
     assert -end < 0.4 * -start
-
-
-def test_fx_name_shortcut_keeps_module_attributes_registering(monkeypatch):
-    """VAEModule stores Lightning's _current_fx_name directly; every other attribute still goes through nn.Module."""
-    import torch
-
-    from vae_lab.lit_module import VAEModule
-
-    module = VAEModule(model={"in_shape": [1, 8, 8], "latent_dim": 2, "net": {"hidden_dims": [8]}},
-                       objective={"name": "elbo"}, optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3})
-    assert module._current_fx_name is None  # set by LightningModule.__init__ through the shortcut
-    through_module, module_setattr = [], torch.nn.Module.__setattr__
-    monkeypatch.setattr(torch.nn.Module, "__setattr__",
-                        lambda self, name, value: (through_module.append(name), module_setattr(self, name, value)))
-    module._current_fx_name = "training_step"
-    module.note = "plain"
-    assert vars(module)["_current_fx_name"] == "training_step" and through_module == ["note"]
-    monkeypatch.undo()
-    module.extra = torch.nn.Linear(2, 2)
-    module.scale = torch.nn.Parameter(torch.ones(1))
-    module.register_buffer("count", torch.zeros(()))
-    module.count = torch.ones(())  # assigning a tensor to a buffer name updates the buffer
-    assert "extra" in dict(module.named_children()) and "scale" in dict(module.named_parameters())
-    assert float(dict(module.named_buffers())["count"]) == 1.0 and "extra" not in vars(module)

@@ -119,3 +119,13 @@ def validate(cfg: DictConfig) -> None:
             continue
         if not rule.ok(value):
             raise ConfigError(f"{rule.key}={value!r} is invalid: must be {rule.describe()}")
+    _check_combinations(cfg)
+
+
+def _check_combinations(cfg: DictConfig) -> None:
+    """Choices that are valid alone but not together."""
+    warmup = [k for k in ("schedule.kl_warmup_steps", "schedule.kl_warmup_epochs")
+              if (OmegaConf.select(cfg, k, default=0) or 0) > 0]
+    if OmegaConf.select(cfg, "loss.name", default=None) == "iwae" and warmup:
+        raise ConfigError(f"{warmup[0]}={OmegaConf.select(cfg, warmup[0])} has no effect with loss=iwae (the IWAE "
+                          f"bound has no separate KL term to warm up): set {warmup[0]}=0 or use loss=elbo")

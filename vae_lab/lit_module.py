@@ -63,6 +63,12 @@ class VAEModule(L.LightningModule):
     def kl_weight(self) -> float:
         return kl_warmup_factor(self.global_step, self.kl_warmup_steps)
 
+    def rate_weight(self, warmup_factor: float) -> float:
+        """The weight on the rate in the loss: beta x the KL warm-up factor (0 for IWAE, which has no rate term)."""
+        if self.hparams.objective["name"] == "iwae":
+            return 0.0
+        return float(self.hparams.objective.get("beta", 1.0)) * warmup_factor
+
     def on_fit_start(self) -> None:
         epochs = self.hparams.kl_warmup_epochs
         if epochs and epochs > 0:
@@ -86,32 +92,14 @@ class VAEModule(L.LightningModule):
         if stage == "train" and self._log_this_step():
             # CPU values: the progress bar reads its metrics after every batch, a device tensor would sync each time
             self.log("train/loss", out.loss.detach().cpu(), on_step=True, on_epoch=False, prog_bar=True)
-            self.log("train/kl_weight", torch.tensor(kl_weight), on_step=True, on_epoch=False)
+            # the weight actually applied to the rate: beta x warm-up factor (IWAE has no separate rate term)
+            self.log("train/kl_weight", torch.tensor(self.rate_weight(kl_weight)), on_step=True, on_epoch=False)
         return out.loss
 
     def _log_this_step(self) -> bool:
         """Whether Lightning writes step metrics after this step (every log_every_n_steps): each self.log costs."""
         every = self.trainer.log_every_n_steps
         return bool(self.trainer.fast_dev_run) or (every > 0 and (self.global_step + 1) % every == 0)
-
-    def log(self, name: str, value: Any, *args, **kwargs) -> None:
-        # A training value logged for its step only (on_step=True, on_epoch=False) reaches the loggers every
-        # log_every_n_steps; a call in between is overwritten before it is written, and each call costs about as
-        # much as a small model's step (Lightning copies its bookkeeping), so those calls are dropped, whoever
-        # makes them (callbacks too). Between logging steps callback_metrics keep the last logged value.
-        step_only = kwargs.get("on_step") and not kwargs.get("on_epoch", True)
-        if step_only and self._trainer is not None and self.trainer.training and not self._log_this_step():
-            return
-        super().log(name, value, *args, **kwargs)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning sets _current_fx_name (a str or None) around every hook it calls, ~40 times per training step.
-        # nn.Module.__setattr__ first checks parameters, submodules and buffers (~2 us a call here) and then stores
-        # a plain attribute exactly as object.__setattr__ does; Lightning's own _ResultMetric skips it the same way.
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     def _accumulate(self, stage: str, out, batch_size: int) -> None:
         """Add the batch's sums [terms..., loss * B, B] to the stage's running sums, on the device (no host sync)."""

@@ -96,7 +96,8 @@ class NonFiniteGuard(L.Callback):
                 p.grad = None  # optimizer.step() skips parameters without a gradient: weights and moments stay
             self.skipped += 1
             self.consecutive += 1
-        pl_module.log("train/nonfinite_steps", float(self.skipped), on_step=True, on_epoch=False)
+        if pl_module._log_this_step():  # a step-only value reaches the loggers every log_every_n_steps only
+            pl_module.log("train/nonfinite_steps", float(self.skipped), on_step=True, on_epoch=False)
         if self.consecutive >= self.max_consecutive:
             raise NonFiniteError(self._message(trainer))
 
