@@ -1,6 +1,5 @@
 """scripts/evaluate.py in a subprocess on models trained in the test: evaluation.json, the table, clear errors."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -88,13 +87,12 @@ def test_evaluate_bad_input_is_one_clear_line(run_dir, args, key):
 )
 def test_evaluate_rejects_bad_values_naming_them(run_dir, override, error, key):
     """The same checks in-process (cheaper than a subprocess each): the error's one line names the value."""
-    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from vae_lab.evaluation import evaluate_model
+
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("evaluate", overrides=[f"model={run_dir}", override])
     with pytest.raises(error) as caught:
-        script.evaluate_model(cfg)
+        evaluate_model(cfg)
     assert key in str(caught.value) and "\n" not in str(caught.value)
 
 

@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from huggingface_hub import HfApi, ModelCard
 from safetensors.torch import load, save_file
 
-from vae_lab import hub
+from vae_lab import artifact, hub, publish
 from vae_lab.cli import CONFIG_DIR
 from vae_lab.distributions import LIKELIHOODS
 from vae_lab.errors import CheckpointError, ConfigError
@@ -156,7 +156,7 @@ ROUND_TRIPS = [(a, lik, False) for a in NETS for lik in LIKELIHOODS] + [(a, "ber
 @pytest.mark.parametrize("architecture,likelihood,conditional", ROUND_TRIPS)
 def test_save_load_round_trip_gives_identical_outputs(tmp_path, architecture, likelihood, conditional):
     model = small_vae(architecture, likelihood, conditional)
-    hub.save_artifact(tmp_path / "artifact", model)
+    publish.save_artifact(tmp_path / "artifact", model)
     loaded = VAE.from_pretrained(tmp_path / "artifact")
     assert not loaded.training
     for got, want in zip(outputs(loaded, conditional), outputs(model, conditional)):
@@ -169,7 +169,7 @@ def test_config_schema_covers_exactly_the_model_init_args():
     import inspect
 
     args = set(inspect.signature(VAE.__init__).parameters) - {"self"}
-    assert set(hub.CONFIG_RULES) | set(hub.SHAPED_KEYS) == args
+    assert set(artifact.CONFIG_RULES) | set(artifact.SHAPED_KEYS) == args
 
 
 def test_artifact_written_with_card_and_records(tmp_path):
@@ -178,7 +178,7 @@ def test_artifact_written_with_card_and_records(tmp_path):
                "test": {"test/elbo_nats": -13.0}, "global_step": 7, "epochs": 1}
     train_cfg = {"seed": 3, "dataset": {"name": "cifar10"}, "loss": {"name": "elbo", "beta": 4.0},
                  "schedule": {"lr": 0.01, "batch_size": 32, "optimizer": {"_target_": "torch.optim.AdamW"}}}
-    out = hub.save_artifact(tmp_path / "artifact", model, repo_id="me/vae-c10", train_cfg=train_cfg, metrics=metrics,
+    out = publish.save_artifact(tmp_path / "artifact", model, repo_id="me/vae-c10", train_cfg=train_cfg, metrics=metrics,
                             overrides=["dataset=cifar10", "loss.beta=4", "hub=push", "hub.repo_id=me/vae-c10",
                                        "paths.data_dir=/data"])
     assert {p.name for p in out.iterdir()} == ARTIFACT_FILES
@@ -247,7 +247,7 @@ TAMPERS = {
 
 @pytest.fixture(scope="module")
 def base_artifact(tmp_path_factory) -> Path:
-    return hub.save_artifact(tmp_path_factory.mktemp("base") / "artifact", small_vae("mlp", "bernoulli"))
+    return publish.save_artifact(tmp_path_factory.mktemp("base") / "artifact", small_vae("mlp", "bernoulli"))
 
 
 @pytest.mark.parametrize("tamper", TAMPERS)
@@ -285,8 +285,8 @@ def test_hub_id_loads_from_the_cache_offline_with_revision_pinning(tmp_path, mon
     import huggingface_hub.constants
 
     first, second = small_vae("mlp", "gaussian"), small_vae("mlp", "gaussian")
-    a = hub.save_artifact(tmp_path / "a", first, train_cfg={"dataset": {"name": "digits"}, "seed": 1})
-    b = hub.save_artifact(tmp_path / "b", second)
+    a = publish.save_artifact(tmp_path / "a", first, train_cfg={"dataset": {"name": "digits"}, "seed": 1})
+    b = publish.save_artifact(tmp_path / "b", second)
     cache = tmp_path / "cache"
     stage_in_cache(cache, "me/vae-mnist", a, "a" * 40)
     stage_in_cache(cache, "me/vae-mnist", b, "b" * 40, ref=None)  # an older commit, reachable by its hash only
@@ -347,15 +347,15 @@ def test_hub_downloads_are_checked_before_the_weights(tmp_path, base_artifact, m
 def test_push_commits_the_artifact_through_hfapi(tmp_path, fake_hub):
     model = small_vae("mlp", "bernoulli")
     metrics = {"val": {"val/elbo_nats": -30.5, "val/bits_per_dim": 0.7}}
-    artifact = hub.save_artifact(tmp_path / "run" / "artifact", model, repo_id="me/vae-digits", metrics=metrics,
+    artifact = publish.save_artifact(tmp_path / "run" / "artifact", model, repo_id="me/vae-digits", metrics=metrics,
                                  train_cfg={"dataset": {"name": "digits"}, "seed": 0})
     logs = tmp_path / "run" / "tensorboard"
     logs.mkdir()
     (logs / "events.out.tfevents.1.host").write_bytes(b"events")
     api = HfApi(endpoint=fake_hub.url, token=TOKEN)
 
-    info = hub.push_artifact(artifact, "me/vae-digits", private=True, revision="v1",
-                             log_files=hub.tensorboard_files(logs.parent), api=api)
+    info = publish.push_artifact(artifact, "me/vae-digits", private=True, revision="v1",
+                             log_files=publish.tensorboard_files(logs.parent), api=api)
     [commit] = fake_hub.commits
     assert (commit["repo_id"], commit["revision"]) == ("me/vae-digits", "v1") and info.commit_url.endswith(info.oid)
     assert set(commit["files"]) == ARTIFACT_FILES | {"tensorboard/events.out.tfevents.1.host"}
@@ -386,7 +386,7 @@ def test_push_failure_keeps_the_artifact_and_prints_the_retry_command(tmp_path, 
         monkeypatch.delenv("HF_TOKEN", raising=False)
         monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
         reason = hub.NO_TOKEN
-    artifact = hub.finish_run(cfg, tmp_path, model)
+    artifact = publish.finish_run(cfg, tmp_path, model)
     err = capsys.readouterr().err
     assert f"not pushed to me/vae-x ({reason})" in err and TOKEN not in err
     assert f"python scripts/push_to_hub.py {tmp_path.resolve()} repo_id=me/vae-x private=true" in err
@@ -396,15 +396,15 @@ def test_push_failure_keeps_the_artifact_and_prints_the_retry_command(tmp_path, 
 def test_hub_settings_are_checked_at_start(tmp_path):
     from omegaconf.errors import MissingMandatoryValue
 
-    hub.check_hub_config(compose_cfg(tmp_path))  # hub=none: nothing to check
+    publish.check_hub_config(compose_cfg(tmp_path))  # hub=none: nothing to check
     with pytest.raises(MissingMandatoryValue):
-        hub.check_hub_config(compose_cfg(tmp_path, "hub=push"))
+        publish.check_hub_config(compose_cfg(tmp_path, "hub=push"))
     with pytest.raises(ConfigError, match="hub.repo_id='a/b/c' is invalid"):
-        hub.check_hub_config(compose_cfg(tmp_path, "hub=push", "hub.repo_id=a/b/c"))
+        publish.check_hub_config(compose_cfg(tmp_path, "hub=push", "hub.repo_id=a/b/c"))
     with pytest.raises(ConfigError, match="hub.sync_every_minutes=0 is invalid"):
-        hub.check_hub_config(compose_cfg(tmp_path, "hub=push", "hub.repo_id=a/b", "hub.sync_every_minutes=0"))
+        publish.check_hub_config(compose_cfg(tmp_path, "hub=push", "hub.repo_id=a/b", "hub.sync_every_minutes=0"))
     with pytest.raises(ConfigError, match="init_from and ckpt_path are both set"):
-        hub.check_hub_config(compose_cfg(tmp_path, "init_from=me/vae", "ckpt_path=last.ckpt"))
+        publish.check_hub_config(compose_cfg(tmp_path, "init_from=me/vae", "ckpt_path=last.ckpt"))
 
 
 @pytest.mark.parametrize("failure", ["connection refused", "hub down"])

@@ -2,14 +2,10 @@
 
 import os
 from pathlib import Path
-from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-
-def to_primitive(node: Any) -> Any:
-    """A resolved plain-Python copy of a config node (dicts, lists, numbers, strings)."""
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) or OmegaConf.is_list(node) else node
+from vae_lab.rules import plain
 
 
 def build_datamodule(cfg: DictConfig):
@@ -24,7 +20,7 @@ def build_datamodule(cfg: DictConfig):
         seed=cfg.seed,
         download=ds.download,
         binarize=ds.binarize,
-        options=to_primitive(ds.options),
+        options=plain(ds.options),
     )
 
 
@@ -35,7 +31,7 @@ def model_kwargs(cfg: DictConfig, spec) -> dict:
         "in_shape": list(spec.shape),
         "latent_dim": m.latent_dim,
         "architecture": m.architecture,
-        "net": to_primitive(m.net),
+        "net": plain(m.net),
         "likelihood": m.likelihood,
         "likelihood_scale": float(m.likelihood_scale),
         "likelihood_min_scale": float(m.likelihood_min_scale),
@@ -51,9 +47,9 @@ def build_module(cfg: DictConfig, spec):
     s = cfg.schedule
     module = VAEModule(
         model=model_kwargs(cfg, spec),
-        objective=to_primitive(cfg.loss),
-        optimizer=to_primitive(s.optimizer),
-        scheduler=to_primitive(s.scheduler),
+        objective=plain(cfg.loss),
+        optimizer=plain(s.optimizer),
+        scheduler=plain(s.scheduler),
         kl_warmup_steps=s.kl_warmup_steps,
         kl_warmup_epochs=float(s.kl_warmup_epochs),
     )
@@ -86,7 +82,7 @@ def _instantiate_all(group: DictConfig | None) -> list:
 def build_trainer(cfg: DictConfig, extra_callbacks: list | None = None):
     import lightning as L
 
-    trainer_kwargs = to_primitive(cfg.trainer)
+    trainer_kwargs = plain(cfg.trainer)
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks")) + list(extra_callbacks or [])
     if not trainer_kwargs.get("enable_progress_bar", True):
@@ -100,3 +96,24 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list | None = None):
         # at each step) retry loading NVML: ~0.1-0.2 ms per step on a machine without a GPU.
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     return trainer
+
+
+def reliability_callbacks(cfg: DictConfig) -> list:
+    """The callbacks every training run gets: non-finite guard, and resumability (RNG state, signals, atomic IO)."""
+    from vae_lab.callbacks.nonfinite import NonFiniteGuard
+    from vae_lab.callbacks.resumable import Resumable
+    from vae_lab.run_dir import CHECKPOINT_DIR
+
+    guard = plain(cfg.guard) if cfg.get("guard") is not None else {}
+    return [Resumable(Path(cfg.paths.output_dir) / CHECKPOINT_DIR), NonFiniteGuard(**guard)]
+
+
+def hub_callbacks(cfg: DictConfig) -> list:
+    """The log-sync callback when hub.sync_logs is true (empty otherwise)."""
+    hub = cfg.get("hub")
+    if not hub or not hub.get("sync_logs"):
+        return []
+    from vae_lab.callbacks.hub_sync import HubLogSync
+
+    return [HubLogSync(repo_id=hub.repo_id, every_minutes=float(hub.sync_every_minutes),
+                       private=bool(hub.private), revision=hub.revision)]

@@ -1,66 +1,12 @@
 """Config validation: types, ranges and choices checked once at start, each failure one clear line."""
 
-import math
-from dataclasses import dataclass, replace
-from typing import Any, Callable
+from dataclasses import replace
 
 from omegaconf import DictConfig, OmegaConf
 
 from vae_lab.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Rule:
-    """`key` must be a `kind` ("int" | "float" | "bool" | "choice") within [lo, hi] (open ends when *_open)."""
-
-    key: str
-    kind: str
-    lo: float = -math.inf
-    hi: float = math.inf
-    lo_open: bool = False
-    hi_open: bool = False
-    nullable: bool = False
-    choices: Callable[[], Any] | None = None  # lazily: registries import torch
-
-    def describe(self) -> str:
-        if self.kind == "choice":
-            return "one of: " + ", ".join(sorted(self.choices()))
-        if self.kind == "bool":
-            return "true or false"
-        kind = "an integer" if self.kind == "int" else "a number"
-        parts = []
-        if self.lo > -math.inf:
-            parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
-        if self.hi < math.inf:
-            parts.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
-        return kind + (" " + " and ".join(parts) if parts else "") + (" (or null)" if self.nullable else "")
-
-    def ok(self, value: Any) -> bool:
-        if value is None:
-            return self.nullable
-        if self.kind == "bool":
-            return isinstance(value, bool)
-        if self.kind == "choice":
-            return value in self.choices()
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False
-        if self.kind == "int" and not isinstance(value, int):
-            return False
-        above = value > self.lo if self.lo_open else value >= self.lo
-        below = value < self.hi if self.hi_open else value <= self.hi
-        return above and below
-
-
-def _likelihoods():
-    from vae_lab.distributions import LIKELIHOODS
-
-    return LIKELIHOODS
-
-
-def _nets():
-    from vae_lab.nets import NETS
-
-    return NETS
+from vae_lab.model_args import MODEL_RULES
+from vae_lab.rules import VAL_FRACTION, Rule, check_rules, check_value, plain  # noqa: F401 (re-exported)
 
 
 def _objectives():
@@ -81,21 +27,10 @@ def _datasets():
     return DATASETS
 
 
-# The VAE's own arguments: checked as model.* in a run's config and as config.json of a saved model (vae_lab.hub).
-MODEL_RULES = (
-    Rule("latent_dim", "int", lo=1),
-    Rule("architecture", "choice", choices=_nets),
-    Rule("likelihood", "choice", choices=_likelihoods),
-    Rule("likelihood_scale", "float", lo=0, lo_open=True),
-    Rule("likelihood_min_scale", "float", lo=0, lo_open=True),
-    Rule("posterior_min_scale", "float", lo=0, lo_open=True),
-    Rule("conditional", "bool"),
-)
-
 RULES = [
     Rule("seed", "int", lo=0),
     Rule("dataset.name", "choice", choices=_datasets),
-    Rule("dataset.val_fraction", "float", lo=0, hi=1, lo_open=True, hi_open=True),
+    VAL_FRACTION,
     Rule("dataset.binarize", "choice", choices=_binarize),
     *(replace(rule, key=f"model.{rule.key}") for rule in MODEL_RULES),
     Rule("loss.name", "choice", choices=_objectives),
@@ -112,13 +47,8 @@ RULES = [
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first value that breaks a rule (keys absent from this config are skipped)."""
-    for rule in RULES:
-        value = OmegaConf.select(cfg, rule.key, default="<absent>", throw_on_missing=True)
-        if isinstance(value, str) and value == "<absent>":
-            continue
-        if not rule.ok(value):
-            raise ConfigError(f"{rule.key}={value!r} is invalid: must be {rule.describe()}")
+    """Raise ConfigError for the first value that breaks a rule or a combination that cannot work."""
+    check_rules(cfg, RULES)
     _check_combinations(cfg)
 
 

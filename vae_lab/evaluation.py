@@ -187,3 +187,50 @@ class _RichBar:
 
 def _progress_bar(enabled: bool, total: int | None):
     return _RichBar(total) if enabled else _NoBar()
+
+
+SPLITS = ("val", "test")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def evaluate_model(cfg, data_overrides: list[str] = ()) -> tuple[dict, "Path"]:
+    """scripts/evaluate.py: load `cfg.model`, rebuild its data (with `dataset.*` overrides), evaluate, write the JSON.
+
+    Returns the report and where it was written (`cfg.out`, else next to the model, else the current directory).
+    """
+    import time
+    from pathlib import Path
+
+    from vae_lab.io import atomic_write_json
+    from vae_lab.loading import datamodule_for, load_model
+    from vae_lab.rules import Rule, check_rules
+
+    started = time.time()
+    check_rules(cfg, [
+        Rule("split", "choice", choices=lambda: SPLITS), Rule("iwae_samples", "int", lo=1),
+        Rule("batch_size", "int", lo=1), Rule("max_decoded", "int", lo=1),
+        Rule("max_examples", "int", lo=1, nullable=True), Rule("seed", "int", lo=0),
+        Rule("data_seed", "int", lo=0, nullable=True), Rule("device", "choice", choices=lambda: DEVICES),
+        Rule("progress", "bool"),
+    ])
+    loaded = load_model(cfg.model)
+    datamodule = datamodule_for(loaded, list(data_overrides), data_dir=cfg.paths.data_dir, seed=cfg.data_seed,
+                                batch_size=cfg.batch_size)
+    batches = datamodule.val_dataloader() if cfg.split == "val" else datamodule.test_dataloader()
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    torch.manual_seed(cfg.seed)
+    results = evaluate(loaded.model, batches, iwae_samples=cfg.iwae_samples, max_decoded=cfg.max_decoded,
+                       max_examples=cfg.max_examples, device=device, progress=cfg.progress, total=len(batches.x))
+    h = datamodule.hparams
+    report = {
+        "model": str(cfg.model), "source": str(loaded.source), "split": cfg.split, "dataset": h.name,
+        "binarize": h.binarize, "data_dir": h.data_dir, "data_seed": h.seed, "seed": cfg.seed, "device": device,
+        "likelihood": loaded.model.likelihood.name, **results, "wall_time_s": round(time.time() - started, 2),
+    }
+    if cfg.out is not None:
+        out = Path(cfg.out).expanduser()
+        out = out / "evaluation.json" if out.is_dir() else out
+    else:
+        out = (loaded.run_dir if loaded.run_dir is not None else Path.cwd()) / "evaluation.json"
+    atomic_write_json(out, report)
+    return report, out

@@ -1,69 +1,40 @@
-"""Load a trained VAE from a run directory, a Lightning checkpoint, or an artifact directory.
+"""The one resolver: a run directory, a .ckpt, an artifact directory or a Hub id -> the model, its training config,
+and (for tools) the data it was trained on, rebuilt through Hydra with the caller's `dataset.*` overrides.
 
 Nothing here unpickles code: checkpoints are read with torch's weights_only loader, artifacts are JSON +
-safetensors. The run's composed config comes back too, so tools can rebuild its data.
+safetensors.
 """
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from vae_lab import artifact, hub
 from vae_lab.errors import CheckpointError
 from vae_lab.model import VAE
-
-MODEL_PREFIX = "model."  # VAEModule keeps the VAE at `self.model`
+from vae_lab.run_dir import best_checkpoint, model_state, read_checkpoint, run_config
 
 
 @dataclass
 class LoadedModel:
     model: VAE  # in eval mode
-    cfg: DictConfig | None  # the run's composed config (.hydra/config.yaml), when known
+    cfg: DictConfig | None  # the run's composed config (.hydra/config.yaml or the artifact's train_config.yaml)
     source: Path  # the file the weights came from
     run_dir: Path | None  # where outputs should go by default
 
 
-def _best_checkpoint(run_dir: Path) -> Path:
-    """metrics.json's best checkpoint if it still exists, else checkpoints/last.ckpt."""
-    import json
-
-    metrics = run_dir / "metrics.json"
-    if metrics.is_file():
-        best = json.loads(metrics.read_text()).get("best_checkpoint")
-        if best and Path(best).is_file():
-            return Path(best)
-    ckpts = run_dir / "checkpoints"
-    if (ckpts / "last.ckpt").is_file():
-        return ckpts / "last.ckpt"
-    found = sorted(ckpts.glob("*.ckpt")) if ckpts.is_dir() else []
-    if not found:
-        raise CheckpointError(f"no checkpoint in {ckpts} (expected last.ckpt or best-*.ckpt)")
-    return found[-1]
-
-
 def model_from_checkpoint(path: Path) -> VAE:
-    """The VAE inside a VAEModule checkpoint, loaded with weights_only=True and strict key matching."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        model_kwargs = ckpt["hyper_parameters"]["model"]
-        state = {k[len(MODEL_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
-    except (KeyError, TypeError) as err:
-        raise CheckpointError(f"{path} is not a vae_lab checkpoint (missing {err})") from None
-    except Exception as err:  # truncated file, foreign pickle, not a zip ...
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
-    model = VAE(**model_kwargs)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {path} does not match its model config: {str(err).splitlines()[0]}") from None
+    """The VAE inside a VAEModule checkpoint (weights_only, strict key and shape matching)."""
+    kwargs, state = model_state(read_checkpoint(Path(path), training=False))
+    model = artifact.build_model(VAE, artifact.check_config(kwargs, f"{path} (hyper_parameters.model)"), str(path))
+    artifact.load_state(model, state, f"checkpoint {path}")
     return model
 
 
-def _run_config(run_dir: Path | None) -> DictConfig | None:
-    if run_dir is not None and (run_dir / ".hydra" / "config.yaml").is_file():
-        return OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    return None
+def load_artifact(path: Path, map_location: str = "cpu") -> VAE:
+    """A VAE from a local artifact directory (config.json + model.safetensors), strictly."""
+    return artifact.load_artifact(path, VAE, map_location)
 
 
 def load_model(ref: str | Path, revision: str | None = None) -> LoadedModel:
@@ -74,16 +45,83 @@ def load_model(ref: str | Path, revision: str | None = None) -> LoadedModel:
     path = Path(ref).expanduser()
     if path.is_file() and path.suffix == ".ckpt":
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
-        return LoadedModel(model_from_checkpoint(path).eval(), _run_config(run_dir), path, run_dir)
-    if path.is_dir() and (path / "config.json").is_file():
-        from vae_lab.hub import artifact_train_config, load_artifact
-
-        model = load_artifact(path)
-        cfg = _run_config(path) or artifact_train_config(path)
-        return LoadedModel(model.eval(), cfg, path / "model.safetensors", path)
+        return LoadedModel(model_from_checkpoint(path).eval(), run_config(run_dir), path, run_dir)
+    if path.is_dir() and (path / artifact.CONFIG_NAME).is_file():
+        cfg = run_config(path) or artifact.train_config(path)
+        return LoadedModel(load_artifact(path), cfg, path / artifact.WEIGHTS_NAME, path)
     if path.is_dir():
-        ckpt = _best_checkpoint(path)
-        return LoadedModel(model_from_checkpoint(ckpt).eval(), _run_config(path), ckpt, path)
-    from vae_lab.hub import load_from_hub  # a Hub id such as "me/vae-mnist"
+        ckpt = best_checkpoint(path)
+        return LoadedModel(model_from_checkpoint(ckpt).eval(), run_config(path), ckpt, path)
+    repo_id, pinned = hub.split_revision(str(ref))  # a Hub id such as "me/vae-mnist"
+    folder = hub.download_artifact(repo_id, revision or pinned)
+    return LoadedModel(load_artifact(folder), artifact.train_config(folder), folder / artifact.WEIGHTS_NAME, None)
 
-    return load_from_hub(str(ref), revision)
+
+def init_weights(model: VAE, ref: str) -> str:
+    """Copy the weights of `ref` (Hub id, artifact dir, run dir or .ckpt) into `model`; both must have one shape."""
+    source = load_model(ref)
+    problem = artifact.state_mismatch(artifact.shapes(model.state_dict()), artifact.shapes(source.model.state_dict()))
+    if problem:
+        raise CheckpointError(f"init_from={ref!r} does not fit this model ({problem}): use the source's "
+                              "architecture, model.latent_dim, model.likelihood, model.conditional and data shape")
+    model.load_state_dict(source.model.state_dict(), strict=True)
+    return str(source.source)
+
+
+def data_config(run_cfg: DictConfig | None, overrides: list[str], *, where: str, data_dir: str | None = None,
+                seed: int | None = None, batch_size: int = 100) -> DictConfig:
+    """The data settings of a loaded model: its run's `dataset` (or `dataset=<name>` composed through Hydra) with
+    the caller's `dataset.*` overrides applied, in train.py's syntax; `data_dir`/`seed` replace the run's if set."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from vae_lab.configs import compose_train
+    from vae_lab.errors import ConfigError
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    group = [o.value() for o in parsed if o.key_or_group == "dataset"]
+    if run_cfg is None and not group:  # earlier tools' spelling of the same choice
+        group = [o.value() for o in parsed if o.key_or_group == "dataset.name"]
+    if group or run_cfg is None:
+        if not group:
+            raise ConfigError(f"{where} has no training config (.hydra/config.yaml or train_config.yaml): name its data "
+                              "with dataset=<name> (and dataset.options.* as for train.py)")
+        base = compose_train([f"dataset={group[-1]}"])
+        dataset, defaults = base.dataset, base
+    else:
+        dataset, defaults = run_cfg.dataset, run_cfg
+    dataset = OmegaConf.create(OmegaConf.to_container(dataset, resolve=True))
+    for o in parsed:
+        if o.key_or_group == "dataset":
+            continue
+        key = o.key_or_group.removeprefix("dataset.")
+        if o.is_delete():
+            OmegaConf.update(dataset, key, None, force_add=True)
+        else:
+            OmegaConf.update(dataset, key, o.value(), merge=False, force_add=True)
+    return OmegaConf.create({
+        "dataset": OmegaConf.to_container(dataset),
+        "paths": {"data_dir": data_dir if data_dir is not None else OmegaConf.select(defaults, "paths.data_dir")},
+        "schedule": {"batch_size": batch_size},
+        "seed": seed if seed is not None else OmegaConf.select(defaults, "seed", default=0),
+    })
+
+
+def datamodule_for(loaded: LoadedModel, overrides: list[str], *, stage: str = "test", data_dir: str | None = None,
+                   seed: int | None = None, batch_size: int = 100):
+    """The loaded model's data (set up for `stage`), checked to fit the model's shape and conditioning."""
+    from vae_lab.build import build_datamodule
+    from vae_lab.errors import DataError
+
+    cfg = data_config(loaded.cfg, overrides, where=str(loaded.source), data_dir=data_dir, seed=seed,
+                      batch_size=batch_size)
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup(stage)
+    spec, model = datamodule.spec, loaded.model
+    if tuple(spec.shape) != tuple(model.in_shape):
+        raise DataError(f"the data are {tuple(spec.shape)} images but the model takes {tuple(model.in_shape)}: "
+                        "point dataset.* at data of the model's shape")
+    if model.conditional and not spec.num_classes:
+        raise DataError("the model is conditional but these data have no labels: evaluate it on labelled data")
+    return datamodule

@@ -1,5 +1,6 @@
 """The VAE: encode x to q(z|x), decode z to p(x|z), sample from p(z). No loss here (see objectives/)."""
 
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -8,8 +9,9 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 from torch.distributions import Distribution
 
+from vae_lab import artifact, hub
 from vae_lab.distributions import build_likelihood, diagonal_gaussian, standard_normal
-from vae_lab.errors import ConfigError
+from vae_lab.errors import CheckpointError, ConfigError
 from vae_lab.nets import build_nets
 
 
@@ -69,12 +71,16 @@ class VAE(
         """A ready model (eval mode) from a Hub id ('owner/name[@revision]') or a local artifact directory.
 
         Replaces the mixin's loader, which falls back to pickles and loads non-strictly: here config.json is
-        checked against a schema and model.safetensors must match it exactly (vae_lab/hub.py).
+        checked against a schema and model.safetensors must match it exactly (vae_lab/artifact.py).
         """
-        from vae_lab.hub import load_pretrained
-
-        return load_pretrained(pretrained_model_name_or_path, revision=revision, map_location=map_location,
-                               **download_kwargs)
+        path = Path(pretrained_model_name_or_path).expanduser()
+        if path.is_dir():
+            if revision:
+                raise CheckpointError(f"revision={revision!r} applies to Hub ids, not to the local directory {path}")
+            return artifact.load_artifact(path, cls, map_location)
+        repo_id, pinned = hub.split_revision(str(pretrained_model_name_or_path))
+        return artifact.load_artifact(hub.download_artifact(repo_id, revision or pinned, **download_kwargs), cls,
+                                      map_location)
 
     def _condition(self, y: torch.Tensor | None, n: int) -> torch.Tensor | None:
         """One-hot labels (n, num_classes) for a conditional model, None otherwise."""

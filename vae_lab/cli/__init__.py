@@ -1,11 +1,8 @@
 """Command-line entry points (Hydra)."""
 
-from pathlib import Path
+import warnings
 
-# configs/ sits at the project's top level, next to this package.
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
-
-import warnings  # noqa: E402
+from vae_lab.configs import CONFIG_DIR  # noqa: F401 (the entry points' config_path)
 
 # Lightning 2.6 with torch 2.14 emits an internal deprecation notice on every fit; users cannot act on it.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")

@@ -27,14 +27,17 @@ def train(cfg: DictConfig) -> dict:
     import lightning as L
     from lightning.pytorch.utilities import rank_zero_only
 
-    from vae_lab import hub
-    from vae_lab.build import build_datamodule, build_module, build_trainer
+    from vae_lab import publish
+    from vae_lab.build import (build_datamodule, build_module, build_trainer, hub_callbacks, model_kwargs,
+                               reliability_callbacks)
     from vae_lab.config import validate
     from vae_lab.io import atomic_write_json
-    from vae_lab.resume import prepare_resume, record_run, reliability_callbacks
+    from vae_lab.loading import init_weights
+    from vae_lab.resume import prepare_resume
+    from vae_lab.run_dir import METRICS_NAME, record_run
 
     validate(cfg)
-    hub.check_hub_config(cfg)
+    publish.check_hub_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
     if cfg.get("print_config"):
         rank_zero_only(print)(OmegaConf.to_yaml(cfg, resolve=True))
@@ -43,11 +46,11 @@ def train(cfg: DictConfig) -> dict:
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    ckpt_path = prepare_resume(cfg, datamodule.spec)  # resume= / ckpt_path=, checked against the model
+    ckpt_path = prepare_resume(cfg, model_kwargs(cfg, datamodule.spec))  # resume= / ckpt_path=, checked against the model
     module = build_module(cfg, datamodule.spec)
     if cfg.get("init_from"):
-        rank_zero_only(print)(f"init_from: weights of {hub.init_weights(module.model, cfg.init_from)}")
-    trainer = build_trainer(cfg, extra_callbacks=hub.hub_callbacks(cfg) + reliability_callbacks(cfg))
+        rank_zero_only(print)(f"init_from: weights of {init_weights(module.model, cfg.init_from)}")
+    trainer = build_trainer(cfg, extra_callbacks=hub_callbacks(cfg) + reliability_callbacks(cfg))
     if trainer.is_global_zero:
         record_run(run_dir, ckpt_path)  # run_info.json (a resume appends to it)
         print(f"data: {datamodule.describe()}")
@@ -57,12 +60,12 @@ def train(cfg: DictConfig) -> dict:
     metrics.update(global_step=trainer.global_step, epochs=trainer.current_epoch,
                    wall_time_s=round(time.time() - started, 2), run_dir=str(run_dir.resolve()))
     if trainer.is_global_zero:
-        atomic_write_json(run_dir / "metrics.json", metrics)
+        atomic_write_json(run_dir / METRICS_NAME, metrics)
         val = metrics["val"]
         print(f"\nRun directory: {run_dir.resolve()}")
         print(f"Final validation ELBO: {val['val/elbo_nats']:.2f} nats/example "
               f"({val['val/bits_per_dim']:.4f} bits/dim)  |  tensorboard --logdir {run_dir}")
-        hub.finish_run(cfg, run_dir, module.model)  # <run dir>/artifact, pushed when hub.push
+        publish.finish_run(cfg, run_dir, module.model)  # <run dir>/artifact, pushed when hub.push
     return metrics
 
 

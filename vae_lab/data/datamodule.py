@@ -1,6 +1,5 @@
 """The Lightning DataModule: load once, split with a seed, binarise if asked, serve in-memory batches."""
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from vae_lab.data.batches import InMemoryBatches, sample_binary, stream_seed
 from vae_lab.data.registry import DATASETS, RawData, load_dataset
 from vae_lab.data.spec import DataSpec
 from vae_lab.errors import ConfigError, DataError, choices_error
+from vae_lab.rules import VAL_FRACTION, check_value, plain
 
 
 @dataclass(frozen=True)
@@ -27,15 +27,6 @@ BINARIZE: dict[str, Binarize] = {
     "dynamic": Binarize(fixed_train=False, fixed_eval=True, train_batches="dynamic"),
     "static": Binarize(fixed_train=True, fixed_eval=True, train_batches="none"),
 }
-
-
-def _plain(value):
-    """Plain dicts/lists (e.g. from an OmegaConf node) so hyperparameters stay primitives."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return [_plain(v) for v in value]
-    return value
 
 
 class VAEDataModule(L.LightningDataModule):
@@ -66,8 +57,7 @@ class VAEDataModule(L.LightningDataModule):
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{key}={value!r} must be an int >= 1")
-        if not 0.0 <= val_fraction < 1.0:
-            raise ConfigError(f"dataset.val_fraction={val_fraction!r} must be in [0, 1)")
+        check_value(VAL_FRACTION, val_fraction)
         self.save_hyperparameters(
             {
                 "name": name,
@@ -78,7 +68,7 @@ class VAEDataModule(L.LightningDataModule):
                 "seed": seed,
                 "download": download,
                 "binarize": binarize,
-                "options": _plain(options or {}),
+                "options": plain(options or {}),
             }
         )
         self._raw: RawData | None = None  # filled by prepare_data when it runs in this process

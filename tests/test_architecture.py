@@ -1,0 +1,141 @@
+"""The code's shape: no import cycle (module- and function-level imports), the layering contracts, file sizes,
+thin scripts, and no test that loads a script by its path."""
+
+import ast
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "vae_lab"
+MAX_MODULE_LINES = 400
+MAX_SCRIPT_LINES = 60
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """{module: vae_lab modules it imports}, from every import statement anywhere in the file (functions too)."""
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        is_package = path.name == "__init__.py"
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative import
+                    anchor = name.split(".") if is_package else name.split(".")[:-1]
+                    base = ".".join(anchor[: len(anchor) - node.level + 1] + ([base] if base else []))
+                # `from pkg import sub` imports the submodule pkg.sub when there is one
+                targets |= {f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names}
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_import_graph_has_no_cycle():
+    graph = import_graph()
+    assert len(graph) > 30 and "vae_lab.loading" in graph["vae_lab.publish"]  # the graph is really read
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_cycle_finder_finds_a_planted_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_only_entry_points_import_cli():
+    outside = {m: deps for m, deps in import_graph().items() if not m.startswith("vae_lab.cli")}
+    offenders = {m: sorted(d for d in deps if d.startswith("vae_lab.cli")) for m, deps in outside.items()}
+    assert not {m: d for m, d in offenders.items() if d}
+
+
+def test_layering_contracts_hold():
+    """import-linter's contracts in pyproject.toml (the same check `make test` runs)."""
+    lint = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
+    proc = subprocess.run([lint], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "0 broken" in proc.stdout and proc.stdout.count("KEPT") >= 3
+
+
+def test_modules_and_scripts_stay_small():
+    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+    fat = {p.name: n for p in (ROOT / "scripts").glob("*.py") if (n := len(p.read_text().splitlines())) > MAX_SCRIPT_LINES}
+    assert not fat, f"scripts over {MAX_SCRIPT_LINES} lines: {fat}"
+
+
+def test_no_test_loads_a_script_by_path():
+    pattern = re.compile(r"spec_from_file_location|run_path\(|SourceFileLoader")
+    offenders = [p.name for p in Path(__file__).parent.glob("test_*.py")
+                 if p.name != Path(__file__).name and pattern.search(p.read_text())]
+    assert not offenders
+
+
+@pytest.mark.slow
+def test_installed_wheel_commands_run_from_an_empty_directory(tmp_path):
+    """`pip install` of a built wheel (not editable) gives train and evaluate commands that work anywhere."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
+                    str(ROOT)], check=True, timeout=600, capture_output=True)
+    wheel = next(wheels.glob("vae_lab-*.whl"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = next(venv.glob("lib/python*/site-packages"))
+    # reuse this environment's torch, lightning ... (appended after the venv's own site-packages, whose vae_lab wins)
+    import sysconfig
+
+    (site / "reuse_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    python = venv / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
+                   check=True, timeout=600, capture_output=True)
+    work = tmp_path / "empty"
+    work.mkdir()
+    run = lambda *cmd: subprocess.run([str(venv / "bin" / cmd[0]), *cmd[1:]], cwd=work, capture_output=True,  # noqa
+                                      text=True, timeout=900, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1",
+                                                                   "OMP_NUM_THREADS": "1"})
+    located = subprocess.run([str(python), "-c", "import vae_lab.configs as c; print(c.__file__, c.CONFIG_DIR)"],
+                             cwd=work, capture_output=True, text=True, timeout=120)
+    assert str(site) in located.stdout and located.stdout.strip().endswith("vae_lab/configs"), located.stdout
+    train = run("vae-lab-train", "trainer.max_steps=5", "trainer.max_epochs=1", "hydra.run.dir=run",
+                "trainer.enable_progress_bar=false", "callbacks=no_images", "print_config=false")
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert (work / "run" / "metrics.json").is_file() and (work / "run" / "artifact" / "model.safetensors").is_file()
+    evaluate = run("vae-lab-evaluate", "model=run", "split=val", "iwae_samples=3", "max_examples=20", "progress=false")
+    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    assert (work / "run" / "evaluation.json").is_file()
+    for command in ("vae-lab-sample", "vae-lab-push", "vae-lab-sweep-report", "vae-lab-benchmark"):
+        assert run(command, "--help").returncode == 0, command

@@ -1,0 +1,194 @@
+"""The shareable artifact folder: config.json (the model's init args) + model.safetensors + README.md and records.
+
+An artifact holds no code: init args as plain JSON, checked against a schema before anything is built, and
+weights as safetensors, loaded strictly. Nothing is unpickled or `instantiate`d. This module knows the format
+only: it is handed the model class, and never imports the VAE, the Hub or the run directory.
+"""
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from vae_lab.model_args import MODEL_RULES
+from vae_lab.rules import Rule
+from vae_lab.errors import CheckpointError, VaeLabError
+from vae_lab.io import atomic_write_bytes
+
+CONFIG_NAME = "config.json"  # the model's init args
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+TRAIN_CONFIG_NAME = "train_config.yaml"  # the run's resolved Hydra config
+SAMPLES_NAME = "samples.png"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+# The schema of config.json: one rule per VAE init arg (tests check it matches VAE's signature).
+CONFIG_RULES = {rule.key: rule for rule in (*MODEL_RULES, Rule("num_classes", "int", lo=0))}
+
+
+def _is_image_shape(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 3 and all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in value)
+
+
+# The two init args that are not scalars: (check, what they must be).
+SHAPED_KEYS = {
+    "in_shape": (_is_image_shape, "a list of 3 integers >= 1 (C, H, W)"),
+    "net": (lambda value: value is None or isinstance(value, dict), "an object of architecture arguments (or null)"),
+}
+REQUIRED_KEYS = ("in_shape",)
+
+
+def check_config(config: Any, where: str) -> dict:
+    """`config` if it is a valid model config (known keys, right types, known architecture and likelihood)."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{where}: expected a JSON object of VAE init args, got {type(config).__name__}")
+    valid = sorted([*SHAPED_KEYS, *CONFIG_RULES])
+    unknown = sorted(set(config) - set(valid))
+    if unknown:
+        raise CheckpointError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+    missing = [k for k in REQUIRED_KEYS if k not in config]
+    if missing:
+        raise CheckpointError(f"{where}: missing key(s) {', '.join(missing)}")
+    for key, value in config.items():
+        rule = CONFIG_RULES.get(key)
+        ok, must = (rule.ok(value), rule.describe()) if rule else (SHAPED_KEYS[key][0](value), SHAPED_KEYS[key][1])
+        if not ok or (isinstance(value, float) and not math.isfinite(value)):
+            raise CheckpointError(f"{where}: {key}={value!r} is invalid: must be {must}")
+    return config
+
+
+def read_config(path: Path) -> dict:
+    """The validated init args in `path` (config.json): plain JSON, nothing executed."""
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: an artifact is config.json + model.safetensors") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON: {err}") from None
+    return check_config(config, str(path))
+
+
+def build_model(cls: type, config: dict, where: str):
+    """cls(**config) for a validated config; any refusal of the nets becomes one CheckpointError line."""
+    try:
+        return cls(**config)
+    except VaeLabError as err:
+        raise CheckpointError(f"{where}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{where}: cannot build the model: {str(err).splitlines()[0]}") from None
+
+
+def model_config(model: torch.nn.Module) -> dict:
+    """The model's init args as plain JSON, checked to rebuild a model of exactly the same shapes."""
+    config = json.loads(json.dumps(getattr(model, "_hub_mixin_config", None) or {}))
+    check_config(config, "model config")
+    rebuilt = build_model(type(model), config, "model config")
+    problem = state_mismatch(shapes(rebuilt.state_dict()), shapes(model.state_dict()))
+    if problem:  # PyTorchModelHubMixin drops init args that are not JSON-able (e.g. a DictConfig `net`)
+        raise CheckpointError(f"the model's init args do not rebuild it ({problem}); pass plain dicts and lists")
+    return config
+
+
+def shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def _names(keys: list[str], limit: int = 3) -> str:
+    return ", ".join(keys[:limit]) + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def state_mismatch(expected: dict[str, tuple], got: dict[str, tuple]) -> str | None:
+    """What differs between two {name: shape} maps (missing, unexpected, wrong shape), or None."""
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    wrong = [f"{k} {got[k]} (model: {expected[k]})" for k in sorted(set(expected) & set(got)) if got[k] != expected[k]]
+    parts = [f"{label} {_names(keys)}" for label, keys in
+             (("missing", missing), ("unexpected", unexpected), ("wrong shape:", wrong)) if keys]
+    return "; ".join(parts) or None
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Copy `state` into `model` strictly; a one-line CheckpointError naming what differs otherwise."""
+    problem = state_mismatch(shapes(model.state_dict()), shapes(state))
+    if problem:
+        raise CheckpointError(f"{where} does not match its model config: {problem}")
+    model.load_state_dict(state, strict=True)
+
+
+def _looks_pickled(head: bytes) -> bool:
+    """torch.save zip archives start with 'PK'; raw pickles with the PROTO opcode 0x80 and a protocol 2..5."""
+    return head.startswith(b"PK\x03\x04") or (len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file; anything else (a pickle included) is refused, never unpickled."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")  # parses a JSON header and raw buffers: no code runs
+    except Exception as err:  # safetensors raises its own error type for a bad header or truncated data
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if _looks_pickled(head):
+            raise CheckpointError(f"{path} is a pickle (torch.save) file, not safetensors: "
+                                  "vae_lab never unpickles artifacts") from None
+        raise CheckpointError(f"{path} is not a valid safetensors file: {str(err).splitlines()[0]}") from None
+
+
+def weights_bytes(model: torch.nn.Module) -> bytes:
+    from safetensors.torch import save as safetensors_bytes
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return safetensors_bytes(state, metadata={"format": "pt"})
+
+
+def load_artifact(path: Path, cls: type, map_location: str = "cpu"):
+    """A model (eval mode) of class `cls` from a local artifact directory, strict about its weights."""
+    path = Path(path)
+    config = read_config(path / CONFIG_NAME)
+    weights = path / WEIGHTS_NAME
+    if not weights.is_file():
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        hint = f" (found {', '.join(pickles)}: pickle files are never loaded)" if pickles else ""
+        raise CheckpointError(f"{path} has no {WEIGHTS_NAME}{hint}; an artifact is config.json + model.safetensors")
+    model = build_model(cls, config, str(path / CONFIG_NAME))
+    state = read_weights(weights)
+    problem = state_mismatch(shapes(model.state_dict()), shapes(state))
+    if problem:
+        raise CheckpointError(f"{weights} does not match its config.json: {problem}")
+    model.load_state_dict(state, strict=True)
+    return model.to(map_location).eval()
+
+
+def train_config(folder: Path) -> DictConfig | None:
+    """The resolved training config shipped in an artifact (train_config.yaml: plain YAML, never instantiated)."""
+    path = Path(folder) / TRAIN_CONFIG_NAME
+    return OmegaConf.load(path) if path.is_file() else None
+
+
+def write_artifact(out_dir: Path, files: dict[str, bytes]) -> Path:
+    """Write `files` as the artifact directory `out_dir`, replacing any previous one whole.
+
+    Built aside in a hidden sibling, then swapped in: readers never see a half-written artifact.
+    """
+    out_dir = Path(out_dir)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for name, data in files.items():
+            atomic_write_bytes(tmp / name, data)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = out_dir.parent / f".{out_dir.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return out_dir

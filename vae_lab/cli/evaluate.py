@@ -1,0 +1,55 @@
+"""`python scripts/evaluate.py model=<run dir | artifact dir | .ckpt | Hub id> [key=value ...] [dataset.*=...]`."""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from vae_lab.cli import CONFIG_DIR
+from vae_lab.cli.data_args import split_data_overrides
+from vae_lab.cli.errors import hydra_errors_in_one_line, report_user_errors
+
+_DATA_OVERRIDES: list[str] = []
+
+
+def print_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    k = report["iwae_samples"]
+    table = Table(title=f"{report['model']}  |  {report['dataset']} {report['split']}, {report['num_examples']} examples")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("ELBO (nats)", f"{report['elbo_nats']:.3f} ± {report['elbo_stderr_nats']:.3f}"),
+        ("  distortion -E_q log p(x|z) (nats)", f"{report['distortion_nats']:.3f}"),
+        ("  rate KL(q||p) (nats)", f"{report['rate_nats']:.3f}"),
+        (f"log p(x), IWAE k={k} (nats)", f"{report['iwae_nats']:.3f} ± {report['iwae_stderr_nats']:.3f}"),
+        ("ELBO bits/dim", f"{report['elbo_bits_per_dim']:.4f}"),
+        (f"IWAE k={k} bits/dim", f"{report['iwae_bits_per_dim']:.4f}"),
+        ("SSIM", f"{report['ssim']:.4f}"),
+        ("PSNR (dB)", f"{report['psnr_db']:.2f}"),
+        ("MSE", f"{report['mse']:.5f}"),
+        (f"active units (Cov > {report['active_unit_threshold']})", f"{report['active_units']} / {report['latent_dim']}"),
+        ("KL per latent dim (nats)", " ".join(f"{v:.2f}" for v in report["kl_per_dim_nats"])),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    Console().print(table)
+
+
+@hydra_errors_in_one_line
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+@report_user_errors
+def _main(cfg: DictConfig) -> None:
+    from vae_lab.evaluation import evaluate_model
+
+    report, out = evaluate_model(cfg, _DATA_OVERRIDES)
+    print_table(report)
+    print(f"wrote {out}")
+
+
+def main() -> None:
+    sys.argv, data = split_data_overrides(sys.argv)
+    _DATA_OVERRIDES[:] = data
+    _main()

@@ -1,0 +1,62 @@
+"""Hydra callback: validate the config and pick the run directory before Hydra writes anything into it."""
+
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, read_write, open_dict
+
+from vae_lab.cli.errors import report_user_errors
+from vae_lab.errors import ConfigError
+from vae_lab.resume import is_secondary_rank, resolve_resume
+from vae_lab.run_dir import latest_checkpoint, run_contents
+
+
+class RunDirGuard(Callback):
+    """Hydra callback: validate the config and pick the run directory before Hydra writes anything into it.
+
+    A fresh run whose `hydra.run.dir` already holds a run is refused; `resume=<run dir>` points hydra.run.dir
+    at that run and leaves its `.hydra/` as it was (the resumed config is checked against its checkpoint).
+    """
+
+    @report_user_errors
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from vae_lab.config import validate
+
+        validate(config)
+        if config.get("resume") == "auto":  # same command line for the first start and every requeue (SLURM)
+            run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir"))).expanduser()
+            config.resume = str(run_dir) if latest_checkpoint(run_dir) else None
+        resume, ckpt_path = config.get("resume"), config.get("ckpt_path")
+        if resume is not None and ckpt_path is not None:
+            raise ConfigError(f"resume={resume} and ckpt_path={ckpt_path}: set one of them")
+        if resume is not None and config.get("init_from"):
+            raise ConfigError(f"resume={resume} continues a run with its own weights; init_from= starts a new one: "
+                              "set one of them")
+        if ckpt_path is not None and not Path(str(ckpt_path)).expanduser().is_file():
+            hint = " (Lightning's 'last'/'best' are not supported: continue a run with resume=<run dir>)"
+            raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file" + (
+                hint if str(ckpt_path) in ("last", "best", "hpc", "registry") else ""))
+        if resume is not None:
+            run_dir, _ = resolve_resume(resume)
+            with read_write(config.hydra), open_dict(config.hydra):
+                config.hydra.run.dir = str(run_dir)
+                config.hydra.output_subdir = None  # keep the run's own .hydra/config.yaml and overrides.yaml
+            return
+        run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir"))).expanduser()
+        found = run_contents(run_dir)
+        if found and not is_secondary_rank():
+            raise ConfigError(
+                f"hydra.run.dir={run_dir} already holds a run ({', '.join(found)}); choose a new directory, "
+                f"or continue that run with resume={run_dir}"
+            )
+
+    @report_user_errors
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("resume") is not None:
+            raise ConfigError(f"resume={config.resume} continues one run; it cannot be combined with -m (multirun)")
+        sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))).expanduser()
+        taken = sorted(p.name for p in sweep_dir.glob("*") if p.is_dir() and run_contents(p))
+        if taken:
+            jobs = ", ".join(taken[:3]) + (", ..." if len(taken) > 3 else "")
+            raise ConfigError(f"hydra.sweep.dir={sweep_dir} already holds runs ({jobs}); choose a new sweep directory")

@@ -1,0 +1,138 @@
+"""The run-directory contract: what a run writes where, its latest and best checkpoint, reading a checkpoint.
+
+<run dir>/
+  .hydra/config.yaml, .hydra/overrides.yaml   the resolved config and the command line's overrides
+  run_info.json                                git commit, package versions, argv (and every resume)
+  checkpoints/last.ckpt, checkpoints/best-*.ckpt
+  metrics.json                                 final metrics of the best checkpoint (`best_checkpoint` names it)
+  artifact/                                    the shareable model (vae_lab.artifact)
+  images/, tensorboard/, train.log
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from vae_lab.errors import CheckpointError
+from vae_lab.io import atomic_write_json
+
+CHECKPOINT_DIR = "checkpoints"
+LAST = "last.ckpt"
+ARTIFACT_DIR = "artifact"
+METRICS_NAME = "metrics.json"
+RUN_INFO_NAME = "run_info.json"
+IMAGES_DIR = "images"
+CONFIG_FILE = Path(".hydra") / "config.yaml"
+OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
+# What a started run leaves behind; a directory holding any of them belongs to that run.
+RUN_FILES = (METRICS_NAME, RUN_INFO_NAME)
+RUN_GLOBS = (f"{CHECKPOINT_DIR}/*.ckpt", "tensorboard/events.out.tfevents.*")
+# Checkpoint keys only a training checkpoint has (a weights-only or foreign file lacks them).
+TRAINING_KEYS = ("state_dict", "hyper_parameters", "optimizer_states", "loops", "global_step")
+MODEL_PREFIX = "model."  # VAEModule keeps the VAE at `self.model`
+
+
+def run_contents(run_dir: Path) -> list[str]:
+    """The files that mark `run_dir` as holding a run (empty if it does not)."""
+    if not run_dir.is_dir():
+        return []
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    for pattern in RUN_GLOBS:
+        if next(iter(run_dir.glob(pattern)), None) is not None:
+            found.append(pattern.split("/")[0] + "/")
+    return found
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """Where training continues from: the newest of last.ckpt and Lightning's SLURM `hpc_ckpt_*.ckpt`, else the
+    newest `checkpoints/*.ckpt`, else None."""
+    folder = run_dir / CHECKPOINT_DIR
+    newest = lambda paths: max(paths, key=lambda p: p.stat().st_mtime, default=None)  # noqa: E731
+    latest = [folder / LAST] if (folder / LAST).is_file() else []
+    latest += list(run_dir.glob("hpc_ckpt_*.ckpt")) if run_dir.is_dir() else []
+    return newest(latest) or (newest(list(folder.glob("*.ckpt"))) if folder.is_dir() else None)
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The weights a run's results describe: metrics.json's `best_checkpoint` if it still exists, else the latest."""
+    best = (read_metrics(run_dir) or {}).get("best_checkpoint")
+    if best and Path(best).is_file():
+        return Path(best)
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        raise CheckpointError(f"no checkpoint in {run_dir / CHECKPOINT_DIR} (expected {LAST} or best-*.ckpt)")
+    return latest
+
+
+def read_metrics(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / METRICS_NAME
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_config(run_dir: Path | None) -> DictConfig | None:
+    """The run's composed config (.hydra/config.yaml), when there is one."""
+    if run_dir is not None and (Path(run_dir) / CONFIG_FILE).is_file():
+        return OmegaConf.load(Path(run_dir) / CONFIG_FILE)
+    return None
+
+
+def run_overrides(run_dir: Path) -> list[str]:
+    path = Path(run_dir) / OVERRIDES_FILE
+    return list(OmegaConf.to_container(OmegaConf.load(path))) if path.is_file() else []
+
+
+def read_checkpoint(path: Path, training: bool = True) -> dict:
+    """A checkpoint's contents (tensors memory-mapped, weights_only: no code runs), or a one-line CheckpointError.
+
+    `training`: also require what resuming needs (optimizer states, loops); False for reading weights only.
+    """
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip; a cut-off one has no central directory
+        raise CheckpointError(f"cannot read checkpoint {path}: truncated (an interrupted write or copy?) or not a "
+                              "PyTorch checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # a pickle that needs code to load, a damaged archive member ...
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        reason = next((line for line in lines if "Unsupported global" in line), lines[0]).split(" Please ")[0]
+        raise CheckpointError(f"cannot read checkpoint {path} with weights_only=True (vae_lab never runs code "
+                              f"from a checkpoint): {reason[:200]}") from None
+    needed = TRAINING_KEYS if training else ("state_dict", "hyper_parameters")
+    missing = [k for k in needed if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing or not isinstance(ckpt["hyper_parameters"], dict) or "model" not in ckpt["hyper_parameters"]:
+        what = ", ".join(missing) or "hyper_parameters.model"
+        hint = ("; resume needs a last.ckpt written by train.py (init_from= starts a new run from a model's weights)"
+                if training else "")
+        raise CheckpointError(f"{path} is not a vae_lab {'training ' if training else ''}checkpoint (no {what}){hint}")
+    return ckpt
+
+
+def model_state(ckpt: dict) -> tuple[dict, dict]:
+    """(VAE init args, VAE state_dict) of a checkpoint read by read_checkpoint."""
+    state = {k[len(MODEL_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
+    return dict(ckpt["hyper_parameters"]["model"]), state
+
+
+def record_run(run_dir: Path, resumed_from: str | None) -> None:
+    """Write run_info.json for a new run; a resumed run appends to the list of resumes instead of replacing it."""
+    from vae_lab.run_info import run_info
+
+    info = run_info()
+    path = run_dir / RUN_INFO_NAME
+    if resumed_from is not None and path.is_file():
+        previous = json.loads(path.read_text())
+        previous.setdefault("resumes", []).append(
+            {"checkpoint": resumed_from, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv,
+             "git_commit": info.get("git_commit")}
+        )
+        info = previous
+    atomic_write_json(path, info)
