@@ -139,3 +139,20 @@ def test_installed_wheel_commands_run_from_an_empty_directory(tmp_path):
     assert (work / "run" / "evaluation.json").is_file()
     for command in ("vae-lab-sample", "vae-lab-push", "vae-lab-sweep-report", "vae-lab-benchmark"):
         assert run(command, "--help").returncode == 0, command
+
+
+def test_an_artifact_written_before_the_split_still_loads():
+    """tests/fixtures/artifact_v0_1: written by vae_lab at commit 6fd9732 (before hub.py was split), a tiny MLP."""
+    import torch
+
+    from vae_lab.loading import load_model
+    from vae_lab.model import VAE
+
+    fixture = Path(__file__).parent / "fixtures" / "artifact_v0_1"
+    loaded = load_model(fixture)
+    assert loaded.cfg.dataset.name == "digits"
+    x = torch.linspace(0, 1, 64).reshape(1, 1, 8, 8)
+    # the reconstruction that model gave when it was saved (printed by the writing code)
+    expected = torch.tensor([0.5720794200897217, 0.5341782569885254, 0.5739187598228455, 0.4697464406490326])
+    torch.testing.assert_close(loaded.model.reconstruct(x).flatten()[:4], expected)
+    assert isinstance(VAE.from_pretrained(str(fixture)), VAE)

@@ -140,3 +140,21 @@ def test_gradients_whose_sum_overflows_are_still_finite():
     with pytest.raises(Exception, match="non-finite"):
         guard.on_before_optimizer_step(Step(), module, optimizer)  # max_consecutive=1: stops at once
     assert param.grad is None and guard.skipped == 1
+
+
+def test_a_nonfinite_validation_example_is_counted_not_dropped_silently():
+    """Evaluation sums count examples: a NaN example leaves the mean of the others intact and is counted apart."""
+    import torch
+
+    from vae_lab.lit_module import VAEModule
+    from vae_lab.objectives import ObjectiveOutput
+
+    module = VAEModule(model={"in_shape": [1, 4, 4], "latent_dim": 2, "net": {"hidden_dims": [4]}},
+                       objective={"name": "elbo"}, optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3})
+    elbo = torch.tensor([-10.0, float("nan"), -30.0])
+    terms = {"elbo": elbo, "distortion": -elbo, "rate": torch.zeros(3)}
+    module._accumulate("val", ObjectiveOutput(torch.tensor(float("nan")), terms), 3)
+    sums = module._sums["val"]  # [elbo, distortion, rate, loss * n, n finite, non-finite]
+    assert sums[0].item() == -40.0 and sums[-2].item() == 2 and sums[-1].item() == 1
+    module._accumulate("train", ObjectiveOutput(torch.tensor(float("nan")), terms), 3)
+    assert module._sums["train"][-2].item() == 0  # a non-finite training batch is a skipped step: not counted

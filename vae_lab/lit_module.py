@@ -4,6 +4,7 @@ import math
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 import torch
 from hydra.utils import instantiate
 from torch import nn
@@ -102,10 +103,19 @@ class VAEModule(L.LightningModule):
         return bool(self.trainer.fast_dev_run) or (every > 0 and (self.global_step + 1) % every == 0)
 
     def _accumulate(self, stage: str, out, batch_size: int) -> None:
-        """Add the batch's sums [terms..., loss * B, B] to the stage's running sums, on the device (no host sync)."""
+        """Add the batch's sums [terms..., loss * n, n finite, non-finite] to the stage's running sums, on the device
+        (no host sync). Training counts whole batches (a non-finite one is a skipped step); evaluation counts
+        examples, and the non-finite ones are reported (`val/nonfinite_examples`), never silently dropped."""
         terms = torch.stack([out.terms[t] for t in self.terms]).detach()  # (T, B)
-        row = torch.cat([terms.sum(-1), out.loss.detach().reshape(1) * batch_size, terms.new_full((1,), batch_size)])
-        row = torch.where(row.isfinite().all(), row, 0.0)  # a non-finite batch (a skipped step) does not count
+        loss = out.loss.detach().reshape(1)
+        if stage == "train":
+            finite = (terms.isfinite().all() & loss.isfinite().all()).expand(terms.shape[1])  # (B,)
+        else:
+            finite = terms.isfinite().all(0)  # (B,)
+        count = finite.sum().to(terms.dtype).reshape(1)
+        sums = torch.where(finite, terms, 0.0).sum(-1)  # (T,)
+        loss_sum = torch.where(loss.isfinite(), loss * count, 0.0)
+        row = torch.cat([sums, loss_sum, count, batch_size - count])
         self._sums[stage] = row if stage not in self._sums else self._sums[stage].add_(row)
 
     def _log_epoch(self, stage: str) -> None:
@@ -113,8 +123,15 @@ class VAEModule(L.LightningModule):
         sums = self._sums.pop(stage, None)
         if sums is None:
             return
-        metrics, count = self.means[f"{stage}_metrics"], sums[-1]
-        means = dict(zip([*self.terms, "loss"], sums[:-1] / count.clamp(min=1)))
+        metrics, count, nonfinite = self.means[f"{stage}_metrics"], sums[-2], sums[-1]
+        means = dict(zip([*self.terms, "loss"], sums[:-2] / count.clamp(min=1)))
+        if stage != "train":
+            self.log(f"{stage}/nonfinite_examples", nonfinite, on_step=False, on_epoch=True, reduce_fx="sum",
+                     sync_dist=True)
+            if float(nonfinite) > 0:  # one host sync per evaluation epoch
+                rank_zero_warn(f"{int(nonfinite)} {stage} example(s) had a non-finite ELBO term and are left out of "
+                               f"{stage}/elbo_nats ({stage}/nonfinite_examples): check the data for NaN/inf and the "
+                               "likelihood's scale floor")
         # bits/dim is affine in the bound, so the mean of bits/dim is bits/dim of the mean bound
         bound = means.get("iwae", means["elbo"])
         discrete = self.model.likelihood.discrete_targets
