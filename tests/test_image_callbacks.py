@@ -17,12 +17,13 @@ from PIL import Image
 from torch.distributions import Independent, Normal, kl_divergence
 
 from vae_lab.build import build_datamodule, build_module, build_trainer
-from vae_lab.callbacks.images import (ImageGrids, interpolation_latents, interpolation_strips, pick_pairs,
-                                      reconstructions)
-from vae_lab.callbacks.latent import LatentPlots, encode_codes, kl_per_dim, scatter_figure
+from vae_lab.callbacks.images import ImageGrids
+from vae_lab.callbacks.latent import LatentPlots
 from vae_lab.cli import CONFIG_DIR
 from vae_lab.errors import ConfigError, DataError
 from vae_lab.model import VAE
+from vae_lab.pictures import (encode_codes, interpolation_latents, interpolation_strips, kl_per_dim, pick_pairs,
+                              reconstructions, scatter_figure)
 from vae_lab.plots import upscale
 
 ROOT = Path(__file__).resolve().parents[1]
