@@ -86,7 +86,8 @@ def test_class_and_explicit_nrow_are_respected_for_many_classes():
 
 
 def codes(n, latent_dim, same=False):
-    means = torch.ones(n, latent_dim) if same else torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    means = torch.ones(n, latent_dim) if same else torch.randn(n, latent_dim, generator=generator)
     return pictures.LatentCodes(means, torch.zeros(n, dtype=torch.long), torch.rand(latent_dim))
 
 
