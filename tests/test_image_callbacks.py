@@ -17,12 +17,13 @@ from PIL import Image
 from torch.distributions import Independent, Normal, kl_divergence
 
 from vae_lab.build import build_datamodule, build_module, build_trainer
-from vae_lab.callbacks.images import (ImageGrids, interpolation_latents, interpolation_strips, pick_pairs,
-                                      reconstructions)
-from vae_lab.callbacks.latent import LatentPlots, encode_codes, kl_per_dim, scatter_figure
+from vae_lab.callbacks.images import ImageGrids
+from vae_lab.callbacks.latent import LatentPlots
 from vae_lab.cli import CONFIG_DIR
 from vae_lab.errors import ConfigError, DataError
 from vae_lab.model import VAE
+from vae_lab.pictures import (encode_codes, interpolation_latents, interpolation_strips, kl_per_dim, pick_pairs,
+                              reconstructions, scatter_figure)
 from vae_lab.plots import upscale
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -318,3 +319,50 @@ def test_trained_mnist_reconstructions_are_closer_to_their_originals(tmp_path):
     # Measured (seed 0): 0.232 untrained (grey blobs near 0.5) vs 0.046 after 300 steps.
     assert mse["epoch000"].mean() < 0.5 * mse["init"].mean()
     assert (mse["epoch000"] < mse["init"]).mean() >= 0.9  # nearly every image, not just on average
+
+
+# ---------------------------------------------------------------- a picture never costs the run its results
+
+
+def test_a_one_example_validation_split_trains_to_the_end_through_train_py(tmp_path):
+    """10 images of 28x20: 1 validation example, too few for the PCA scatter, which is skipped with one note."""
+    from datasets_fixtures import write_array_file
+
+    rng = np.random.default_rng(0)
+    path = write_array_file(tmp_path / "ten.npz", rng.integers(0, 256, (10, 28, 20), dtype=np.uint8), np.arange(10) % 3)
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "train.py", "dataset=array_file", f"dataset.options.path={path}",
+                           f"hydra.run.dir={run}", "print_config=false", "logger=none", "trainer.max_epochs=1",
+                           "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if "not drawn" in line] == [
+        "note: latent_scatter not drawn: the latent scatter needs at least 3 points for PCA to 2-D; 1 given"]
+    assert (run / "metrics.json").is_file()
+    assert (run / "artifact" / "config.json").is_file() and (run / "artifact" / "model.safetensors").is_file()
+    drawn = {p.name for p in (run / "images").glob("*.png")}
+    assert {"kl_per_dim.png", "latent_traversals.png", "samples_epoch000.png"} <= drawn
+    assert "latent_scatter.png" not in drawn
+
+
+def test_a_failing_picture_is_one_warning_and_the_run_keeps_its_results(tmp_path, monkeypatch, capsys):
+    from vae_lab import pictures
+    from vae_lab.cli.train import train
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("drawing failed\nsecond line")
+
+    monkeypatch.setattr(pictures, "traversal_figure", broken)
+    monkeypatch.setattr(pictures, "interpolation_grid", broken)
+    cfg = compose_cfg(tmp_path, "logger=none", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                      "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false")
+    metrics = train(cfg)
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "not drawn" in line] == [
+        f"warning: picture {name} not drawn (RuntimeError: drawing failed); training, metrics and the artifact "
+        f"are unaffected" for name in ("interpolations", "latent_traversals")]
+    assert (tmp_path / "metrics.json").is_file() and "val/elbo_nats" in metrics["val"]
+    assert (tmp_path / "artifact" / "model.safetensors").is_file()
+    drawn = {p.name for p in (tmp_path / "images").glob("*.png")}
+    assert drawn == {"reconstructions_epoch000.png", "samples_epoch000.png", "latent_scatter.png", "kl_per_dim.png"}

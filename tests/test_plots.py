@@ -154,3 +154,59 @@ def test_kl_bar_figure_draws_one_bar_per_dimension():
     assert heights == kl.tolist()
     assert "total 4.75 nats over 4 dimensions" in fig.axes[0].get_title()
     assert fig.axes[0].get_ylabel() == "mean KL (nats)"
+
+
+def _label_and_cell_centres(fig, axis):
+    """Where the ticks of `axis` are and where their text labels are centred, in rendered-image pixels (rows for
+    y, columns for x), and the rendered grey pixels (H, W) to find the cells in."""
+    pixels = plots.figure_to_array(fig)[..., 0].astype(int)  # (H, W) grey
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    height = pixels.shape[0]
+    if axis == "y":
+        ticks = height - np.array([ax.transData.transform((0, t))[1] for t in ax.get_yticks()])
+        texts = [height - (e.y0 + e.y1) / 2 for e in (t.get_window_extent(renderer) for t in ax.get_yticklabels())]
+    else:
+        ticks = np.array([ax.transData.transform((t, 0))[0] for t in ax.get_xticks()])
+        texts = [(e.x0 + e.x1) / 2 for e in (t.get_window_extent(renderer) for t in ax.get_xticklabels())]
+    assert np.abs(np.array(texts) - ticks).max() < 4  # each text label is centred on its tick (font metrics aside)
+    box = ax.get_window_extent(renderer)
+    inside = np.full_like(pixels, -99)  # only the image area: no tick label or title pixel can match a grey level
+    rows, cols = slice(int(height - box.y1), int(np.ceil(height - box.y0))), slice(int(box.x0), int(np.ceil(box.x1)))
+    inside[rows, cols] = pixels[rows, cols]
+    return ticks, inside
+
+
+@pytest.mark.parametrize("shape", [(28, 20), (20, 16), (8, 8)])
+def test_traversal_row_labels_sit_on_their_rows_for_non_square_cells(shape):
+    h, w = shape
+    levels = torch.tensor([0.2, 0.5, 0.8])  # row k of cells is grey level levels[k]
+    images = levels.reshape(3, 1, 1, 1, 1).expand(3, 4, 1, h, w).clone()  # (K, S, C, H, W)
+    fig = plots.traversal_figure(images, [0, 1, 2], torch.ones(3), torch.tensor([-1.0, 0.0, 1.0, 2.0]))
+    label_y, pixels = _label_and_cell_centres(fig, "y")
+    column = int(_label_and_cell_centres(fig, "x")[0][1])  # through the second column of cells
+    for k, level in enumerate(levels.tolist()):
+        rows = np.flatnonzero(np.abs(pixels[:, column] - round(level * 255)) <= 1)
+        assert rows.size and abs(label_y[k] - rows.mean()) < 1.5, (k, label_y[k], rows.mean())
+
+
+def test_manifold_tick_labels_sit_on_their_cells_for_28x20_images():
+    size = 3
+    _, values = plots.manifold_latents(size)
+    levels = torch.tensor([0.2, 0.4, 0.6])  # 51, 102, 153 of 255: exact grey levels
+    row_of, col_of = torch.arange(size * size) // size, torch.arange(size * size) % size
+    images = torch.zeros(size * size, 1, 28, 20)
+    images[:, :, :14] = levels[row_of].reshape(-1, 1, 1, 1)  # top half of a cell: its row's level
+    images[:, :, 14:] = levels[col_of].reshape(-1, 1, 1, 1)  # bottom half: its column's level
+    fig = plots.manifold_figure(images, values)
+    label_y, pixels = _label_and_cell_centres(fig, "y")
+    label_x, _ = _label_and_cell_centres(fig, "x")
+    # each label's line is the boundary of its cells' two halves: the row's level above, the column's below
+    for k in range(size):
+        y = int(round(label_y[k]))
+        above, below = pixels[y - 3, int(label_x[1])], pixels[y + 3, int(label_x[1])]
+        assert (above, below) == (round(levels[k].item() * 255), round(levels[1].item() * 255))
+    line = pixels[int(round(label_y[1])) + 3]  # through the bottom halves of the middle row: the columns' levels
+    for c in range(size):
+        cols = np.flatnonzero(line == round(levels[c].item() * 255))
+        assert cols.size and abs(label_x[c] - cols.mean()) < 1.5, (c, label_x[c], cols.mean())

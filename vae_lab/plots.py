@@ -20,7 +20,7 @@ from torchvision.utils import make_grid
 from vae_lab.io import atomic_write_bytes
 
 DPI = 100  # figures are figsize * DPI pixels (saved without tight cropping, so sizes are predictable)
-TILE_PX = 64  # on-screen size of one image tile inside a figure (small images are upscaled, nearest)
+TILE_PX = 64  # on-screen size of the longer side of one image cell inside a figure (pixels shown as squares)
 MAX_LEGEND_CLASSES = 20  # beyond this a colour bar replaces the legend
 
 
@@ -97,12 +97,12 @@ def save_png(picture: torch.Tensor | Figure | np.ndarray, path: str | Path) -> P
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def _image_figure(grid: torch.Tensor, tile: int, margins: tuple[float, float, float, float]) -> tuple[Figure, object]:
-    """A figure showing `grid` (C, H, W) with tiles of `tile` pixels at TILE_PX each, inside absolute margins.
-
-    margins: (left, right, bottom, top) in inches, room for tick labels and the title.
-    """
-    scale = TILE_PX / tile
+def _image_figure(grid: torch.Tensor, cell: tuple[int, int],
+                  margins: tuple[float, float, float, float]) -> tuple[Figure, object]:
+    """A figure showing `grid` (C, H, W) of cells (height, width) whose larger side is TILE_PX on screen, inside
+    absolute margins (left, right, bottom, top) in inches (room for tick labels and the title). The axes' data
+    coordinates are the grid's pixels, so a tick at `_tile_centres(...)` sits on a cell centre."""
+    scale = TILE_PX / max(cell)
     width, height = grid.shape[2] * scale / DPI, grid.shape[1] * scale / DPI  # inches
     left, right, bottom, top = margins
     fig = Figure(figsize=(width + left + right, height + bottom + top), dpi=DPI)
@@ -115,9 +115,9 @@ def _image_figure(grid: torch.Tensor, tile: int, margins: tuple[float, float, fl
     return fig, ax
 
 
-def _tile_centres(count: int, tile: int, padding: int) -> np.ndarray:
-    """Pixel coordinates of the centres of `count` tiles along one axis of a padded grid."""
-    return padding + np.arange(count) * (tile + padding) + tile / 2
+def _tile_centres(count: int, size: int, padding: int) -> np.ndarray:
+    """Pixel coordinates of the centres of `count` cells of `size` pixels along one axis of a padded grid."""
+    return padding + np.arange(count) * (size + padding) + size / 2
 
 
 # ---------------------------------------------------------------- latent space
@@ -202,15 +202,14 @@ def manifold_latents(size: int, quantiles: tuple[float, float] = (0.05, 0.95)) -
 def manifold_figure(images: torch.Tensor, values: torch.Tensor, padding: int = 1,
                     title: str = "Decoded 2-D latent manifold") -> Figure:
     """Images (G*G, C, H, W) decoded from `manifold_latents(G)`, with z1 / z2 tick labels."""
-    size, tile = len(values), images.shape[-1]
+    size, (height, width) = len(values), images.shape[-2:]
     grid = image_grid(images, size, padding, pad_value=1.0)
-    fig, ax = _image_figure(grid, tile, margins=(0.8, 0.2, 0.7, 0.6))
+    fig, ax = _image_figure(grid, (height, width), margins=(0.8, 0.2, 0.7, 0.6))
     step = max(1, math.ceil(size / 10))  # at most ~10 labelled ticks per axis
     keep = np.arange(0, size, step)
-    centres = _tile_centres(size, tile, padding)
     labels = [f"{v:.2f}" for v in values.tolist()]
-    ax.set_xticks(centres[keep], [labels[k] for k in keep])
-    ax.set_yticks(centres[keep], [labels[::-1][k] for k in keep])
+    ax.set_xticks(_tile_centres(size, width, padding)[keep], [labels[k] for k in keep])
+    ax.set_yticks(_tile_centres(size, height, padding)[keep], [labels[::-1][k] for k in keep])
     ax.set_xlabel("z1")
     ax.set_ylabel("z2")
     ax.set_title(f"{title}\nmean of p(x|z) on a {size}x{size} grid of Gaussian quantiles")
@@ -228,11 +227,11 @@ def traversal_latents(base: torch.Tensor, dims: list[int], values: torch.Tensor)
 def traversal_figure(images: torch.Tensor, dims: list[int], kl: torch.Tensor, values: torch.Tensor,
                      padding: int = 1, title: str = "Latent traversals") -> Figure:
     """Images (K, S, C, H, W): row k varies latent dims[k] over `values`; rows labelled with their KL (nats)."""
-    tile = images.shape[-1]
+    height, width = images.shape[-2:]
     grid = strip_grid(images, padding, pad_value=1.0)
-    fig, ax = _image_figure(grid, tile, margins=(1.5, 0.2, 0.7, 0.6))
-    ax.set_xticks(_tile_centres(images.shape[1], tile, padding), [f"{v:+.2f}" for v in values.tolist()])
-    ax.set_yticks(_tile_centres(len(dims), tile, padding),
+    fig, ax = _image_figure(grid, (height, width), margins=(1.5, 0.2, 0.7, 0.6))
+    ax.set_xticks(_tile_centres(images.shape[1], width, padding), [f"{v:+.2f}" for v in values.tolist()])
+    ax.set_yticks(_tile_centres(len(dims), height, padding),
                   [f"z{d + 1}  KL {float(kl[d]):.2f}" for d in dims])
     ax.set_xlabel("value of the traversed dimension (prior std units)")
     ax.set_title(f"{title}\none row per latent dimension, largest mean KL(q||p) (nats) first")

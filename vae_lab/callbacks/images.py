@@ -1,132 +1,23 @@
 """Image grids during training: reconstructions, prior samples and interpolations, every N epochs.
 
-Rank zero only, on the epochs it fires, in eval mode under no_grad, on small inputs fixed at the start of training
-(the same validation images and the same prior noise every time, so epochs are comparable). Each grid goes to
-TensorBoard (when a TensorBoard logger is attached) and to `<run dir>/images/<name>_epoch<NNN>.png`.
-The rendering functions are plain functions of a VAE so scripts/sample.py draws the same pictures.
+Rank zero only, on the epochs it fires, on small inputs fixed at the start of training (the same validation images
+and the same prior noise every time, so epochs are comparable). Each grid goes to TensorBoard (when a TensorBoard
+logger is attached) and to `<run dir>/images/<name>_epoch<NNN>.png`. vae_lab.pictures draws; this module says when
+and where. A picture that fails is a one-line warning: it never stops training or costs the run its results.
 """
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
-from torch import nn
 
-from vae_lab import plots
-from vae_lab.errors import ConfigError, DataError
+from vae_lab import pictures, plots
+from vae_lab.errors import ConfigError
 from vae_lab.model import VAE
-
-PAIR_POOL = 1024  # validation examples searched for interpolation pairs (only the chosen ones are kept)
-
-
-# ---------------------------------------------------------------- rendering from a model
-
-
-@contextmanager
-def evaluating(module: nn.Module) -> Iterator[None]:
-    """Eval mode and no_grad inside; every submodule's own train/eval flag restored after."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
-def condition(model: VAE, y: torch.Tensor | None) -> torch.Tensor | None:
-    """Labels for a conditional model, None for an unconditional one (which must not see them)."""
-    return y if model.conditional else None
-
-
-def decode_mean(model: VAE, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean of p(x|z) for codes (N, D): images (N, C, H, W) in [0, 1]."""
-    return model.decode(z, condition(model, y)).mean
-
-
-def reconstructions(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean of p(x|z) at z = E_q[z|x]: (N, C, H, W)."""
-    return model.reconstruct(x, condition(model, y))
-
-
-def fixed_noise(num: int, latent_dim: int, seed: int) -> torch.Tensor:
-    """z ~ N(0, I) (num, latent_dim) from its own generator: the same codes every epoch, global RNG untouched."""
-    return torch.randn(num, latent_dim, generator=torch.Generator().manual_seed(seed))
-
-
-def interpolation_latents(z_a: torch.Tensor, z_b: torch.Tensor, steps: int) -> torch.Tensor:
-    """Straight lines z_a -> z_b (P, D) at `steps` evenly spaced points, ends included: (P, steps, D)."""
-    t = torch.linspace(0, 1, steps, device=z_a.device).reshape(1, -1, 1)  # (1, S, 1)
-    return (1 - t) * z_a.unsqueeze(1) + t * z_b.unsqueeze(1)
-
-
-def interpolation_strips(model: VAE, x_a: torch.Tensor, x_b: torch.Tensor, steps: int,
-                         y: torch.Tensor | None = None) -> torch.Tensor:
-    """Original a, decoded points from E_q[z|a] to E_q[z|b], original b: (P, steps + 2, C, H, W).
-
-    A conditional model interpolates within one class: `y` (P,) labels both ends.
-    """
-    y = condition(model, y)
-    z = interpolation_latents(model.encode(x_a, y).mean, model.encode(x_b, y).mean, steps)  # (P, S, D)
-    y_flat = None if y is None else y.repeat_interleave(steps)  # (P*S,), matches z.flatten(0, 1)
-    decoded = model.decode(z.flatten(0, 1), y_flat).mean.reshape(*z.shape[:2], *x_a.shape[1:])  # (P, S, C, H, W)
-    return torch.cat([x_a.unsqueeze(1), decoded, x_b.unsqueeze(1)], dim=1)
-
-
-def pick_pairs(labels: torch.Tensor, num_pairs: int, same_class: bool = False,
-               class_pairs: list[tuple[int, int]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (start, end) of `num_pairs` pairs of distinct examples.
-
-    Labelled data: pair k goes from class c_k to class c_{k+1} (c_k -> c_k when `same_class`, as a conditional
-    model needs), or through the given (start class, end class) pairs; unlabelled data: consecutive examples.
-    """
-    labels = labels.cpu()
-    n = len(labels)
-    if n == 0:
-        raise DataError("no examples to interpolate between")
-    if (labels < 0).any() and class_pairs is None:
-        a = torch.arange(0, 2 * num_pairs, 2) % n
-        return a, (a + 1) % n
-    if class_pairs is None:
-        classes = labels.unique().tolist()
-        class_pairs = [(c, c if same_class else classes[(k + 1) % len(classes)]) for k, c in enumerate(classes)]
-    used: set[int] = set()
-
-    def take(c: int) -> int:
-        where = (labels == c).nonzero().flatten().tolist()
-        if not where:
-            raise DataError(f"no example of class {c} among the {n} examples searched")
-        index = next((i for i in where if i not in used), where[0])  # reuse only when the class runs out
-        used.add(index)
-        return index
-
-    pairs = [(take(a), take(b)) for a, b in (class_pairs[k % len(class_pairs)] for k in range(num_pairs))]
-    start, end = zip(*pairs)
-    return torch.tensor(start), torch.tensor(end)
-
-
-def first_examples(batches: Iterable, n: int, only_class: int | None = None,
-                   split: str = "validation") -> tuple[torch.Tensor, torch.Tensor]:
-    """The first n (x, y) examples of an iterable of (x, y) batches (of one class, if given; fewer if it runs out),
-    on the CPU. No example at all is a DataError naming the split."""
-    xs, ys, got = [], [], 0
-    for x, y in batches:
-        if only_class is not None:
-            x, y = x[y == only_class], y[y == only_class]
-        xs.append(x.cpu())
-        ys.append(y.cpu())
-        got += len(x)
-        if got >= n:
-            break
-    if not got:
-        which = "" if only_class is None else f" of class {only_class}"
-        raise DataError(f"the {split} split has no examples{which}")
-    return torch.cat(xs)[:n], torch.cat(ys)[:n]
 
 
 def publish(trainer: "L.Trainer", tag: str, picture: torch.Tensor | Figure, path: Path) -> Path:
@@ -137,6 +28,21 @@ def publish(trainer: "L.Trainer", tag: str, picture: torch.Tensor | Figure, path
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(tag, pixels, global_step=trainer.global_step, dataformats="HWC")
     return path
+
+
+def guarded(name: str, draw: Callable[[], object]) -> object | None:
+    """draw(), or None with one line on stderr: a note when the data cannot support the picture (PictureSkipped),
+    a warning for any other failure. Pictures are extras: they never cost a run its metrics or artifact.
+    KeyboardInterrupt and SystemExit (signals) are not caught."""
+    try:
+        return draw()
+    except pictures.PictureSkipped as skipped:
+        print(f"note: {name} not drawn: {skipped}", file=sys.stderr, flush=True)
+    except Exception as err:  # noqa: BLE001 - any failure of a picture, by design
+        first = (str(err).strip().splitlines() or [""])[0]
+        print(f"warning: picture {name} not drawn ({type(err).__name__}: {first}); training, metrics and the "
+              f"artifact are unaffected", file=sys.stderr, flush=True)
+    return None
 
 
 def check_int(key: str, value, lo: int) -> None:
@@ -192,6 +98,7 @@ class ImageGrids(L.Callback):
         self.seed = seed
         self.log_before_training = log_before_training
         self._fixed: dict[str, torch.Tensor] | None = None
+        self._notes: set[str] = set()
         self._last_step: int | None = None  # global step of the latest drawing
         self.written: list[Path] = []
 
@@ -203,47 +110,52 @@ class ImageGrids(L.Callback):
             raise ConfigError(f"{self.config_key}.pad_value={self.pad_value!r} is invalid: must be a number in [0, 1]")
 
     def _fixed_inputs(self, trainer: "L.Trainer", model: VAE) -> dict[str, torch.Tensor]:
-        """Validation images, pairs and prior noise, chosen once (CPU) and reused at every drawing."""
+        """Validation images and pairs, chosen once (CPU) and reused at every drawing (the noise is seeded)."""
         if self._fixed is None:
             source = trainer.datamodule.val_dataloader() if trainer.datamodule is not None else trainer.val_dataloaders
-            x, y = first_examples(source, max(self.num_images, PAIR_POOL if self.num_pairs else 0))
+            pool = max(self.num_images, pictures.PAIR_POOL if self.num_pairs else 0)
+            x, y = pictures.first_examples(source, pool) if pool else (torch.empty(0), torch.empty(0))
             fixed = {"x": x[: self.num_images], "y": y[: self.num_images]}
             if self.num_pairs:
-                a, b = pick_pairs(y, self.num_pairs, same_class=model.conditional)
+                a, b = pictures.pick_pairs(y, self.num_pairs, same_class=model.conditional)
                 fixed.update(x_a=x[a], x_b=x[b], y_pair=y[a])
-            fixed["z"] = fixed_noise(self.num_samples, model.latent_dim, self.seed)
-            fixed["y_sample"] = torch.arange(self.num_samples) % max(model.num_classes, 1)
             self._fixed = fixed
         return self._fixed
 
-    def grids(self, trainer: "L.Trainer", model: VAE) -> dict[str, torch.Tensor]:
-        """The grids of the model as it is now: name -> (C, H, W) in [0, 1]."""
+    def drawers(self, trainer: "L.Trainer", model: VAE) -> dict[str, Callable[[], torch.Tensor]]:
+        """name -> a function drawing that grid (C, H, W) of the model as it is when called."""
         fixed = self._fixed_inputs(trainer, model)
-        device = next(model.parameters()).device
-        on = {k: v.to(device) for k, v in fixed.items()}
-        big = lambda images: plots.upscale(images, self.min_image_size)  # noqa: E731
+        on = {k: v.to(pictures.device_of(model)) for k, v in fixed.items()}
+        size, pad = self.min_image_size, self.pad_value
         out = {}
-        with evaluating(model):
-            if self.num_images:
-                x_hat = reconstructions(model, on["x"], on["y"])
-                out["reconstructions"] = plots.reconstruction_grid(big(on["x"]), big(x_hat), self.nrow,
-                                                                   pad_value=self.pad_value)
-            if self.num_samples:
-                samples = decode_mean(model, on["z"], on["y_sample"])
-                nrow = model.num_classes if model.conditional else self.nrow  # conditional: a column per class
-                out["samples"] = plots.image_grid(big(samples), nrow, pad_value=self.pad_value)
-            if self.num_pairs:
-                strips = interpolation_strips(model, on["x_a"], on["x_b"], self.interpolation_steps, on["y_pair"])
-                out["interpolations"] = plots.strip_grid(big(strips.flatten(0, 1)).unflatten(0, strips.shape[:2]),
-                                                         pad_value=self.pad_value)
+        if self.num_images:
+            out["reconstructions"] = lambda: pictures.reconstruction_grid(model, on["x"], on["y"], self.nrow, size,
+                                                                          pad)
+        if self.num_samples:
+            out["samples"] = lambda: self._noted(pictures.sample_grid(model, self.num_samples, self.seed, self.nrow,
+                                                                      min_image_size=size, pad_value=pad))
+        if self.num_pairs:
+            out["interpolations"] = lambda: pictures.interpolation_grid(
+                model, on["x_a"], on["x_b"], self.interpolation_steps, on["y_pair"], size, pad)
         return out
+
+    def _noted(self, drawn: tuple[torch.Tensor, str | None]) -> torch.Tensor:
+        """The grid; its note printed once per run (not at every drawing)."""
+        grid, note = drawn
+        if note and note not in self._notes:
+            self._notes.add(note)
+            print(f"note: {note}", file=sys.stderr, flush=True)
+        return grid
 
     def _draw(self, trainer: "L.Trainer", pl_module: "L.LightningModule", label: str) -> None:
         if not should_draw(trainer):
             return
         folder = images_dir(trainer, self.dirpath)
-        for name, grid in self.grids(trainer, pl_module.model).items():
-            self.written.append(publish(trainer, f"images/{name}", grid, folder / f"{name}_{label}.png"))
+        model = pl_module.model
+        for name, draw in (guarded("image grids", lambda: self.drawers(trainer, model)) or {}).items():
+            path = folder / f"{name}_{label}.png"
+            if guarded(name, lambda: publish(trainer, f"images/{name}", draw(), path)) is not None:
+                self.written.append(path)
         self._last_step = trainer.global_step
 
     def on_train_start(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
