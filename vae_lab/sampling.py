@@ -178,24 +178,14 @@ def _check_label(job: Job, label: int | None, key: str = "class") -> None:
         raise ConfigError(f"{key}={label} is invalid: must be an integer in [0, {count - 1}]")
 
 
-def run_datamodule(cfg: DictConfig, loaded):
-    """The run's datamodule (its saved config; paths.data_dir overridden when given), set up.
+def run_datamodule(cfg: DictConfig, loaded, data_overrides: list[str] = ()):
+    """The model's data (its run's config with the `dataset.*` overrides; see loading.datamodule_for), set up."""
+    from vae_lab.loading import datamodule_for
 
-    The one place sampling rebuilds a loaded model's data (to become loading.datamodule_for).
-    """
-    from vae_lab.build import build_datamodule
-
-    if loaded.cfg is None:
-        raise CheckpointError(f"mode={cfg.mode} needs the model's data, but {cfg.model} has no run config "
-                              "(.hydra/config.yaml): pass the run directory it was trained in")
-    run_cfg = loaded.cfg.copy()
-    if cfg.paths.data_dir is not None:
-        run_cfg.paths.data_dir = cfg.paths.data_dir
-    datamodule = build_datamodule(run_cfg)
-    datamodule.prepare_data()
-    datamodule.setup()
+    datamodule = datamodule_for(loaded, list(data_overrides), stage=None, data_dir=cfg.paths.data_dir)
     if cfg.split == "test" and not datamodule.spec.has_test:
-        raise ConfigError(f"split=test is invalid: dataset {run_cfg.dataset.name!r} has no test split; use split=val")
+        raise ConfigError(f"split=test is invalid: dataset {datamodule.hparams.name!r} has no test split; "
+                          "use split=val")
     return datamodule
 
 
@@ -211,7 +201,7 @@ def output_path(cfg: DictConfig, loaded, name: str, count: int) -> Path:
     return (run_dir / "images" if is_run else Path.cwd()) / f"{name}.png"
 
 
-def run_sample(cfg: DictConfig) -> list[Path]:
+def run_sample(cfg: DictConfig, data_overrides: list[str] = ()) -> list[Path]:
     """Draw what `cfg.mode` asks for; print and return the PNG paths written."""
     from vae_lab.loading import load_model
 
@@ -221,7 +211,7 @@ def run_sample(cfg: DictConfig) -> list[Path]:
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     job = Job(cfg, loaded.model.to(device).eval(), cfg.n or mode.n, cfg.steps or mode.steps, cfg["class"])
     if mode.needs_data:
-        job.datamodule = run_datamodule(cfg, loaded)
+        job.datamodule = run_datamodule(cfg, loaded, data_overrides)
     elif job.label is not None and not job.model.conditional:  # class= conditions generation
         raise ConfigError(f"class={job.label} needs a conditional model (trained with model.conditional=true); "
                           f"this model is unconditional: drop class=")
