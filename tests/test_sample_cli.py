@@ -143,7 +143,7 @@ def test_bad_requests_are_one_clear_error(runs, tmp_path, run, overrides, messag
 def test_data_modes_need_the_run_config(runs, tmp_path):
     artifact = tmp_path / "artifact"
     load_model(runs["plain2"]).model.save_pretrained(artifact)
-    with pytest.raises(CheckpointError, match="has no run config .* pass the run directory"):
+    with pytest.raises(ConfigError, match="has no training config .* name its data with dataset=<name>"):
         run_sample(artifact, tmp_path, "mode=reconstruct")
 
 

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vae_lab import pictures, plots
 from vae_lab.config import Rule
-from vae_lab.errors import CheckpointError, ConfigError
+from vae_lab.errors import ConfigError
 from vae_lab.model import VAE
 
 SPLITS = ("val", "test")
