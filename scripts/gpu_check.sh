@@ -18,5 +18,7 @@ print("resolved accelerator:", type(trainer.accelerator).__name__, "root device:
       "precision:", trainer.precision)
 PY
 $PY train.py trainer.max_steps=20 trainer.enable_progress_bar=false print_config=false "hydra.run.dir=$RUN" \
-  | grep -E "^GPU: |Final validation ELBO|Run directory" || { echo "train.py printed no GPU line"; exit 1; }
+  > "$RUN.log" 2>&1 || { tail -20 "$RUN.log"; exit 1; }
+grep -E "^GPU: |^data: |Final validation ELBO" "$RUN.log"
+grep -q "^GPU: " "$RUN.log" || { echo "FAIL: train.py did not train on a GPU"; exit 1; }
 $PY -m pytest tests/test_hardware.py -q -p no:cacheprovider
