@@ -182,3 +182,12 @@ def test_train_on_a_streamed_hf_dataset(tmp_path, hf_data):
                       "trainer.enable_model_summary=false")
     metrics = train(cfg)
     assert metrics["global_step"] == 6 and np.isfinite(metrics["test"]["test/elbo_nats"])
+
+
+def test_throughput_bench_measures_both_paths_on_the_same_data(tmp_path):
+    from vae_lab.bench.data_throughput import data_throughput, synthetic_dataset
+
+    path = synthetic_dataset(tmp_path / "ds", n=80, size=8)
+    rows = data_throughput(path, workers=(0, 1), batch_size=16, max_batches=3, data_dir=str(tmp_path))
+    assert [(r["path"], r["workers"]) for r in rows] == [("in_memory", 1), ("streamed", 0), ("streamed", 1)]
+    assert all(r["images"] == 48 and r["images_per_s"] > 0 for r in rows)
