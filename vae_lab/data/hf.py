@@ -88,7 +88,9 @@ def _columns(rows, image_column: str, label_column: str | None, where: str) -> t
                                                                                     "string", "large_string")):
         raise DataError(f"column {image_column!r} of {where} holds {image}, not images "
                         f"(expected an Image feature, image bytes or file paths)")
-    is_ids = lambda f: isinstance(f, datasets.ClassLabel) or str(getattr(f, "dtype", "")).startswith(("int", "uint"))  # noqa: E731
+    def is_ids(feature) -> bool:
+        dtype = str(getattr(feature, "dtype", ""))
+        return isinstance(feature, datasets.ClassLabel) or dtype.startswith(("int", "uint"))
     if label_column is None:
         label_column = next((c for c in ("label", "labels") if c in features and is_ids(features[c])), None)
         if label_column is None:
