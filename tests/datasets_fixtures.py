@@ -100,3 +100,56 @@ def write_array_file(
     else:
         np.savez(path, **{key: x, **({label_key: y} if y is not None else {})})
     return path
+
+
+def numbered_images(n: int, size: tuple[int, int] = (6, 5)) -> np.ndarray:
+    """n grey-level RGB images (n, H, W, 3) whose first two pixels spell their index (pixel 0: i % 251, 1: i // 251)."""
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (n, size[0], size[1], 3), dtype=np.uint8)
+    x[:, 0, 0, 0] = np.arange(n) % 251
+    x[:, 0, 1, 0] = np.arange(n) // 251
+    return x
+
+
+def image_index(x) -> list[int]:
+    """Inverse of numbered_images for float batches in [0, 1] (B, C, H, W) or uint8 ones."""
+    import torch
+
+    u8 = x if x.dtype == torch.uint8 else (x * 255).round().to(torch.uint8)
+    return (u8[:, 0, 0, 0].long() + 251 * u8[:, 0, 0, 1].long()).tolist()
+
+
+def write_hf_dataset(root: Path, n_train: int = 40, n_test: int = 10, size=(6, 5), mixed: bool = False) -> dict:
+    """A Hugging Face image dataset (PNG images + ClassLabel labels) saved with save_to_disk and as Parquet.
+
+    Returns the paths ("disk": DatasetDict dir, "parquet": train file, "parquet_dir": train + test files) and
+    the arrays it holds. `mixed`: the last training image has another size.
+    """
+    import io
+
+    import datasets
+
+    root = Path(root)
+    splits, arrays = {}, {}
+    for split, n, offset in (("train", n_train, 0), ("test", n_test, 1000)):
+        x = numbered_images(n + offset, size)[offset:]
+        y = np.arange(n) % 3
+        images = []
+        for i, a in enumerate(x):
+            if mixed and split == "train" and i == n - 1:
+                a = np.zeros((size[0] + 2, size[1], 3), dtype=np.uint8)
+            buf = io.BytesIO()
+            Image.fromarray(a).save(buf, format="PNG")
+            images.append({"bytes": buf.getvalue(), "path": None})
+        features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"]),
+                                      "note": datasets.Value("string")})
+        splits[split] = datasets.Dataset.from_dict({"image": images, "label": y.tolist(), "note": ["x"] * n},
+                                                   features=features)
+        arrays[split] = (x, y)
+    ds = datasets.DatasetDict(splits)
+    ds.save_to_disk(str(root / "disk"))
+    (root / "parquet").mkdir(parents=True, exist_ok=True)
+    for split, d in splits.items():
+        d.to_parquet(str(root / "parquet" / f"{split}-00000-of-00001.parquet"))
+    return {"disk": root / "disk", "parquet": root / "parquet" / "train-00000-of-00001.parquet",
+            "parquet_dir": root / "parquet", "arrays": arrays}

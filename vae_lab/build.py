@@ -91,6 +91,9 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list | None = None):
 
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     trainer = L.Trainer(**trainer_kwargs, logger=loggers or False, callbacks=callbacks)
+    note = hardware_note(trainer)
+    if note and trainer.is_global_zero:
+        print(note)
     if trainer.strategy.root_device.type == "cpu":
         # Lightning sets this at import; with a CUDA build it makes every torch.cuda.is_available() (Adam asks
         # at each step) retry loading NVML: ~0.1-0.2 ms per step on a machine without a GPU.
@@ -117,3 +120,18 @@ def hub_callbacks(cfg: DictConfig) -> list:
 
     return [HubLogSync(repo_id=hub.repo_id, every_minutes=float(hub.sync_every_minutes),
                        private=bool(hub.private), revision=hub.revision)]
+
+
+def hardware_note(trainer) -> str | None:
+    """One line naming the GPU a run trains on, suggesting hardware=gpu_bf16 where it has bf16; None on a CPU."""
+    import torch
+
+    device = trainer.strategy.root_device
+    if device.type != "cuda":
+        return None
+    props = torch.cuda.get_device_properties(device)
+    line = f"GPU: {props.name} ({device}, {props.total_memory / 2**30:.0f} GiB), precision {trainer.precision}"
+    # Native bf16 only (Ampere and later): emulated bf16 on older GPUs is slower than float32.
+    if trainer.precision == "32-true" and torch.cuda.is_bf16_supported(including_emulation=False):
+        line += "; it has bfloat16: hardware=gpu_bf16 trains faster (log-probabilities stay float32)"
+    return line

@@ -1,8 +1,10 @@
-"""Datasets decoded once into uint8 tensors and served as in-memory batches through a Lightning DataModule."""
+"""Datasets served through a Lightning DataModule: decoded once into uint8 tensors, or streamed from disk."""
 
 from vae_lab.data.batches import InMemoryBatches
 from vae_lab.data.datamodule import BINARIZE, VAEDataModule
 from vae_lab.data.registry import DATASETS, RawData, load_dataset
 from vae_lab.data.spec import DataSpec
+from vae_lab.data.stream import StreamingBatches, StreamSource
 
-__all__ = ["BINARIZE", "DATASETS", "DataSpec", "InMemoryBatches", "RawData", "VAEDataModule", "load_dataset"]
+__all__ = ["BINARIZE", "DATASETS", "DataSpec", "InMemoryBatches", "RawData", "StreamSource", "StreamingBatches",
+           "VAEDataModule", "load_dataset"]

@@ -9,6 +9,7 @@ import torch
 from vae_lab.data.batches import InMemoryBatches, sample_binary, stream_seed
 from vae_lab.data.registry import DATASETS, RawData, load_dataset
 from vae_lab.data.spec import DataSpec
+from vae_lab.data.stream import StreamingBatches, StreamSource, is_table, num_rows
 from vae_lab.errors import ConfigError, DataError, choices_error
 from vae_lab.rules import VAL_FRACTION, check_value, plain
 
@@ -33,8 +34,9 @@ class VAEDataModule(L.LightningDataModule):
     """A dataset from DATASETS split into train/val (seeded) plus its official test split, if any.
 
     Batches are `InMemoryBatches`, not DataLoaders: the whole dataset lives in one uint8 tensor per split (moved
-    once to the GPU when the trainer runs there). Under DDP each rank serves its own shard, so the Trainer needs
-    `use_distributed_sampler=False`.
+    once to the GPU when the trainer runs there). A source that stays on disk (a `StreamSource`) is served by
+    `StreamingBatches` instead, split into train/val with the same seeded permutation. Under DDP each rank serves
+    its own shard, so the Trainer needs `use_distributed_sampler=False`.
     """
 
     def __init__(
@@ -73,9 +75,11 @@ class VAEDataModule(L.LightningDataModule):
         )
         self._raw: RawData | None = None  # filled by prepare_data when it runs in this process
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._streams: dict[str, tuple[object, int | None]] = {}  # split -> (raw rows, examples) when streamed
+        self._source: StreamSource | None = None
         self._spec: DataSpec | None = None
 
-    def _load(self) -> RawData:
+    def _load(self) -> RawData | StreamSource:
         h = self.hparams
         return load_dataset(h.name, Path(h.data_dir).expanduser(), h.download, **h.options)
 
@@ -83,22 +87,64 @@ class VAEDataModule(L.LightningDataModule):
         # Lightning runs this on one process per node before setup: with download=True torchvision fetches or
         # extracts the files here. Keep what was decoded so setup in the same process does not decode twice.
         # Once set up (train.py sets up before fit), the Trainer's own calls have nothing left to do.
-        if not self._splits and self._raw is None:
+        if not self._splits and not self._streams and self._raw is None:
             self._raw = self._load()
 
-    def setup(self, stage: str | None = None) -> None:
-        if self._splits:
-            return
-        raw = self._raw if self._raw is not None else self._load()
-        self._raw = None
+    def _split_sizes(self, n: int) -> int:
+        """Validation examples out of `n` (rounded down, as in random_split([0.9, 0.1]))."""
         h = self.hparams
-        n = len(raw.train_x)
-        n_val = int(n * h.val_fraction)  # the validation share rounds down, as in random_split([0.9, 0.1])
+        n_val = int(n * h.val_fraction)
         if n - n_val < 1 or (h.val_fraction > 0 and n_val < 1):
             raise DataError(
                 f"{h.name}: {n} training examples cannot be split with dataset.val_fraction={h.val_fraction}"
             )
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(h.seed))
+        return n_val
+
+    def _permutation(self, n: int) -> torch.Tensor:
+        return torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.seed))
+
+    def _setup_stream(self, source: StreamSource) -> None:
+        """Train/val rows of a streamed source: the in-memory path's split (same seed, same sets) for tables."""
+        h = self.hparams
+        if h.binarize != "none":
+            raise ConfigError(f"dataset.binarize={h.binarize} needs the in-memory path; this dataset is streamed "
+                              f"(dataset.options.in_memory=false or too large): use dataset.binarize=none")
+        rows, n = source.train, num_rows(source.train)
+        if n is None:
+            raise DataError(f"{h.name}: the stream does not state its size, so dataset.val_fraction cannot be "
+                            f"carved out of it; use a dataset whose card lists split sizes, or streaming=false")
+        n_val = self._split_sizes(n)
+        if is_table(rows):
+            perm = self._permutation(n)
+            # Sorted indices keep reads in file order; the set of examples is exactly the in-memory path's.
+            train = rows.select(perm[: n - n_val].sort().values.tolist())
+            val = rows.select(perm[n - n_val :].sort().values.tolist())
+        else:  # a stream: the first n_val examples (before any shuffling) validate
+            train, val = rows.skip(n_val), rows.take(n_val)
+        self._streams = {"train": (train, n - n_val), "val": (val, n_val)}
+        if source.test is not None:
+            self._streams["test"] = (source.test, num_rows(source.test))
+        num_classes = len(source.class_names) if source.class_names else None
+        label = source.decoder.label_column
+        if num_classes is None and label is not None and is_table(rows):
+            import pyarrow.compute as pc
+
+            num_classes = int(pc.max(rows.data.column(label)).as_py()) + 1  # one column read, no images
+        self._source = source
+        self._spec = DataSpec(shape=source.decoder.shape, num_classes=num_classes, class_names=source.class_names,
+                              has_test=source.test is not None)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits or self._streams:
+            return
+        raw = self._raw if self._raw is not None else self._load()
+        self._raw = None
+        if isinstance(raw, StreamSource):
+            return self._setup_stream(raw)
+        h = self.hparams
+        n = len(raw.train_x)
+        n_val = self._split_sizes(n)
+        perm = self._permutation(n)
         train_idx, val_idx = perm[: n - n_val], perm[n - n_val :]
         pick = lambda y, idx: None if y is None else y[idx]  # noqa: E731
         splits = {
@@ -135,33 +181,41 @@ class VAEDataModule(L.LightningDataModule):
     def describe(self) -> str:
         """One line for logs: name, shape, split sizes, classes."""
         spec = self.spec
-        sizes = " / ".join(f"{split} {len(x)}" for split, (x, _) in self._splits.items())  # train, val[, test]
+        counts = {split: len(x) for split, (x, _) in self._splits.items()}
+        counts.update({split: "?" if n is None else n for split, (_, n) in self._streams.items()})
+        sizes = " / ".join(f"{split} {n}" for split, n in counts.items())  # train, val[, test]
         classes = f"{spec.num_classes} classes" if spec.num_classes else "unlabelled"
         test = "" if spec.has_test else " (no test split)"
-        return f"{self.hparams.name}: {'x'.join(map(str, spec.shape))}, {sizes}{test}, {classes}"
+        where = f", streamed by {self._source.num_workers} workers" if self._streams else ", in memory"
+        return f"{self.hparams.name}: {'x'.join(map(str, spec.shape))}, {sizes}{test}, {classes}{where}"
 
-    def _batches(self, split: str, batch_size: int, shuffle: bool, binarize_mode: str) -> InMemoryBatches:
+    def _batches(self, split: str, batch_size: int, shuffle: bool, binarize_mode: str):
         self.setup()
-        x, y = self._splits[split]
-        rank, world_size = 0, 1
+        rank, world_size, device = 0, 1, None
         if self.trainer is not None:
             rank, world_size = self.trainer.global_rank, self.trainer.world_size
             device = self.trainer.strategy.root_device
-            if device.type == "cuda" and x.device != device:
-                # Once per split: every batch is then indexed on the GPU and Lightning's transfer is a no-op.
-                x, y = x.to(device), None if y is None else y.to(device)
-                self._splits[split] = (x, y)
+        if self._streams:
+            rows, n = self._streams[split]
+            s = self._source
+            return StreamingBatches(rows, s.decoder, batch_size, shuffle, self.hparams.seed, rank, world_size,
+                                    s.num_workers, s.shuffle_buffer, device, num_examples=n)
+        x, y = self._splits[split]
+        if device is not None and device.type == "cuda" and x.device != device:
+            # Once per split: every batch is then indexed on the GPU and Lightning's transfer is a no-op.
+            x, y = x.to(device), None if y is None else y.to(device)
+            self._splits[split] = (x, y)
         return InMemoryBatches(x, y, batch_size, shuffle, self.hparams.seed, binarize_mode, rank, world_size)
 
-    def train_dataloader(self) -> InMemoryBatches:
+    def train_dataloader(self) -> InMemoryBatches | StreamingBatches:
         return self._batches("train", self.hparams.batch_size, True, BINARIZE[self.hparams.binarize].train_batches)
 
-    def val_dataloader(self) -> InMemoryBatches:
+    def val_dataloader(self) -> InMemoryBatches | StreamingBatches:
         return self._batches("val", self.hparams.eval_batch_size or self.hparams.batch_size, False, "none")
 
-    def test_dataloader(self) -> InMemoryBatches:
+    def test_dataloader(self) -> InMemoryBatches | StreamingBatches:
         self.setup()
-        if "test" not in self._splits:
+        if "test" not in self._splits and "test" not in self._streams:
             raise DataError(
                 f"dataset {self.hparams.name!r} has no test split (evaluate on the validation split instead)"
             )

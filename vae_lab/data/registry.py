@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torchvision import datasets as tv
 
+from vae_lab.data.hf import load_hf
+from vae_lab.data.stream import StreamSource, read_image, size_mismatch
 from vae_lab.errors import ConfigError, DataError, choices_error
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -155,21 +156,14 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def _read_image(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
-    try:
-        with Image.open(path) as img:
-            img = img.convert(mode)  # decodes the whole file, so truncated files fail here
-            if size is not None and img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)  # PIL sizes are (W, H)
-            return np.asarray(img)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
-        raise DataError(f"cannot read image {path}: {err}") from err
-
-
 def load_image_folder(
-    root: Path, download: bool, path: str, image_size: int | Sequence[int] | None = None, channels: int = 3
-) -> RawData:
-    """Images under `path`: one class per subfolder (sorted names), or unlabelled when they sit directly in it."""
+    root: Path, download: bool, path: str, image_size: int | Sequence[int] | None = None, channels: int = 3,
+    in_memory: bool = True, num_workers: int = 2, shuffle_buffer: int = 10_000,
+) -> RawData | StreamSource:
+    """Images under `path`: one class per subfolder (sorted names), or unlabelled when they sit directly in it.
+
+    `in_memory=false` leaves the files on disk: DataLoader workers decode them batch by batch (vae_lab.data.stream).
+    """
     folder = Path(path).expanduser().resolve()
     if channels not in (1, 3):
         raise ConfigError(f"dataset.options.channels={channels!r}: expected 1 or 3")
@@ -191,24 +185,28 @@ def load_image_folder(
     if not loose and not classes:
         raise DataError(f"no images found in {folder} or its subfolders (looked for {' '.join(IMAGE_EXTENSIONS)})")
 
+    if not isinstance(in_memory, bool):
+        raise ConfigError(f"dataset.options.in_memory={in_memory!r}: expected true or false")
     files = loose or [f for names in classes.values() for f in names]
+    labels = None if loose else [k for k, names in enumerate(classes.values()) for _ in names]
+    class_names = None if loose else tuple(classes)
     mode = "L" if channels == 1 else "RGB"
-    arrays = [_read_image(f, mode, size) for f in files]
+    if not in_memory:
+        from vae_lab.data.hf import file_rows, make_decoder
+
+        rows = file_rows(files, labels)
+        decoder = make_decoder(rows, "image", "label" if labels else None, channels, size, str(folder))
+        return StreamSource(rows, None, decoder, class_names, num_workers, shuffle_buffer)
+    arrays = [read_image(f, mode, size, str(f)) for f in files]
     for f, a in zip(files, arrays):
         if a.shape != arrays[0].shape:
-            raise DataError(
-                f"images differ in size: {files[0]} is {arrays[0].shape[1]}x{arrays[0].shape[0]}, "
-                f"{f} is {a.shape[1]}x{a.shape[0]} (WxH); set dataset.options.image_size=[H,W] to resize them"
-            )
+            raise DataError(size_mismatch(str(files[0]), arrays[0].shape, str(f), a.shape))
     images = np.stack(arrays)  # (N, H, W) or (N, H, W, 3)
     x = _uint8_nchw(images, "NHW" if channels == 1 else "NHWC")
-    if loose:
-        return RawData(train_x=x, train_y=None)
-    y = _labels([k for k, names in enumerate(classes.values()) for _ in names])
-    return RawData(train_x=x, train_y=y, class_names=tuple(classes))
+    return RawData(train_x=x, train_y=None if loose else _labels(labels), class_names=class_names)
 
 
-# ---------------------------------------------------------------- array file
+# ---------------------------------------------------------------- array file (hf: vae_lab/data/hf.py)
 
 
 def _layout(shape: tuple[int, ...], source: str) -> str:
@@ -285,10 +283,11 @@ DATASETS: dict[str, Callable[..., RawData]] = {
     "cifar10": load_cifar10,
     "image_folder": load_image_folder,
     "array_file": load_array_file,
+    "hf": load_hf,
 }
 
 
-def load_dataset(name: str, root: str | Path, download: bool = True, **options) -> RawData:
+def load_dataset(name: str, root: str | Path, download: bool = True, **options) -> RawData | StreamSource:
     """Look `name` up in DATASETS and call its loader; unknown names or options are a ConfigError."""
     if name not in DATASETS:
         raise choices_error("dataset", name, DATASETS)

@@ -1,0 +1,1 @@
+"""Benchmarks: how fast training and its data path run."""

@@ -1,0 +1,208 @@
+"""Hugging Face `datasets` sources: a Hub id, a save_to_disk directory or Parquet/Arrow files, in memory or streamed."""
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from vae_lab.data.stream import GREY_MODES, Decoder, StreamingBatches, StreamSource, is_table, num_rows, read_image
+from vae_lab.errors import ConfigError, DataError
+
+IN_MEMORY = ("auto", True, False)
+FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow"}  # packaged `datasets` builders by file suffix
+MEMORY_SHARE = 0.5  # default limit of the in-memory path: this share of the RAM available at start
+
+
+def available_memory_bytes() -> int:
+    """RAM the OS could give this process now (MemAvailable), or the physical RAM where that is unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _offline_hint(path: str) -> str:
+    return (f"dataset.options.path={path!r} is not a local path and the Hugging Face Hub cannot be reached "
+            f"(offline or HF_HUB_OFFLINE=1). To work offline: once online, run python -c \"import datasets; "
+            f"datasets.load_dataset('{path}').save_to_disk('DIR')\" and set dataset.options.path=DIR (or point it "
+            f"at the dataset's Parquet files); a dataset already in the HF cache also loads with HF_HUB_OFFLINE=1")
+
+
+def open_source(path: str, config_name: str | None, revision: str | None, streaming: bool, cache_dir: Path):
+    """A Dataset / DatasetDict (memory-mapped Arrow) or, with `streaming`, an IterableDataset(Dict)."""
+    import datasets
+
+    local = Path(path).expanduser()
+    if local.is_dir() and any((local / f).is_file() for f in ("dataset_info.json", "dataset_dict.json", "state.json")):
+        ds = datasets.load_from_disk(str(local))  # memory-mapped, no copy
+        if streaming:
+            ds = (datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in ds.items()})
+                  if isinstance(ds, datasets.DatasetDict) else ds.to_iterable_dataset())
+        return ds
+    builder = FILE_BUILDERS.get(local.suffix.lower())
+    if builder is not None or local.exists():
+        if builder is not None and not any(Path(p).is_file() for p in _glob(local)):
+            raise DataError(f"no file matches dataset.options.path={path!r}")
+        args = (builder,) if builder else (str(local),)
+        files = {"data_files": [str(p) for p in _glob(local)]} if builder else {}
+        # Parquet/Arrow files are converted once into memory-mapped Arrow under cache_dir (the library's cache).
+        return datasets.load_dataset(*args, **files, streaming=streaming, cache_dir=str(cache_dir))
+    try:
+        return datasets.load_dataset(path, config_name, revision=revision, streaming=streaming,
+                                     cache_dir=str(cache_dir))
+    except ConnectionError as err:
+        raise DataError(_offline_hint(path)) from err
+    except FileNotFoundError as err:  # DatasetNotFoundError is one
+        raise DataError(f"dataset.options.path={path!r}: no such local path, and the Hub says: "
+                        f"{str(err).splitlines()[0]}") from err
+
+
+def _glob(pattern: Path) -> list[Path]:
+    return sorted(pattern.parent.glob(pattern.name)) if any(c in pattern.name for c in "*?[") else [pattern]
+
+
+def _pick_split(ds, split: str, what: str):
+    import datasets
+
+    if not isinstance(ds, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        return ds  # one split only (a save_to_disk of a Dataset)
+    if split not in ds:
+        raise DataError(f"{what}={split!r} is not a split of the dataset; splits: {', '.join(ds)}")
+    return ds[split]
+
+
+def _columns(rows, image_column: str, label_column: str | None, where: str) -> tuple[str | None, tuple | None]:
+    """Check the columns; the label column (auto: `label` or `labels` when they hold class ids) and class names."""
+    import datasets
+
+    features = rows.features or {}
+    columns = list(features)
+    if image_column not in features:
+        raise DataError(f"dataset.options.image_column={image_column!r} is not a column of {where}; "
+                        f"columns: {', '.join(columns)}")
+    image = features[image_column]
+    if not (isinstance(image, datasets.Image) or getattr(image, "dtype", None) in ("binary", "large_binary",
+                                                                                    "string", "large_string")):
+        raise DataError(f"column {image_column!r} of {where} holds {image}, not images "
+                        f"(expected an Image feature, image bytes or file paths)")
+    def is_ids(feature) -> bool:
+        dtype = str(getattr(feature, "dtype", ""))
+        return isinstance(feature, datasets.ClassLabel) or dtype.startswith(("int", "uint"))
+    if label_column is None:
+        label_column = next((c for c in ("label", "labels") if c in features and is_ids(features[c])), None)
+        if label_column is None:
+            return None, None
+    elif label_column not in features:
+        raise DataError(f"dataset.options.label_column={label_column!r} is not a column of {where}; "
+                        f"columns: {', '.join(columns)}")
+    elif not is_ids(features[label_column]):
+        raise DataError(f"column {label_column!r} of {where} holds {features[label_column]}, not integer class ids")
+    names = features[label_column].names if isinstance(features[label_column], datasets.ClassLabel) else None
+    return label_column, tuple(names) if names else None
+
+
+def _raw(rows, image_column: str, label_column: str | None):
+    """Only the columns used, the image column left undecoded (bytes/paths travel to the workers)."""
+    import datasets
+
+    keep = [image_column] + ([label_column] if label_column else [])
+    rows = rows.select_columns(keep)
+    if isinstance(rows.features[image_column], datasets.Image):
+        rows = rows.cast_column(image_column, datasets.Image(decode=False))
+    return rows
+
+
+def _first(rows) -> dict:
+    return rows[0] if is_table(rows) else next(iter(rows.take(1)))
+
+
+def make_decoder(rows, image_column, label_column, channels, size, where: str) -> Decoder:
+    """A Decoder whose shape is the first image's (after resizing); channels from its mode when not given."""
+    from PIL import Image
+
+    first = _first(rows)
+    if first is None:
+        raise DataError(f"{where} has no examples")
+    source = first[image_column]
+    name = (source.get("path") if isinstance(source, dict) else None) or f"{where} row 0"
+    if channels is None:
+        import io
+
+        src = source.get("bytes") or source.get("path") if isinstance(source, dict) else source
+        with Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src) as img:
+            channels = 1 if img.mode in GREY_MODES else 3
+    elif channels not in (1, 3):
+        raise ConfigError(f"dataset.options.channels={channels!r}: expected 1, 3 or null (from the first image)")
+    a = read_image(source, "L" if channels == 1 else "RGB", size, name)
+    return Decoder(image_column, label_column, channels, size, (channels, *a.shape[:2]), str(name))
+
+
+def decode_all(rows, decoder: Decoder, num_workers: int):
+    """The in-memory path: every row decoded once (by the same workers as the stream) into uint8 (N, C, H, W)."""
+    import torch
+
+    batches = StreamingBatches(rows, decoder, 512, shuffle=False, seed=0, num_workers=num_workers)
+    x = torch.empty((num_rows(rows), *decoder.shape), dtype=torch.uint8)  # filled in place: no second copy
+    y = torch.empty(num_rows(rows), dtype=torch.int64)
+    start = 0
+    for xb, yb in batches.uint8_batches(0, 0):
+        x[start : start + len(xb)], y[start : start + len(xb)] = xb, yb
+        start += len(xb)
+    return x, y if decoder.label_column else None
+
+
+def load_hf(root: Path, download: bool, path: str, image_column: str = "image", label_column: str | None = None,
+            split: str = "train", test_split: str | None = None, config_name: str | None = None,
+            revision: str | None = None, image_size: int | Sequence[int] | None = None, channels: int | None = None,
+            streaming: bool = False, in_memory: str | bool = "auto", memory_limit_gb: float | None = None,
+            num_workers: int = 2, shuffle_buffer: int = 10_000):
+    """A Hugging Face dataset: decoded into memory when it fits under the limit, else a StreamSource."""
+    from vae_lab.data.registry import RawData, _image_size
+
+    if in_memory not in IN_MEMORY or isinstance(in_memory, int) and not isinstance(in_memory, bool):
+        raise ConfigError(f"dataset.options.in_memory={in_memory!r}: expected auto, true or false")
+    if streaming and in_memory is True:
+        raise ConfigError("dataset.options.in_memory=true contradicts dataset.options.streaming=true")
+    if memory_limit_gb is not None and (not isinstance(memory_limit_gb, (int, float)) or memory_limit_gb < 0):
+        raise ConfigError(f"dataset.options.memory_limit_gb={memory_limit_gb!r}: expected a number >= 0 or null")
+    size = _image_size(image_size)
+    ds = open_source(path, config_name, revision, streaming, Path(root) / "huggingface")
+    train = _pick_split(ds, split, "dataset.options.split")
+    if test_split is None:
+        test = ds["test"] if split != "test" and hasattr(ds, "keys") and "test" in ds else None
+    else:
+        test = _pick_split(ds, test_split, "dataset.options.test_split")
+    where = f"{path} [{split}]"
+    label_column, class_names = _columns(train, image_column, label_column, where)
+    train = _raw(train, image_column, label_column)
+    test = None if test is None else _raw(test, image_column, label_column)
+    decoder = make_decoder(train, image_column, label_column, channels, size, where)
+
+    source = StreamSource(train, test, decoder, class_names, num_workers, shuffle_buffer)
+    if in_memory is False or not is_table(train):
+        return source
+    n = num_rows(train) + (num_rows(test) if test is not None else 0)
+    need = n * decoder.shape[0] * decoder.shape[1] * decoder.shape[2]  # uint8 bytes
+    limit = memory_limit_gb * 1e9 if memory_limit_gb is not None else MEMORY_SHARE * available_memory_bytes()
+    if in_memory == "auto" and need > limit:
+        return source
+    train_x, train_y = decode_all(train, decoder, num_workers)
+    test_x, test_y = decode_all(test, decoder, num_workers) if test is not None else (None, None)
+    if test is not None and label_column is None:
+        test_y = None
+    return RawData(train_x, train_y, test_x, test_y, class_names)
+
+
+def file_rows(files: list[Path], labels: list[int] | None):
+    """A memory-mapped table of image file paths (and labels): image_folder's rows for the streaming path."""
+    import datasets
+
+    features = {"image": datasets.Image(decode=False)}
+    data = {"image": [str(f) for f in files]}
+    if labels is not None:
+        features["label"] = datasets.Value("int64")
+        data["label"] = labels
+    return datasets.Dataset.from_dict(data, features=datasets.Features(features))
