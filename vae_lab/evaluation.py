@@ -96,7 +96,7 @@ def evaluate(
     model = model.to(device).eval()
     latent_dim = model.latent_dim
     p_z = model.prior()
-    quality, mse = ReconstructionQuality(model.in_shape).to(device), MeanSquaredError().to(device)
+    quality, mse = ReconstructionQuality().to(device), MeanSquaredError().to(device)
     active, kl_dims = ActiveUnits(latent_dim).to(device), KLPerDimension(latent_dim).to(device)
     per_example: dict[str, list[torch.Tensor]] = {"elbo": [], "distortion": [], "rate": [], "iwae": []}
     num_dims, seen = None, 0

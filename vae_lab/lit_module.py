@@ -56,7 +56,7 @@ class VAEModule(L.LightningModule):
              for s in STAGES}
         )
         # SSIM / PSNR of posterior-mean reconstructions, validation and test only (one extra decoder pass)
-        self.quality = nn.ModuleDict({s: ReconstructionQuality(self.model.in_shape) for s in ("val", "test")})
+        self.quality = nn.ModuleDict({s: ReconstructionQuality() for s in ("val", "test")})
         self._sums: dict[str, torch.Tensor] = {}  # per stage: this epoch's running sums (see _accumulate)
 
     @property
