@@ -90,8 +90,9 @@ def _print_table(report: dict) -> None:
         ("  distortion -E_q log p(x|z) (nats)", f"{report['distortion_nats']:.3f}"),
         ("  rate KL(q||p) (nats)", f"{report['rate_nats']:.3f}"),
         (f"log p(x), IWAE k={k} (nats)", f"{report['iwae_nats']:.3f} ± {report['iwae_stderr_nats']:.3f}"),
-        ("ELBO bits/dim", f"{report['elbo_bits_per_dim']:.4f}"),
-        (f"IWAE k={k} bits/dim", f"{report['iwae_bits_per_dim']:.4f}"),
+        *([("ELBO bits/dim", f"{report['elbo_bits_per_dim']:.4f}"),
+           (f"IWAE k={k} bits/dim", f"{report['iwae_bits_per_dim']:.4f}")] if "elbo_bits_per_dim" in report else
+          [("not a normalised log-likelihood", report["log_likelihood"]["note"])]),
         ("SSIM", f"{report['ssim']:.4f}"),
         ("PSNR (dB)", f"{report['psnr_db']:.2f}"),
         ("MSE", f"{report['mse']:.5f}"),
@@ -112,6 +113,7 @@ def evaluate_model(cfg: DictConfig) -> tuple[dict, Path]:
     from vae_lab.evaluation import evaluate
     from vae_lab.io import atomic_write_json
     from vae_lab.loading import load_model
+    from vae_lab.units import likelihood_status
 
     started = time.time()
     _check(cfg)
@@ -127,10 +129,12 @@ def evaluate_model(cfg: DictConfig) -> tuple[dict, Path]:
     batches = datamodule.val_dataloader() if cfg.split == "val" else datamodule.test_dataloader()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
 
+    h = datamodule.hparams
+    status = likelihood_status(model.likelihood.name, binary_data=spec.binary, dequantize=h.dequantize)
     torch.manual_seed(cfg.seed)
     results = evaluate(model, batches, iwae_samples=cfg.iwae_samples, max_decoded=cfg.max_decoded,
-                       max_examples=cfg.max_examples, device=device, progress=cfg.progress, total=len(batches.x))
-    h = datamodule.hparams
+                       max_examples=cfg.max_examples, device=device, progress=cfg.progress, total=len(batches.x),
+                       status=status)
     report = {
         "model": str(cfg.model), "source": str(loaded.source), "split": cfg.split, "dataset": h.name,
         "binarize": h.binarize, "data_dir": h.data_dir, "data_seed": h.seed, "seed": cfg.seed, "device": device,

@@ -25,6 +25,7 @@ def build_datamodule(cfg: DictConfig):
         download=ds.download,
         binarize=ds.binarize,
         options=to_primitive(ds.options),
+        dequantize=ds.get("dequantize", "none"),  # absent from run configs saved before it existed
     )
 
 
@@ -39,6 +40,7 @@ def model_kwargs(cfg: DictConfig, spec) -> dict:
         "likelihood": m.likelihood,
         "likelihood_scale": float(m.likelihood_scale),
         "likelihood_min_scale": float(m.likelihood_min_scale),
+        "likelihood_components": int(m.likelihood_components),
         "posterior_min_scale": float(m.posterior_min_scale),
         "conditional": m.conditional,
         "num_classes": spec.num_classes or 0,
@@ -56,6 +58,8 @@ def build_module(cfg: DictConfig, spec):
         scheduler=to_primitive(s.scheduler),
         kl_warmup_steps=s.kl_warmup_steps,
         kl_warmup_epochs=float(s.kl_warmup_epochs),
+        binary_data=bool(getattr(spec, "binary", False)),
+        dequantize=cfg.dataset.get("dequantize", "none"),
     )
     _speed_options(cfg, module.model)
     return module

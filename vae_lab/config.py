@@ -75,6 +75,12 @@ def _binarize():
     return BINARIZE
 
 
+def _dequantize():
+    from vae_lab.units import DEQUANTIZE
+
+    return DEQUANTIZE
+
+
 def _datasets():
     from vae_lab.data.registry import DATASETS
 
@@ -88,6 +94,7 @@ MODEL_RULES = (
     Rule("likelihood", "choice", choices=_likelihoods),
     Rule("likelihood_scale", "float", lo=0, lo_open=True),
     Rule("likelihood_min_scale", "float", lo=0, lo_open=True),
+    Rule("likelihood_components", "int", lo=1),
     Rule("posterior_min_scale", "float", lo=0, lo_open=True),
     Rule("conditional", "bool"),
 )
@@ -97,6 +104,7 @@ RULES = [
     Rule("dataset.name", "choice", choices=_datasets),
     Rule("dataset.val_fraction", "float", lo=0, hi=1, lo_open=True, hi_open=True),
     Rule("dataset.binarize", "choice", choices=_binarize),
+    Rule("dataset.dequantize", "choice", choices=_dequantize),
     *(replace(rule, key=f"model.{rule.key}") for rule in MODEL_RULES),
     Rule("loss.name", "choice", choices=_objectives),
     Rule("loss.beta", "float", lo=0),
@@ -124,8 +132,26 @@ def validate(cfg: DictConfig) -> None:
 
 def _check_combinations(cfg: DictConfig) -> None:
     """Choices that are valid alone but not together."""
+    _check_dequantize(cfg)
     warmup = [k for k in ("schedule.kl_warmup_steps", "schedule.kl_warmup_epochs")
               if (OmegaConf.select(cfg, k, default=0) or 0) > 0]
     if OmegaConf.select(cfg, "loss.name", default=None) == "iwae" and warmup:
         raise ConfigError(f"{warmup[0]}={OmegaConf.select(cfg, warmup[0])} has no effect with loss=iwae (the IWAE "
                           f"bound has no separate KL term to warm up): set {warmup[0]}=0 or use loss=elbo")
+
+
+def _check_dequantize(cfg: DictConfig) -> None:
+    """Uniform dequantisation (x + u)/256 is for a density on 8-bit pixels only (Theis et al. 2016)."""
+    if OmegaConf.select(cfg, "dataset.dequantize", default="none") == "none":
+        return
+    binarize = OmegaConf.select(cfg, "dataset.binarize", default="none")
+    if binarize != "none":
+        raise ConfigError(f"dataset.dequantize=uniform is invalid: must be none with dataset.binarize={binarize} "
+                          "(binary pixels are not dequantised)")
+    from vae_lab.distributions import LIKELIHOODS
+
+    name = OmegaConf.select(cfg, "model.likelihood", default=None)
+    if name in LIKELIHOODS and LIKELIHOODS[name].kind != "density":
+        raise ConfigError(f"dataset.dequantize=uniform is invalid: must be none with model.likelihood={name} "
+                          f"({name} is a probability mass on the pixels as stored; dequantisation is for densities "
+                          "such as gaussian_learned)")
