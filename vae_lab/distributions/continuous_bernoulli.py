@@ -14,12 +14,13 @@ from torch.distributions import Distribution, constraints
 
 LOG_2 = math.log(2.0)
 SERIES_BELOW = 0.5  # |l| below which log C and the mean use their Taylor series (see log_normalizer)
-# log(l / tanh(l/2)) = log 2 + l^2/12 - 7 l^4/1440 + 31 l^6/90720 - 127 l^8/4838400 + 73 l^10/34214400 + O(l^12);
-# at |l| = 0.5 the first omitted term is 4e-11 (float64-accurate), while the closed form's 1/|l| terms would cancel
-# to ~eps/|l|^2 relative error in the gradient near 0.
-_LOG_C_SERIES = (1 / 12, -7 / 1440, 31 / 90720, -127 / 4838400, 73 / 34214400)
-# mean(l) = 1/(1 - e^-l) - 1/l = 1/2 + l/12 - l^3/720 + l^5/30240 - l^7/1209600 + l^9/47900160 + O(l^11)
-_MEAN_SERIES = (1 / 12, -1 / 720, 1 / 30240, -1 / 1209600, 1 / 47900160)
+# log(l / tanh(l/2)) = log 2 + l^2/12 - 7 l^4/1440 + 31 l^6/90720 - 127 l^8/4838400 + 73 l^10/34214400
+#                      - 1414477 l^12/7846046208000 + O(l^14); at |l| = 0.5 the omitted terms are ~1e-12 (float64
+# accuracy), while the closed form's 1/|l| terms would cancel to ~eps/|l|^2 relative error in the gradient near 0.
+_LOG_C_SERIES = (1 / 12, -7 / 1440, 31 / 90720, -127 / 4838400, 73 / 34214400, -1414477 / 7846046208000)
+# mean(l) = 1/(1 - e^-l) - 1/l = 1/2 + l/12 - l^3/720 + l^5/30240 - l^7/1209600 + l^9/47900160
+#           - 691 l^11/1307674368000 + O(l^13)
+_MEAN_SERIES = (1 / 12, -1 / 720, 1 / 30240, -1 / 1209600, 1 / 47900160, -691 / 1307674368000)
 
 
 def _series(coefficients: tuple[float, ...], base: torch.Tensor, step: torch.Tensor) -> torch.Tensor:

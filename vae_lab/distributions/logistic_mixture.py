@@ -48,10 +48,10 @@ class DiscretizedLogisticMixture(Distribution):
         """mu_ic + sum_{j<c} alpha_icj x_j for x (..., 1, C, H, W): (..., K, C, H, W)."""
         if self.channels == 1:
             return self.loc
-        shifts = [torch.zeros_like(self.loc[..., 0, :, :])] * self.channels
+        means = [self.loc[..., c, :, :] for c in range(self.channels)]
         for p, (c, j) in enumerate(_pairs(self.channels)):
-            shifts[c] = shifts[c] + self.coeffs[..., p, :, :] * x[..., j, :, :]
-        return self.loc + torch.stack(shifts, dim=-3)
+            means[c] = means[c] + self.coeffs[..., p, :, :] * x[..., j, :, :]
+        return torch.stack(torch.broadcast_tensors(*means), dim=-3)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         level = to_level(x).unsqueeze(-4)  # (..., 1, C, H, W)
