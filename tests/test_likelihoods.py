@@ -250,3 +250,16 @@ def test_every_likelihood_samples_and_draws_means_in_the_data_range(name, channe
             assert images.min() >= 0 and images.max() <= 1
     x = torch.rand(3, channels, 6, 6)
     assert model.reconstruct(x).shape == x.shape
+
+
+@pytest.mark.parametrize("name", sorted(LIKELIHOODS))
+def test_log_probs_are_float32_under_bf16_autocast(name):
+    """A decoder under bf16 autocast hands over bf16 output: the likelihood computes in float32 from it."""
+    raw = _raw(name, 3, 9, spread=2.0, h=4, w=4).to(torch.bfloat16)
+    x = torch.randint(0, 256, (4, 3, 4, 4), generator=torch.Generator().manual_seed(9)).float() / 255
+    kwargs = {"min_scale": 1e-3, "channels": 3, "components": 3}
+    plain = LIKELIHOODS[name](raw, **kwargs).log_prob(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = LIKELIHOODS[name](raw, **kwargs).log_prob(x)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, plain)
