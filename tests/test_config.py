@@ -38,19 +38,47 @@ def test_every_option_composes_and_validates(override):
     assert container["model"]["latent_dim"] >= 1
 
 
-def test_model_likelihood_defaults_come_from_the_dataset():
-    assert make_cfg("dataset=mnist").model.likelihood == "bernoulli"
-    assert make_cfg("dataset=cifar10").model.likelihood == "gaussian"
+@pytest.mark.parametrize("dataset", ["digits", "mnist", "fashion_mnist"])
+def test_binary_likelihood_defaults_binarise_the_data(dataset):
+    cfg = make_cfg(f"dataset={dataset}")
+    assert (cfg.model.likelihood, cfg.dataset.binarize, cfg.dataset.dequantize) == ("bernoulli", "dynamic", "none")
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "image_folder", "array_file"])
+def test_eight_bit_datasets_default_to_a_discretised_likelihood(dataset):
+    cfg = make_cfg(f"dataset={dataset}")
+    assert (cfg.model.likelihood, cfg.dataset.binarize, cfg.dataset.dequantize) == (
+        "discretized_logistic_mixture", "none", "none")
     assert make_cfg("dataset=cifar10", "model.likelihood=gaussian_learned").model.likelihood == "gaussian_learned"
+
+
+@pytest.mark.parametrize("override, message", [
+    (["dataset=cifar10", "dataset.dequantize=uniform"],
+     "dataset.dequantize=uniform is invalid: must be none with model.likelihood=discretized_logistic_mixture"),
+    (["dataset=mnist", "dataset.dequantize=uniform", "model.likelihood=gaussian_learned"],
+     "dataset.dequantize=uniform is invalid: must be none with dataset.binarize=dynamic"),
+    (["dataset.dequantize=gaussian"], "dataset.dequantize='gaussian' is invalid: must be one of: none, uniform"),
+    (["model.likelihood_components=0"], "model.likelihood_components=0 is invalid: must be an integer >= 1"),
+])
+def test_dequantisation_is_for_densities_on_8bit_data_only(override, message):
+    with pytest.raises(ConfigError) as err:
+        validate(make_cfg(*override))
+    assert message in str(err.value) and "\n" not in str(err.value)
+    validate(make_cfg("dataset=cifar10", "dataset.dequantize=uniform", "model.likelihood=gaussian_learned"))
 
 
 def test_experiments_reproduce_the_seeds_settings():
     cfg = make_cfg("experiment=seed_mnist_mlp")
     assert (cfg.dataset.name, cfg.model.architecture, cfg.model.latent_dim) == ("mnist", "mlp", 20)
+    # the seeds' grey-level BCE (a cross-entropy, reported as such) and fixed-scale MSE are kept
+    assert (cfg.model.likelihood, cfg.dataset.binarize) == ("bernoulli", "none")
     assert (cfg.schedule.batch_size, cfg.schedule.lr, cfg.trainer.max_epochs) == (64, 1e-3, 10)
+    cfg = make_cfg("experiment=seed_fashion_mnist_conv")
+    assert (cfg.model.likelihood, cfg.dataset.binarize, cfg.model.latent_dim) == ("bernoulli", "none", 2)
     cfg = make_cfg("experiment=seed_cifar10_advanced")
     assert cfg.schedule.optimizer._target_ == "torch.optim.AdamW" and cfg.trainer.gradient_clip_val == 1.0
     assert cfg.schedule.kl_warmup_epochs == 10 and cfg.model.architecture == "conv_deep"
+    assert (cfg.model.likelihood, cfg.model.likelihood_scale, cfg.dataset.dequantize) == ("gaussian", 0.7071, "none")
 
 
 @pytest.mark.parametrize(

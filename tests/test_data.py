@@ -313,3 +313,50 @@ def test_dynamic_binarisation_and_unlabelled():
 
 def test_registry_names():
     assert set(DATASETS) == {"digits", "mnist", "fashion_mnist", "cifar10", "image_folder", "array_file", "hf"}
+
+
+# ---------------------------------------------------------------- what the pixels are: binary, 8-bit, dequantised
+
+
+def test_spec_says_whether_the_pixels_are_binary():
+    assert digits(binarize="dynamic").spec.binary and digits(binarize="static").spec.binary
+    assert not digits().spec.binary  # grey levels
+    assert digits(binarize="dynamic").spec == DataSpec(shape=(1, 8, 8), num_classes=10, class_names=tuple(
+        "0123456789"), has_test=False, binary=True)
+
+
+def test_array_of_binary_pixels_is_binary_without_binarising(tmp_path):
+    x = (np.random.default_rng(0).random((20, 5, 5)) > 0.5).astype(np.uint8) * 255
+    path = write_array_file(tmp_path / "bits.npz", x)
+    dm = VAEDataModule("array_file", data_dir="unused", options={"path": str(path)})
+    assert dm.spec.binary
+
+
+def test_uniform_dequantisation_puts_each_pixel_uniformly_inside_its_level_bin():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (64, 1, 5, 5), generator=g, dtype=torch.uint8)
+    x[0] = 255  # the top level stays below 1
+    evaluation = InMemoryBatches(x, None, 16, shuffle=False, seed=3, dequantize="uniform")
+    y = all_batches(evaluation)[0]
+    torch.testing.assert_close(all_batches(evaluation)[0], y, rtol=0, atol=0)  # the same noise every pass
+    assert torch.equal(torch.floor(y * 256).to(torch.uint8), x) and y.max() < 1  # (k + u)/256 in [k, k+1)/256
+    u = (y * 256 - x.float()).flatten()  # 1600 draws of U[0, 1)
+    assert abs(u.mean().item() - 0.5) < 4 * (1 / 12) ** 0.5 / 40 and abs(u.var().item() - 1 / 12) < 0.01
+
+    training = InMemoryBatches(x, torch.arange(64), 16, shuffle=True, seed=3, dequantize="uniform")
+    epochs = []
+    for _ in range(2):
+        y, idx = all_batches(training)
+        assert torch.equal(torch.floor(y * 256).to(torch.uint8), x[idx])
+        epochs.append(y[idx.argsort()])
+    assert not torch.equal(epochs[0], epochs[1])  # fresh noise every epoch
+
+
+def test_dequantisation_is_refused_for_binarised_pixels():
+    with pytest.raises(ConfigError, match="dataset.dequantize='uniform' is invalid: must be none with dataset.binarize"):
+        VAEDataModule("digits", data_dir="unused", binarize="dynamic", dequantize="uniform")
+    with pytest.raises(ConfigError, match="none, uniform"):
+        VAEDataModule("digits", data_dir="unused", dequantize="gaussian")
+    dm = digits(dequantize="uniform", batch_size=500)
+    x, _ = next(iter(dm.val_dataloader()))
+    assert not torch.equal(x * 255, (x * 255).round())  # no longer on the k/255 grid

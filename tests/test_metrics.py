@@ -6,21 +6,23 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from torch.distributions import Normal, kl_divergence
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from vae_lab.cli import CONFIG_DIR
-from vae_lab.evaluation import RESULT_KEYS, evaluate
-from vae_lab.metrics import ActiveUnits, KLPerDimension, ReconstructionQuality, bits_per_dim
+from vae_lab.evaluation import BITS_KEYS, RESULT_KEYS, evaluate
+from vae_lab.metrics import ActiveUnits, KLPerDimension, ReconstructionQuality, bits_per_dim, ssim_per_image
 from vae_lab.model import VAE
+from vae_lab.units import Status
 
 
 def test_bits_per_dim_by_hand():
     # A mass on {0,1}^4 of 2^-4: one bit per pixel.
-    assert bits_per_dim(torch.tensor(-4 * math.log(2)), 4, discrete_targets=True).item() == pytest.approx(1.0)
-    # The uniform density on [0,1]^3 (log p = 0) puts 1/256 on every 8-bit bin: 8 bits per pixel.
-    assert bits_per_dim(torch.tensor(0.0), 3, discrete_targets=False).item() == pytest.approx(8.0)
+    assert bits_per_dim(torch.tensor(-4 * math.log(2)), 4).item() == pytest.approx(1.0)
+    # The uniform mass on 256 levels: 8 bits per pixel.
+    assert bits_per_dim(torch.tensor(-3 * math.log(256)), 3).item() == pytest.approx(8.0)
+    # The uniform density on [0,1]^3 (log p = 0) on pixels dequantised to (k + u)/256 puts 1/256 on every bin.
+    assert bits_per_dim(torch.tensor(0.0), 3, log_bin_width=-math.log(256)).item() == pytest.approx(8.0)
     # log p = -10 nats over 2 pixels: (10 + 2 ln 256) / (2 ln 2) = 7.2135 + 8.
-    assert bits_per_dim(torch.tensor(-10.0), 2, discrete_targets=False).item() == pytest.approx(15.213475, abs=1e-5)
+    assert bits_per_dim(torch.tensor(-10.0), 2, -math.log(256)).item() == pytest.approx(15.213475, abs=1e-5)
 
 
 def test_active_units_constant_encoder_is_zero_identity_is_latent_dim():
@@ -64,8 +66,7 @@ def test_psnr_per_image_with_data_range_one_and_ssim_accumulate():
     got = quality.compute()
     mse_per_image = ((x_hat - x) ** 2).mean((1, 2, 3))
     assert got["psnr_db"] == pytest.approx((10 * torch.log10(1.0 / mse_per_image)).mean().item(), rel=1e-5)
-    ssim = structural_similarity_index_measure(x_hat, x, data_range=1.0)
-    assert got["ssim"] == pytest.approx(ssim.item(), rel=1e-5)
+    assert got["ssim"] == pytest.approx(ssim_per_image(x_hat, x).mean().item(), rel=1e-6)
     same = ReconstructionQuality()
     same.update(x, x)
     assert same.compute()["ssim"] == pytest.approx(1.0, abs=1e-5) and got["ssim"] < 0.99
@@ -89,7 +90,16 @@ def test_evaluate_matches_a_hand_written_reference_loop():
     k = 64
     torch.manual_seed(0)
     got = evaluate(model, batches, iwae_samples=k, max_decoded=10_000)  # one chunk per batch: same draws as below
-    assert set(got) == set(RESULT_KEYS)
+    assert set(got) == set(RESULT_KEYS)  # random grey targets and a Bernoulli: not a likelihood, no bits/dim ...
+    assert got["log_likelihood"]["normalised"] is False
+    binary = [(torch.bernoulli(x), y) for x, y in batches]  # ... which binary pixels are (a probability mass)
+    assert set(evaluate(model, binary, iwae_samples=2)) == set(RESULT_KEYS) | set(BITS_KEYS)
+    torch.manual_seed(0)  # the same draws again, told to report bits/dim (to check its formula below)
+    told = evaluate(model, batches, iwae_samples=k, max_decoded=10_000, status=Status(True, "for the formula"))
+    assert told["log_likelihood"] == {"normalised": True, "note": "for the formula"}
+    assert {key: told[key] for key in RESULT_KEYS if key != "log_likelihood"} == {
+        key: got[key] for key in RESULT_KEYS if key != "log_likelihood"}
+    got = told
 
     torch.manual_seed(0)
     elbo, iwae, means, kls, recon = [], [], [], [], []
@@ -179,8 +189,7 @@ def test_training_logs_ssim_and_psnr_for_validation_and_test(tmp_path):
     model = load_model(metrics["best_checkpoint"]).model
     x = torch.cat([x for x, _ in datamodule.val_dataloader()])
     recon = model.reconstruct(x)
-    assert val["val/ssim"] == pytest.approx(structural_similarity_index_measure(recon, x, data_range=1.0).item(),
-                                            rel=1e-4)
+    assert val["val/ssim"] == pytest.approx(ssim_per_image(recon, x).mean().item(), rel=1e-4)
     psnr = (10 * torch.log10(1 / ((recon - x) ** 2).mean((1, 2, 3)))).mean()
     assert val["val/psnr_db"] == pytest.approx(psnr.item(), rel=1e-4)
 
@@ -193,3 +202,37 @@ def test_training_logs_ssim_and_psnr_for_validation_and_test(tmp_path):
     test = trainer.test(module, dataloaders=datamodule.val_dataloader(), verbose=False)[0]
     assert test["test/ssim"] == pytest.approx(val["val/ssim"], rel=1e-5)
     assert test["test/psnr_db"] == pytest.approx(val["val/psnr_db"], rel=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(4, 1, 28, 28), (3, 3, 32, 32), (2, 3, 11, 17)])
+def test_ssim_matches_scikit_image(shape):
+    skimage = pytest.importorskip("skimage.metrics")
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.rand(shape, generator=g)
+    x_hat = (x + 0.2 * torch.randn(shape, generator=g)).clamp(0, 1)
+    x_hat[0] = x[0].flip(-1)  # a poor reconstruction too
+    ours = ssim_per_image(x_hat, x)
+    ref = [skimage.structural_similarity(a.numpy(), b.numpy(), gaussian_weights=True, sigma=1.5,
+                                         use_sample_covariance=False, data_range=1.0, channel_axis=0)
+           for a, b in zip(x_hat, x)]
+    torch.testing.assert_close(ours, torch.tensor(ref, dtype=torch.float32), atol=1e-5, rtol=0)
+    quality = ReconstructionQuality()
+    quality.update(x_hat, x)
+    assert quality.compute()["ssim"] == pytest.approx(sum(ref) / len(ref), abs=1e-5)
+
+
+def test_ssim_of_small_images_uses_the_largest_gaussian_window_that_fits():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(3, 1, 8, 8, generator=g, dtype=torch.float64)  # digits: 8x8, a 7-tap window (radius 3)
+    x_hat = (x + 0.1 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+
+    def reference(a, b, r=3):  # skimage's computation: filter (truncated at r pixels), crop r, average
+        blur = lambda t: ndimage.gaussian_filter(t, sigma=1.5, truncate=r / 1.5)  # noqa: E731
+        mu_a, mu_b = blur(a), blur(b)
+        va, vb, cov = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2, blur(a * b) - mu_a * mu_b
+        s = ((2 * mu_a * mu_b + 1e-4) * (2 * cov + 9e-4)) / ((mu_a**2 + mu_b**2 + 1e-4) * (va + vb + 9e-4))
+        return s[r:-r, r:-r].mean()
+
+    ref = [reference(a[0].numpy(), b[0].numpy()) for a, b in zip(x_hat, x)]
+    torch.testing.assert_close(ssim_per_image(x_hat, x), torch.tensor(ref, dtype=torch.float64))

@@ -1,6 +1,7 @@
 """Training end to end: fast_dev_run of every architecture x built-in dataset, and the CLI in a subprocess."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,8 @@ def test_fast_dev_run_every_architecture_on_every_builtin_dataset(tmp_path, data
     assert val["val/elbo_nats"] == pytest.approx(-(val["val/distortion_nats"] + val["val/rate_nats"]), rel=1e-5)
     assert ("test" in metrics) == (dataset != "digits")
     assert (tmp_path / "metrics.json").is_file()
+    # every built-in dataset's default likelihood is a normalised log-likelihood of its data
+    assert metrics["log_likelihood"]["normalised"] is True and "val/bits_per_dim" in val
 
 
 @pytest.mark.slow
@@ -107,3 +110,30 @@ def test_real_mnist_training_lowers_validation_nelbo(tmp_path, data_root):
     assert start < -400
     assert end > -175, end
     assert -end < 0.4 * -start
+
+
+@pytest.mark.slow
+def test_cifar10_shaped_data_trains_with_a_logistic_mixture_and_reports_bits_per_dim(tmp_path, data_root,
+                                                                                      monkeypatch):
+    """The test's own CIFAR files (a fixed pattern): a mass on the 256 levels per sub-pixel, so bits/dim is exact."""
+    from datasets_fixtures import trust_cifar10_files
+
+    trust_cifar10_files(monkeypatch)
+    cfg = compose_cfg(tmp_path, "dataset=cifar10", "architecture=conv", f"paths.data_dir={data_root}",
+                      "model.likelihood=discretized_logistic_mixture", "model.likelihood_components=5",
+                      "model.latent_dim=8", "trainer.max_steps=150", "trainer.max_epochs=-1", "schedule.batch_size=12",
+                      "schedule.lr=3e-3", "trainer.enable_progress_bar=false", "callbacks=none", "logger=csv")
+    from vae_lab.build import build_datamodule, build_module
+
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    import lightning as L
+
+    start = L.Trainer(logger=False, enable_progress_bar=False).test(build_module(cfg, dm.spec), datamodule=dm,
+                                                                     verbose=False)[0]["test/bits_per_dim"]
+    metrics = train(cfg)
+    end = metrics["test"]["test/bits_per_dim"]
+    print(f"\nCIFAR-shaped pattern, DMoL K=5: test bits/dim untrained {start:.3f}, after 150 steps {end:.3f}")
+    assert metrics["log_likelihood"]["normalised"] is True
+    assert metrics["test"]["test/elbo_nats"] == pytest.approx(-end * 3072 * math.log(2), rel=1e-5)  # a mass: no ln 256
+    assert end < 8.0 < start  # from worse than uniform over 256 levels to better than it

@@ -21,6 +21,7 @@ def build_datamodule(cfg: DictConfig):
         download=ds.download,
         binarize=ds.binarize,
         options=plain(ds.options),
+        dequantize=ds.get("dequantize", "none"),  # absent from run configs saved before it existed
     )
 
 
@@ -35,6 +36,7 @@ def model_kwargs(cfg: DictConfig, spec) -> dict:
         "likelihood": m.likelihood,
         "likelihood_scale": float(m.likelihood_scale),
         "likelihood_min_scale": float(m.likelihood_min_scale),
+        "likelihood_components": int(m.likelihood_components),
         "posterior_min_scale": float(m.posterior_min_scale),
         "conditional": m.conditional,
         "num_classes": spec.num_classes or 0,
@@ -52,6 +54,8 @@ def build_module(cfg: DictConfig, spec):
         scheduler=plain(s.scheduler),
         kl_warmup_steps=s.kl_warmup_steps,
         kl_warmup_epochs=float(s.kl_warmup_epochs),
+        binary_data=bool(getattr(spec, "binary", False)),
+        dequantize=cfg.dataset.get("dequantize", "none"),
     )
     _speed_options(cfg, module.model)
     return module

@@ -21,6 +21,18 @@ def _binarize():
     return BINARIZE
 
 
+def _dequantize():
+    from vae_lab.units import DEQUANTIZE
+
+    return DEQUANTIZE
+
+
+def _dequantize():
+    from vae_lab.units import DEQUANTIZE
+
+    return DEQUANTIZE
+
+
 def _datasets():
     from vae_lab.data.registry import DATASETS
 
@@ -32,6 +44,8 @@ RULES = [
     Rule("dataset.name", "choice", choices=_datasets),
     VAL_FRACTION,
     Rule("dataset.binarize", "choice", choices=_binarize),
+    Rule("dataset.dequantize", "choice", choices=_dequantize),
+    Rule("dataset.dequantize", "choice", choices=_dequantize),
     *(replace(rule, key=f"model.{rule.key}") for rule in MODEL_RULES),
     Rule("loss.name", "choice", choices=_objectives),
     Rule("loss.beta", "float", lo=0),
@@ -54,8 +68,44 @@ def validate(cfg: DictConfig) -> None:
 
 def _check_combinations(cfg: DictConfig) -> None:
     """Choices that are valid alone but not together."""
+    _check_dequantize(cfg)
+    _check_dequantize(cfg)
     warmup = [k for k in ("schedule.kl_warmup_steps", "schedule.kl_warmup_epochs")
               if (OmegaConf.select(cfg, k, default=0) or 0) > 0]
     if OmegaConf.select(cfg, "loss.name", default=None) == "iwae" and warmup:
         raise ConfigError(f"{warmup[0]}={OmegaConf.select(cfg, warmup[0])} has no effect with loss=iwae (the IWAE "
                           f"bound has no separate KL term to warm up): set {warmup[0]}=0 or use loss=elbo")
+
+
+def _check_dequantize(cfg: DictConfig) -> None:
+    """Uniform dequantisation (x + u)/256 is for a density on 8-bit pixels only (Theis et al. 2016)."""
+    if OmegaConf.select(cfg, "dataset.dequantize", default="none") == "none":
+        return
+    binarize = OmegaConf.select(cfg, "dataset.binarize", default="none")
+    if binarize != "none":
+        raise ConfigError(f"dataset.dequantize=uniform is invalid: must be none with dataset.binarize={binarize} "
+                          "(binary pixels are not dequantised)")
+    from vae_lab.distributions import LIKELIHOODS
+
+    name = OmegaConf.select(cfg, "model.likelihood", default=None)
+    if name in LIKELIHOODS and LIKELIHOODS[name].kind != "density":
+        raise ConfigError(f"dataset.dequantize=uniform is invalid: must be none with model.likelihood={name} "
+                          f"({name} is a probability mass on the pixels as stored; dequantisation is for densities "
+                          "such as gaussian_learned)")
+
+
+def _check_dequantize(cfg: DictConfig) -> None:
+    """Uniform dequantisation (x + u)/256 is for a density on 8-bit pixels only (Theis et al. 2016)."""
+    if OmegaConf.select(cfg, "dataset.dequantize", default="none") == "none":
+        return
+    binarize = OmegaConf.select(cfg, "dataset.binarize", default="none")
+    if binarize != "none":
+        raise ConfigError(f"dataset.dequantize=uniform is invalid: must be none with dataset.binarize={binarize} "
+                          "(binary pixels are not dequantised)")
+    from vae_lab.distributions import LIKELIHOODS
+
+    name = OmegaConf.select(cfg, "model.likelihood", default=None)
+    if name in LIKELIHOODS and LIKELIHOODS[name].kind != "density":
+        raise ConfigError(f"dataset.dequantize=uniform is invalid: must be none with model.likelihood={name} "
+                          f"({name} is a probability mass on the pixels as stored; dequantisation is for densities "
+                          "such as gaussian_learned)")

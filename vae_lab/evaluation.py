@@ -10,15 +10,18 @@ from vae_lab.metrics import ActiveUnits, KLPerDimension, ReconstructionQuality, 
 from vae_lab.model import VAE
 from vae_lab.objectives.elbo import rate_per_dim
 from vae_lab.objectives.iwae import log_weights
+from vae_lab.units import Status, likelihood_status
 
-# What `evaluate` returns (and scripts/evaluate.py writes to evaluation.json), besides the run's description.
+# What `evaluate` returns (and scripts/evaluate.py writes to evaluation.json), besides the run's description;
+# BITS_KEYS too when the bound is a normalised log-likelihood (`log_likelihood.normalised`).
 RESULT_KEYS = (
-    "num_examples", "iwae_samples", "num_dims", "latent_dim",
+    "num_examples", "iwae_samples", "num_dims", "latent_dim", "log_likelihood",
     "elbo_nats", "elbo_stderr_nats", "distortion_nats", "rate_nats",
-    "iwae_nats", "iwae_stderr_nats", "elbo_bits_per_dim", "iwae_bits_per_dim",
+    "iwae_nats", "iwae_stderr_nats",
     "ssim", "psnr_db", "mse",
     "active_units", "active_unit_threshold", "posterior_mean_variance", "kl_per_dim_nats",
 )  # fmt: skip
+BITS_KEYS = ("elbo_bits_per_dim", "iwae_bits_per_dim")
 
 
 class ChunkedIWAE:
@@ -82,8 +85,9 @@ def evaluate(
     device: str | torch.device = "cpu",
     progress: bool = False,
     total: int | None = None,
+    status: Status | None = None,
 ) -> dict:
-    """Every evaluation number of `model` on `batches` of (x, y) in [0, 1]; keys in RESULT_KEYS.
+    """Every evaluation number of `model` on `batches` of (x, y) in [0, 1]; keys in RESULT_KEYS (+ BITS_KEYS).
 
     Per example, K = iwae_samples draws z ~ q(z|x) give both the IWAE bound L_K (log p(x) estimate) and the
     reconstruction term of the ELBO; the rate is the analytic KL. Reconstructions decode the posterior mean.
@@ -92,14 +96,17 @@ def evaluate(
         max_decoded: images decoded per forward pass (samples x examples), which bounds memory.
         max_examples: stop after this many examples (the first ones of the split); None: all.
         total: examples expected, for the progress bar only.
+        status: what the bound is (vae_lab.units.likelihood_status of the model's likelihood and the data); None:
+            decided from the model's likelihood and whether every pixel seen was 0 or 1, taking the data as not
+            dequantised (so a density is never claimed to bound 8-bit data unless the caller says so).
     """
     model = model.to(device).eval()
     latent_dim = model.latent_dim
     p_z = model.prior()
-    quality, mse = ReconstructionQuality(model.in_shape).to(device), MeanSquaredError().to(device)
+    quality, mse = ReconstructionQuality().to(device), MeanSquaredError().to(device)
     active, kl_dims = ActiveUnits(latent_dim).to(device), KLPerDimension(latent_dim).to(device)
     per_example: dict[str, list[torch.Tensor]] = {"elbo": [], "distortion": [], "rate": [], "iwae": []}
-    num_dims, seen = None, 0
+    num_dims, seen, binary = None, 0, True
     limit = max_examples if max_examples is not None else math.inf
     bar = _progress_bar(progress, min(total, limit) if total is not None else None)
     for x, y in batches:
@@ -109,6 +116,7 @@ def evaluate(
         x, y = x[:keep].to(device), y[:keep].to(device)
         y = y if model.conditional else None
         num_dims = x[0].numel()
+        binary = binary and bool(((x == 0) | (x == 1)).all())
 
         q_z = model.encode(x, y)
         iwae = ChunkedIWAE()
@@ -135,20 +143,24 @@ def evaluate(
     values = {name: torch.cat(parts) for name, parts in per_example.items()}
     elbo, elbo_se = _mean_and_stderr(values["elbo"])
     iwae_mean, iwae_se = _mean_and_stderr(values["iwae"])
-    discrete = model.likelihood.discrete_targets
+    status = status or likelihood_status(model.likelihood.name, binary_data=binary)
+    bits = {}
+    if status.normalised:
+        bits = {f"{name}_bits_per_dim": float(bits_per_dim(torch.tensor(value), num_dims, status.log_bin_width))
+                for name, value in (("elbo", elbo), ("iwae", iwae_mean))}
     return {
         "num_examples": seen,
         "iwae_samples": iwae_samples,
         "num_dims": num_dims,
         "latent_dim": latent_dim,
+        "log_likelihood": status.as_json(),
         "elbo_nats": elbo,
         "elbo_stderr_nats": elbo_se,
         "distortion_nats": values["distortion"].mean().item(),
         "rate_nats": values["rate"].mean().item(),
         "iwae_nats": iwae_mean,
         "iwae_stderr_nats": iwae_se,
-        "elbo_bits_per_dim": float(bits_per_dim(torch.tensor(elbo), num_dims, discrete)),
-        "iwae_bits_per_dim": float(bits_per_dim(torch.tensor(iwae_mean), num_dims, discrete)),
+        **bits,
         **quality.compute(),
         "mse": float(mse.compute()),
         "active_units": int(active.compute()),
@@ -204,6 +216,7 @@ def evaluate_model(cfg, data_overrides: list[str] = ()) -> tuple[dict, "Path"]:
     from vae_lab.io import atomic_write_json
     from vae_lab.loading import datamodule_for, load_model
     from vae_lab.rules import Rule, check_rules
+    from vae_lab.units import likelihood_status
 
     started = time.time()
     check_rules(cfg, [
@@ -218,10 +231,13 @@ def evaluate_model(cfg, data_overrides: list[str] = ()) -> tuple[dict, "Path"]:
                                 batch_size=cfg.batch_size)
     batches = datamodule.val_dataloader() if cfg.split == "val" else datamodule.test_dataloader()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    h = datamodule.hparams
+    status = likelihood_status(loaded.model.likelihood.name, binary_data=datamodule.spec.binary,
+                               dequantize=h.dequantize)
     torch.manual_seed(cfg.seed)
     results = evaluate(loaded.model, batches, iwae_samples=cfg.iwae_samples, max_decoded=cfg.max_decoded,
-                       max_examples=cfg.max_examples, device=device, progress=cfg.progress, total=len(batches.x))
-    h = datamodule.hparams
+                       max_examples=cfg.max_examples, device=device, progress=cfg.progress, total=len(batches.x),
+                       status=status)
     report = {
         "model": str(cfg.model), "source": str(loaded.source), "split": cfg.split, "dataset": h.name,
         "binarize": h.binarize, "data_dir": h.data_dir, "data_seed": h.seed, "seed": cfg.seed, "device": device,

@@ -7,6 +7,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 
@@ -15,6 +16,7 @@ from vae_lab.metrics import ReconstructionQuality, bits_per_dim
 from vae_lab.model import VAE
 from vae_lab.objectives import build_objective
 from vae_lab.schedules import build_scheduler, kl_warmup_factor
+from vae_lab.units import likelihood_status
 
 STAGES = ("train", "val", "test")
 
@@ -31,6 +33,8 @@ class VAEModule(L.LightningModule):
         scheduler: `name` in schedules.SCHEDULERS and its arguments, or None for a constant learning rate.
         kl_warmup_steps: linear KL warm-up length in optimizer steps (0: none).
         kl_warmup_epochs: the same in epochs (converted to steps at the start of training); used if > 0.
+        binary_data, dequantize: what the pixels are (DataSpec.binary, dataset.dequantize), which decides whether
+            the bound is a normalised log-likelihood (vae_lab.units) and so whether bits/dim is logged.
     """
 
     def __init__(
@@ -41,6 +45,8 @@ class VAEModule(L.LightningModule):
         scheduler: dict | None = None,
         kl_warmup_steps: int = 0,
         kl_warmup_epochs: float = 0.0,
+        binary_data: bool = False,
+        dequantize: str = "none",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -50,14 +56,16 @@ class VAEModule(L.LightningModule):
         self.objective = build_objective(**objective)
         self.kl_warmup_steps = kl_warmup_steps
         self.terms = ["elbo", "distortion", "rate"] + (["iwae"] if objective["name"] == "iwae" else [])
+        self.status = likelihood_status(self.model.likelihood.name, binary_data, dequantize)
+        # bits/dim only of a normalised log-likelihood: nothing called bits_per_dim otherwise
+        reported = self.terms + (["bits_per_dim"] if self.status.normalised else []) + ["loss"]
         # sum + count states: exact means across batches of any size and across DDP ranks
         # keyed "<stage>_metrics": a ModuleDict key may not shadow nn.Module.train
         self.means = nn.ModuleDict(
-            {f"{s}_metrics": nn.ModuleDict({t: MeanMetric() for t in self.terms + ["bits_per_dim", "loss"]})
-             for s in STAGES}
+            {f"{s}_metrics": nn.ModuleDict({t: MeanMetric() for t in reported}) for s in STAGES}
         )
         # SSIM / PSNR of posterior-mean reconstructions, validation and test only (one extra decoder pass)
-        self.quality = nn.ModuleDict({s: ReconstructionQuality(self.model.in_shape) for s in ("val", "test")})
+        self.quality = nn.ModuleDict({s: ReconstructionQuality() for s in ("val", "test")})
         self._sums: dict[str, torch.Tensor] = {}  # per stage: this epoch's running sums (see _accumulate)
 
     @property
@@ -71,6 +79,8 @@ class VAEModule(L.LightningModule):
         return float(self.hparams.objective.get("beta", 1.0)) * warmup_factor
 
     def on_fit_start(self) -> None:
+        if not self.status.normalised:
+            rank_zero_warn(f"the ELBO of this run is not a normalised log-likelihood: {self.status.note}")
         epochs = self.hparams.kl_warmup_epochs
         if epochs and epochs > 0:
             self.kl_warmup_steps = int(round(epochs * self.trainer.num_training_batches))
@@ -132,10 +142,10 @@ class VAEModule(L.LightningModule):
                 rank_zero_warn(f"{int(nonfinite)} {stage} example(s) had a non-finite ELBO term and are left out of "
                                f"{stage}/elbo_nats ({stage}/nonfinite_examples): check the data for NaN/inf and the "
                                "likelihood's scale floor")
-        # bits/dim is affine in the bound, so the mean of bits/dim is bits/dim of the mean bound
-        bound = means.get("iwae", means["elbo"])
-        discrete = self.model.likelihood.discrete_targets
-        means["bits_per_dim"] = bits_per_dim(bound, math.prod(self.model.in_shape), discrete)
+        if self.status.normalised:
+            # bits/dim is affine in the bound, so the mean of bits/dim is bits/dim of the mean bound
+            bound = means.get("iwae", means["elbo"])
+            means["bits_per_dim"] = bits_per_dim(bound, math.prod(self.model.in_shape), self.status.log_bin_width)
         for name, mean in means.items():
             if stage == "train" and name == "loss":
                 continue  # train/loss is the step value

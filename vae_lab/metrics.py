@@ -1,29 +1,80 @@
 """Units and metrics: nats, bits/dim, active units, KL per latent dimension, SSIM/PSNR of reconstructions."""
 
 import math
-from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+from torchmetrics.image import PeakSignalNoiseRatio
 
-LOG_256 = math.log(256.0)
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016, Sec. 5.2: unit u is active if Cov_x(E_q[z_u]) > 0.01
-SSIM_MIN_SIZE = 6  # the 11-tap Gaussian window reflect-pads by 5 pixels, which needs H, W >= 6
+# SSIM of Wang et al. 2004 as skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
+# use_sample_covariance=False): Gaussian window truncated at 3.5 sigma (11 taps), K1 = 0.01, K2 = 0.03.
+SSIM_SIGMA = 1.5
+SSIM_RADIUS = int(3.5 * SSIM_SIGMA + 0.5)  # 5
+SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 
-def bits_per_dim(log_px_nats: torch.Tensor, num_dims: int, discrete_targets: bool) -> torch.Tensor:
-    """Bits per dimension of a log-likelihood (or bound) in nats per example.
+def bits_per_dim(log_px_nats: torch.Tensor, num_dims: int, log_bin_width: float = 0.0) -> torch.Tensor:
+    """Bits per dimension of a normalised log-likelihood (or bound) in nats per example: -log P / (D ln 2).
 
-    bits/dim = -log p(x) / (D ln 2). For a density on [0, 1] pixels that were 8-bit integers, the probability
-    of the 1/256-wide bin is ~ p(x) / 256^D, so D ln 256 nats are added first (the usual dequantisation
-    convention, Theis et al. 2016); a probability mass on {0, 1} (Bernoulli) is used as is.
+    `log_bin_width` (per dimension; vae_lab.units.Status) turns a density into the log-probability of the discrete
+    bins it was dequantised over: log P ~ log p + D log_bin_width, e.g. -ln 256 for pixels (k + u)/256. A probability
+    mass (Bernoulli on binary pixels, discretised likelihoods on 8-bit levels) has 0: it is used as is.
     """
-    nll = -log_px_nats
-    if not discrete_targets:
-        nll = nll + num_dims * LOG_256
-    return nll / (num_dims * math.log(2.0))
+    return -(log_px_nats + num_dims * log_bin_width) / (num_dims * math.log(2.0))
+
+
+def ssim_radius(height: int, width: int) -> int:
+    """Radius of the SSIM window: the standard 5 (11 taps), or the largest that fits images under 11 pixels."""
+    return max(0, min(SSIM_RADIUS, (min(height, width) - 1) // 2))
+
+
+def ssim_per_image(x_hat: torch.Tensor, x: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Mean SSIM map of each image pair (B, C, H, W) -> (B,), over the valid window positions only.
+
+    Wang et al. 2004, Eq. 13, with local statistics from a normalised Gaussian window (sigma 1.5) and population
+    (biased) variances; the map is averaged over positions where the window lies inside the image (no padding) and
+    over channels, which is what skimage's structural_similarity reports (it filters with reflect padding, then
+    crops the (11 - 1)/2 border pixels whose windows reached into it). Images under 11 pixels, which skimage refuses,
+    use the largest window that fits (the same Gaussian truncated at radius / 1.5 sigmas).
+    """
+    b, c, h, w = x.shape
+    radius = ssim_radius(h, w)
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    taps = torch.exp(-t.square() / (2 * SSIM_SIGMA**2))
+    taps = taps / taps.sum()
+    stats = torch.cat([x_hat, x, x_hat * x_hat, x * x, x_hat * x], dim=1)  # (B, 5C, H, W)
+    channels = stats.shape[1]
+    stats = F.conv2d(stats, taps.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)  # along W, valid
+    stats = F.conv2d(stats, taps.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)  # along H, valid
+    mu_a, mu_b, aa, bb, ab = stats.chunk(5, dim=1)
+    var_a, var_b, cov = aa - mu_a.square(), bb - mu_b.square(), ab - mu_a * mu_b
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a.square() + mu_b.square() + c1) * (var_a + var_b + c2))
+    return ssim_map.mean(dim=(1, 2, 3))
+
+
+class SSIM(Metric):
+    """Mean over images of ssim_per_image (data_range 1): sum and count states, exact across batches and ranks."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, data_range: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.data_range = data_range
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, x_hat: torch.Tensor, x: torch.Tensor) -> None:
+        """x_hat, x: (B, C, H, W) in [0, data_range]."""
+        self.total += ssim_per_image(x_hat, x, self.data_range).to(torch.float64).sum()
+        self.count += x.shape[0]
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.count).to(torch.float32)
 
 
 class ActiveUnits(Metric):
@@ -84,22 +135,16 @@ class KLPerDimension(Metric):
 class ReconstructionQuality(nn.Module):
     """SSIM and PSNR (dB, per image, then averaged) of reconstructions against images in [0, 1].
 
-    torchmetrics objects (data_range=1.0 given explicitly: inferring it from each batch makes numbers
-    incomparable), so Lightning and DDP reduce their states; `items()` yields (name, metric) for logging.
-    SSIM uses the standard 11-tap Gaussian window (sigma 1.5, Wang et al. 2004); images smaller than
-    SSIM_MIN_SIZE, which it cannot pad, get a 3x3 uniform window instead.
-
-    Args:
-        image_shape: (..., H, W) of the images, to pick the SSIM window; None: the standard window.
+    Metric objects with data_range=1.0 given explicitly (inferring it from each batch makes numbers incomparable),
+    so Lightning and DDP reduce their states; `items()` yields (name, metric) for logging. SSIM is the valid-window
+    Gaussian SSIM of Wang et al. 2004 (ssim_per_image; skimage's definition).
     """
 
-    def __init__(self, image_shape: Sequence[int] | None = None):
+    def __init__(self):
         super().__init__()
-        small = image_shape is not None and min(image_shape[-2:]) < SSIM_MIN_SIZE
-        window = {"gaussian_kernel": False, "kernel_size": 3} if small else {}
         self.metrics = nn.ModuleDict(
             {
-                "ssim": StructuralSimilarityIndexMeasure(data_range=1.0, **window),
+                "ssim": SSIM(data_range=1.0),
                 "psnr_db": PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)),
             }
         )

@@ -26,6 +26,7 @@ class VAE(
 
     Args:
         in_shape: (C, H, W) of the images, values in [0, 1].
+        likelihood_components: mixture components K of `discretized_logistic_mixture` (unused by the others).
         net: keyword arguments of the architecture (see configs/architecture/).
         num_classes: number of labels; used as one-hot conditioning when `conditional`.
     """
@@ -39,6 +40,7 @@ class VAE(
         likelihood: str = "bernoulli",
         likelihood_scale: float = 0.1,
         likelihood_min_scale: float = 1e-3,
+        likelihood_components: int = 10,
         posterior_min_scale: float = 1e-4,
         conditional: bool = False,
         num_classes: int = 0,
@@ -53,9 +55,10 @@ class VAE(
         self.conditional = conditional
         self.num_classes = num_classes
         self.likelihood = build_likelihood(likelihood)
-        self.likelihood_kwargs = {"scale": likelihood_scale, "min_scale": likelihood_min_scale}
+        self.likelihood_kwargs = {"scale": likelihood_scale, "min_scale": likelihood_min_scale,
+                                  "channels": self.in_shape[0], "components": likelihood_components}
         self.posterior_min_scale = posterior_min_scale
-        out_channels = self.in_shape[0] * self.likelihood.params_per_channel
+        out_channels = self.likelihood.out_channels(self.in_shape[0], likelihood_components)
         self.encoder, self.decoder = build_nets(
             architecture,
             in_shape=self.in_shape,

@@ -21,6 +21,7 @@ MODEL_RULES = (
     Rule("likelihood", "choice", choices=_likelihoods),
     Rule("likelihood_scale", "float", lo=0, lo_open=True),
     Rule("likelihood_min_scale", "float", lo=0, lo_open=True),
+    Rule("likelihood_components", "int", lo=1),
     Rule("posterior_min_scale", "float", lo=0, lo_open=True),
     Rule("conditional", "bool"),
 )

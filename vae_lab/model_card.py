@@ -81,7 +81,9 @@ def model_card(config: dict, *, name: str, repo_id: str | None = None, train_cfg
     t = train_cfg or {}
     dataset = (t.get("dataset") or {}).get("name")
     splits = split_metrics(metrics)
-    results = [
+    status = (metrics or {}).get("log_likelihood") or {}
+    normalised = status.get("normalised", True)  # metrics.json written before the status existed: as it claimed
+    results = [] if not normalised else [
         EvalResult(task_type="unconditional-image-generation", task_name="Density estimation",
                    dataset_type=dataset or "unknown", dataset_name=dataset or "unknown", dataset_split=split,
                    metric_type=metric, metric_name=metric, metric_value=value)
@@ -107,9 +109,13 @@ def model_card(config: dict, *, name: str, repo_id: str | None = None, train_cfg
             "## Results",
             "\n".join(["| split | metric | value |", "| --- | --- | --- |",
                        *(f"| {s} | `{m}` | {v:.6g} |" for s, vals in splits.items() for m, v in vals.items())]),
-            "Log-likelihoods are per example in nats with every normalising constant included: `elbo_nats` = "
-            "-(`distortion_nats` + `rate_nats`); bits/dim = -bound / (D ln 2), plus ln 256 per dim for densities on "
-            "8-bit pixels. Numbers of the best validation checkpoint, whose weights these are.",
+            ("Log-likelihoods are per example in nats with every normalising constant included: `elbo_nats` = "
+             "-(`distortion_nats` + `rate_nats`); bits/dim = -bound / (D ln 2) on the data's own bins"
+             + (f" ({status['note']})" if status.get("note") else "") + "." if normalised else
+             f"**Not a normalised log-likelihood**: {status.get('note', '')}. `elbo_nats` = -(`distortion_nats` + "
+             "`rate_nats`) is the training objective's value, not a bound on log p(x); do not compare it with "
+             "published log-likelihoods.")
+            + " Numbers of the best validation checkpoint, whose weights these are.",
         ]
     sections += ["## Training", _table(_training_rows(config, t, metrics, run_info))]
     if t:

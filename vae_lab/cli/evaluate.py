@@ -25,8 +25,9 @@ def print_table(report: dict) -> None:
         ("  distortion -E_q log p(x|z) (nats)", f"{report['distortion_nats']:.3f}"),
         ("  rate KL(q||p) (nats)", f"{report['rate_nats']:.3f}"),
         (f"log p(x), IWAE k={k} (nats)", f"{report['iwae_nats']:.3f} ± {report['iwae_stderr_nats']:.3f}"),
-        ("ELBO bits/dim", f"{report['elbo_bits_per_dim']:.4f}"),
-        (f"IWAE k={k} bits/dim", f"{report['iwae_bits_per_dim']:.4f}"),
+        *([("ELBO bits/dim", f"{report['elbo_bits_per_dim']:.4f}"),
+           (f"IWAE k={k} bits/dim", f"{report['iwae_bits_per_dim']:.4f}")] if "elbo_bits_per_dim" in report else
+          [("not a normalised log-likelihood", report["log_likelihood"]["note"])]),
         ("SSIM", f"{report['ssim']:.4f}"),
         ("PSNR (dB)", f"{report['psnr_db']:.2f}"),
         ("MSE", f"{report['mse']:.5f}"),

@@ -21,6 +21,14 @@ def _final_metrics(trainer, module, datamodule) -> dict:
     return results
 
 
+def final_line(val: dict, status) -> str:
+    """'Final validation ELBO: ... nats/example' with bits/dim, or saying why it is not a log-likelihood."""
+    line = f"Final validation ELBO: {val['val/elbo_nats']:.2f} nats/example"
+    if status.normalised:
+        return f"{line} ({val['val/bits_per_dim']:.4f} bits/dim)"
+    return f"{line}, not a normalised log-likelihood ({status.note})"
+
+
 def train(cfg: DictConfig) -> dict:
     """Train one model as `cfg` says; returns (and writes to <run dir>/metrics.json) the final metrics."""
     started = time.time()
@@ -58,13 +66,12 @@ def train(cfg: DictConfig) -> dict:
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = _final_metrics(trainer, module, datamodule)
     metrics.update(global_step=trainer.global_step, epochs=trainer.current_epoch,
-                   wall_time_s=round(time.time() - started, 2), run_dir=str(run_dir.resolve()))
+                   wall_time_s=round(time.time() - started, 2), run_dir=str(run_dir.resolve()),
+                   log_likelihood=module.status.as_json())
     if trainer.is_global_zero:
         atomic_write_json(run_dir / METRICS_NAME, metrics)
-        val = metrics["val"]
         print(f"\nRun directory: {run_dir.resolve()}")
-        print(f"Final validation ELBO: {val['val/elbo_nats']:.2f} nats/example "
-              f"({val['val/bits_per_dim']:.4f} bits/dim)  |  tensorboard --logdir {run_dir}")
+        print(f"{final_line(metrics['val'], module.status)}  |  tensorboard --logdir {run_dir}")
         publish.finish_run(cfg, run_dir, module.model)  # <run dir>/artifact, pushed when hub.push
     return metrics
 

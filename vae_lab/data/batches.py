@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import torch
 
 from vae_lab.errors import ConfigError, choices_error
+from vae_lab.units import DEQUANTIZE, DEQUANTIZE_BINS  # "uniform": x = (k + u) / 256, u ~ U[0, 1) per pixel
 
 BATCH_BINARIZE = ("none", "dynamic")  # "dynamic": every batch re-sampled as bernoulli(x)
 _CHUNK = 8192  # examples per step when binarising a whole split (bounds the float32 copy)
@@ -30,6 +31,9 @@ def sample_binary(x: torch.Tensor, seed: int) -> torch.Tensor:
 class InMemoryBatches:
     """An epoch-aware iterable of (x, y) batches: x float32 (B, C, H, W) in [0, 1], y int64 (B,) (-1 if unlabelled).
 
+    Pixels are k / 255 for uint8 levels k, {0, 1} when binarised, or (k + u) / 256 when dequantised: training passes
+    draw fresh noise u every epoch, evaluation passes the same noise every time (a fixed, seeded dequantisation).
+
     Each pass draws a fresh permutation from `seed + epoch` (the epoch counter advances per pass; `set_epoch`
     overrides it). With `world_size > 1` rank r serves `order[r::world_size]`, so Lightning must not inject its own
     sampler (Trainer(use_distributed_sampler=False); it does not for non-DataLoader iterables anyway). Shuffled
@@ -49,6 +53,7 @@ class InMemoryBatches:
         binarize_mode: str = "none",
         rank: int = 0,
         world_size: int = 1,
+        dequantize: str = "none",
     ):
         if x.dtype != torch.uint8 or x.ndim != 4:
             raise ValueError(f"x must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
@@ -56,6 +61,10 @@ class InMemoryBatches:
             raise ValueError(f"y must have shape ({len(x)},), got {tuple(y.shape)}")
         if binarize_mode not in BATCH_BINARIZE:
             raise choices_error("binarize_mode", binarize_mode, BATCH_BINARIZE)
+        if dequantize not in DEQUANTIZE:
+            raise choices_error("dataset.dequantize", dequantize, DEQUANTIZE)
+        if dequantize != "none" and binarize_mode != "none":
+            raise ConfigError("binary pixels are not dequantised: use dequantize=none with binarize_mode=dynamic")
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be >= 1")
         if not 0 <= rank < world_size:
@@ -68,6 +77,7 @@ class InMemoryBatches:
         self.shuffle = shuffle
         self.seed = seed
         self.binarize_mode = binarize_mode
+        self.dequantize = dequantize
         self.rank = rank
         self.world_size = world_size
         self._epoch = 0  # the epoch the next pass serves
@@ -101,11 +111,18 @@ class InMemoryBatches:
         self._epoch, self._resume_batch = epoch + 1, 0
         self._progress = [epoch, first]
         order = self._order(epoch)
-        generator = torch.Generator(device=self.x.device) if self.binarize_mode == "dynamic" else None
+        random = self.binarize_mode == "dynamic" or self.dequantize == "uniform"
+        generator = torch.Generator(device=self.x.device) if random else None
         for b in range(first, len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            x = self.x.index_select(0, idx).float().div_(255)  # (B, C, H, W) in [0, 1]
-            if generator is not None:
+            x = self.x.index_select(0, idx).float()  # (B, C, H, W) levels 0..255
+            if self.dequantize == "uniform":
+                # Training: new noise every epoch; evaluation: the same noise every pass (the epoch is left out).
+                generator.manual_seed(stream_seed(self.seed, "dequantize", epoch if self.shuffle else -1, self.rank, b))
+                x = x.add_(torch.rand(x.shape, generator=generator, device=x.device)).div_(DEQUANTIZE_BINS)
+            else:
+                x = x.div_(255)  # in [0, 1]
+            if self.binarize_mode == "dynamic":
                 # Seeded per batch so a resumed epoch draws the same samples; ranks draw different ones.
                 generator.manual_seed(stream_seed(self.seed, epoch, self.rank, b))
                 x = torch.bernoulli(x, generator=generator)

@@ -12,6 +12,7 @@ from vae_lab.data.spec import DataSpec
 from vae_lab.data.stream import StreamingBatches, StreamSource, is_table, num_rows
 from vae_lab.errors import ConfigError, DataError, choices_error
 from vae_lab.rules import VAL_FRACTION, check_value, plain
+from vae_lab.units import DEQUANTIZE
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,11 @@ BINARIZE: dict[str, Binarize] = {
     "dynamic": Binarize(fixed_train=False, fixed_eval=True, train_batches="dynamic"),
     "static": Binarize(fixed_train=True, fixed_eval=True, train_batches="none"),
 }
+
+
+def _is_binary(x: torch.Tensor) -> bool:
+    """Whether every pixel of a uint8 split is 0 or 255."""
+    return bool(((x == 0) | (x == 255)).all())
 
 
 class VAEDataModule(L.LightningDataModule):
@@ -50,12 +56,18 @@ class VAEDataModule(L.LightningDataModule):
         download: bool = True,
         binarize: str = "none",
         options: dict | None = None,
+        dequantize: str = "none",
     ):
         super().__init__()
         if name not in DATASETS:
             raise choices_error("dataset", name, DATASETS)
         if binarize not in BINARIZE:
             raise choices_error("dataset.binarize", binarize, BINARIZE)
+        if dequantize not in DEQUANTIZE:
+            raise choices_error("dataset.dequantize", dequantize, DEQUANTIZE)
+        if dequantize != "none" and binarize != "none":
+            raise ConfigError(f"dataset.dequantize={dequantize!r} is invalid: must be none with dataset.binarize="
+                              f"{binarize} (binary pixels are not dequantised)")
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{key}={value!r} must be an int >= 1")
@@ -71,6 +83,7 @@ class VAEDataModule(L.LightningDataModule):
                 "download": download,
                 "binarize": binarize,
                 "options": plain(options or {}),
+                "dequantize": dequantize,
             }
         )
         self._raw: RawData | None = None  # filled by prepare_data when it runs in this process
@@ -170,6 +183,7 @@ class VAEDataModule(L.LightningDataModule):
             num_classes=num_classes,
             class_names=raw.class_names,
             has_test=raw.test_x is not None,
+            binary=policy.train_batches == "dynamic" or all(_is_binary(x) for x, _ in splits.values()),
         )
 
     @property
@@ -205,7 +219,8 @@ class VAEDataModule(L.LightningDataModule):
             # Once per split: every batch is then indexed on the GPU and Lightning's transfer is a no-op.
             x, y = x.to(device), None if y is None else y.to(device)
             self._splits[split] = (x, y)
-        return InMemoryBatches(x, y, batch_size, shuffle, self.hparams.seed, binarize_mode, rank, world_size)
+        return InMemoryBatches(x, y, batch_size, shuffle, self.hparams.seed, binarize_mode, rank, world_size,
+                               dequantize=self.hparams.dequantize)
 
     def train_dataloader(self) -> InMemoryBatches | StreamingBatches:
         return self._batches("train", self.hparams.batch_size, True, BINARIZE[self.hparams.binarize].train_batches)

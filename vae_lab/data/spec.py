@@ -6,12 +6,13 @@ from math import prod
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Shape and classes of a dataset; pixels always reach the model as float32 in [0, 1] (uint8 / 255)."""
+    """Shape, classes and pixel kind of a dataset; pixels reach the model as float32 in [0, 1] (k / 255, or dequantised)."""
 
     shape: tuple[int, int, int]  # (C, H, W)
     num_classes: int | None  # None when unlabelled
     class_names: tuple[str, ...] | None
     has_test: bool  # an official test split exists
+    binary: bool = False  # every pixel of every split is 0 or 255 (binarised, or binary as stored)
 
     @property
     def num_dims(self) -> int:

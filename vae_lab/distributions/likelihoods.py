@@ -1,7 +1,8 @@
-"""Likelihoods p(x|z) over images in [0, 1], built from raw decoder output (..., K, H, W).
+"""Likelihoods p(x|z) over images in [0, 1], built from raw decoder output (..., P, H, W).
 
-Each returns a torch Distribution whose event is the whole image (Independent over C, H, W), so
-`log_prob(x)` is a true log-density per example in nats with every normalising constant included.
+Each returns a torch Distribution whose event is the whole image (C, H, W), so `log_prob(x)` is per example in nats
+with every normalising constant included. What that number is a log-probability *of* depends on the family's `kind`
+and on the data (binary, 8-bit, dequantised): vae_lab.units.likelihood_status says.
 """
 
 from dataclasses import dataclass
@@ -9,66 +10,101 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.distributions import (
-    Bernoulli,
-    ContinuousBernoulli,
-    Distribution,
-    Independent,
-    Normal,
-)
+from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
+from vae_lab.distributions.continuous_bernoulli import ContinuousBernoulliLogits
+from vae_lab.distributions.discretized import Discretized
+from vae_lab.distributions.logistic_mixture import from_raw as logistic_mixture_from_raw
+from vae_lab.distributions.logistic_mixture import num_params as logistic_mixture_params
 from vae_lab.errors import choices_error
 
 _IMAGE_DIMS = 3  # (C, H, W): the event of p(x|z)
+KINDS = {
+    "binary": "a probability mass on pixels in {0, 1}",
+    "discrete": "a probability mass on the 256 levels k/255 of 8-bit pixels",
+    "density": "a probability density on real-valued pixels",
+}
 
 
 @dataclass(frozen=True)
 class Likelihood:
-    """A named family p(x|z): how many decoder channels it needs per image channel and how to build it.
+    """A named family p(x|z): what its log_prob measures (`kind`, one of KINDS), its decoder channels and builder.
 
-    `discrete_targets`: whether log_prob is a probability mass on {0,1} data (Bernoulli) rather than a
-    density on [0,1]; densities get the 256-bin dequantisation correction when reported in bits/dim.
+    `out_channels(image_channels, components)` is the number of decoder output channels it reads.
     """
 
     name: str
-    params_per_channel: int
-    discrete_targets: bool
+    kind: str
+    out_channels: Callable[[int, int], int]
     build: Callable[..., Distribution]
 
     def __call__(self, raw: torch.Tensor, **kwargs) -> Distribution:
         # log-probabilities in float32 even when the decoder ran under bf16/fp16 autocast
-        return Independent(self.build(raw.float(), **kwargs), _IMAGE_DIMS)
+        return self.build(raw.float(), **kwargs)
+
+
+def _per_channel(n: int) -> Callable[[int, int], int]:
+    return lambda channels, components: n * channels
+
+
+def _independent(base: Distribution) -> Distribution:
+    return Independent(base, _IMAGE_DIMS)
 
 
 def _bernoulli(raw, **_):
     # logits form: stable, and allowed under autocast (F.binary_cross_entropy is not).
-    # validate_args=False: the seeds train Bernoulli on grey-level targets in [0, 1].
-    return Bernoulli(logits=raw, validate_args=False)
+    # validate_args=False: the seeds train Bernoulli on grey-level targets in [0, 1] (then not a likelihood).
+    return _independent(Bernoulli(logits=raw, validate_args=False))
 
 
 def _continuous_bernoulli(raw, **_):
-    # The normalised density on [0, 1] (Loaiza-Ganem & Cunningham 2019).
-    return ContinuousBernoulli(logits=raw, validate_args=False)
+    # The normalised density on [0, 1] (Loaiza-Ganem & Cunningham 2019), log C exact for every logit.
+    return _independent(ContinuousBernoulliLogits(raw))
 
 
 def _gaussian_fixed(raw, scale: float = 0.1, **_):
     # The seeds' "MSE loss" made honest: N(x; sigmoid(raw), scale^2) with its constants.
     # sigmoid keeps the mean on the data range [0, 1] (the seed's Tanh output, rescaled).
     loc = torch.sigmoid(raw)
-    return Normal(loc, torch.full_like(loc, scale), validate_args=False)
+    return _independent(Normal(loc, torch.full_like(loc, scale), validate_args=False))
+
+
+def _loc_scale(raw, min_scale):
+    """[mean | raw scale] along channels -> (mean, softplus(raw scale) + min_scale)."""
+    loc, raw_scale = raw.chunk(2, dim=-_IMAGE_DIMS)
+    return loc, F.softplus(raw_scale) + min_scale
 
 
 def _gaussian_learned(raw, min_scale: float = 1e-3, **_):
     # Decoder predicts a per-pixel scale too: raw = [mean logits | raw scale] along channels.
-    mean_logits, raw_scale = raw.chunk(2, dim=-_IMAGE_DIMS)
-    return Normal(torch.sigmoid(mean_logits), F.softplus(raw_scale) + min_scale, validate_args=False)
+    loc, scale = _loc_scale(raw, min_scale)
+    return _independent(Normal(torch.sigmoid(loc), scale, validate_args=False))
+
+
+def _discretized(family: str):
+    def build(raw, min_scale: float = 1e-3, **_):
+        # unconstrained mean: the edge bins absorb everything beyond 0 and 1 (Salimans et al. 2017)
+        loc, scale = _loc_scale(raw, min_scale)
+        return _independent(Discretized(loc, scale, family))
+
+    return build
+
+
+def _logistic_mixture(raw, min_scale: float = 1e-3, channels: int = 1, components: int = 10, **_):
+    return logistic_mixture_from_raw(raw, channels, components, min_scale)
 
 
 LIKELIHOODS: dict[str, Likelihood] = {
-    "bernoulli": Likelihood("bernoulli", 1, True, _bernoulli),
-    "continuous_bernoulli": Likelihood("continuous_bernoulli", 1, False, _continuous_bernoulli),
-    "gaussian": Likelihood("gaussian", 1, False, _gaussian_fixed),
-    "gaussian_learned": Likelihood("gaussian_learned", 2, False, _gaussian_learned),
+    "bernoulli": Likelihood("bernoulli", "binary", _per_channel(1), _bernoulli),
+    "continuous_bernoulli": Likelihood("continuous_bernoulli", "density", _per_channel(1), _continuous_bernoulli),
+    "gaussian": Likelihood("gaussian", "density", _per_channel(1), _gaussian_fixed),
+    "gaussian_learned": Likelihood("gaussian_learned", "density", _per_channel(2), _gaussian_learned),
+    "discretized_logistic": Likelihood("discretized_logistic", "discrete", _per_channel(2),
+                                       _discretized("logistic")),
+    "discretized_gaussian": Likelihood("discretized_gaussian", "discrete", _per_channel(2),
+                                       _discretized("gaussian")),
+    "discretized_logistic_mixture": Likelihood("discretized_logistic_mixture", "discrete", logistic_mixture_params,
+                                               _logistic_mixture),
 }
 
 
