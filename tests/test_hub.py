@@ -560,3 +560,15 @@ def test_evaluate_and_sample_scripts_accept_a_hub_id(tmp_path, base_artifact):
                               cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
     assert (tmp_path / "eval.json").is_file()
+
+
+def test_model_card_claims_density_estimation_only_for_a_normalised_likelihood():
+    from vae_lab.model_card import model_card
+
+    config = {"in_shape": [1, 8, 8], "architecture": "mlp", "latent_dim": 2, "likelihood": "bernoulli"}
+    metrics = {"val": {"val/elbo_nats": -30.0}, "log_likelihood": {"normalised": False, "note": "grey levels"}}
+    card = model_card(config, name="x", train_cfg={"dataset": {"name": "digits"}}, metrics=metrics)
+    assert not card.data.eval_results and "Not a normalised log-likelihood**: grey levels" in str(card)
+    metrics["log_likelihood"] = {"normalised": True, "note": "binary pixels"}
+    card = model_card(config, name="x", train_cfg={"dataset": {"name": "digits"}}, metrics=metrics)
+    assert card.data.eval_results[0].task_name == "Density estimation" and "Not a normalised" not in str(card)
