@@ -75,6 +75,30 @@ def _binarize():
     return BINARIZE
 
 
+def _priors():
+    from vae_lab.distributions import PRIORS
+
+    return PRIORS
+
+
+def _posteriors():
+    from vae_lab.distributions import POSTERIORS
+
+    return POSTERIORS
+
+
+def _pseudo_input_activations():
+    from vae_lab.distributions.prior import ACTIVATIONS
+
+    return ACTIVATIONS
+
+
+def _pseudo_input_inits():
+    from vae_lab.distributions.prior import PSEUDO_INPUT_INITS
+
+    return PSEUDO_INPUT_INITS
+
+
 def _datasets():
     from vae_lab.data.registry import DATASETS
 
@@ -90,14 +114,38 @@ MODEL_RULES = (
     Rule("likelihood_min_scale", "float", lo=0, lo_open=True),
     Rule("posterior_min_scale", "float", lo=0, lo_open=True),
     Rule("conditional", "bool"),
+    Rule("prior", "choice", choices=_priors),
+    Rule("prior_components", "int", lo=1),
+    Rule("prior_activation", "choice", choices=_pseudo_input_activations),
+    Rule("prior_init", "choice", choices=_pseudo_input_inits),
+    Rule("posterior", "choice", choices=_posteriors),
+    Rule("posterior_steps", "int", lo=1),
+    Rule("posterior_hidden_dim", "int", lo=1),
+    Rule("posterior_hidden_layers", "int", lo=1),
+    Rule("posterior_context_dim", "int", lo=0),
 )
+
+# The `prior` and `posterior` config groups are flat VAE init args (config.json): config key -> init arg.
+LATENT_KEYS = {
+    "prior.name": "prior",
+    "prior.num_components": "prior_components",
+    "prior.activation": "prior_activation",
+    "prior.init": "prior_init",
+    "posterior.name": "posterior",
+    "posterior.num_steps": "posterior_steps",
+    "posterior.hidden_dim": "posterior_hidden_dim",
+    "posterior.hidden_layers": "posterior_hidden_layers",
+    "posterior.context_dim": "posterior_context_dim",
+}
+_MODEL_RULE = {rule.key: rule for rule in MODEL_RULES}
 
 RULES = [
     Rule("seed", "int", lo=0),
     Rule("dataset.name", "choice", choices=_datasets),
     Rule("dataset.val_fraction", "float", lo=0, hi=1, lo_open=True, hi_open=True),
     Rule("dataset.binarize", "choice", choices=_binarize),
-    *(replace(rule, key=f"model.{rule.key}") for rule in MODEL_RULES),
+    *(replace(rule, key=f"model.{rule.key}") for rule in MODEL_RULES if rule.key not in LATENT_KEYS.values()),
+    *(replace(_MODEL_RULE[arg], key=key) for key, arg in LATENT_KEYS.items()),
     Rule("loss.name", "choice", choices=_objectives),
     Rule("loss.beta", "float", lo=0),
     Rule("loss.free_bits", "float", lo=0),
@@ -126,6 +174,23 @@ def _check_combinations(cfg: DictConfig) -> None:
     """Choices that are valid alone but not together."""
     warmup = [k for k in ("schedule.kl_warmup_steps", "schedule.kl_warmup_epochs")
               if (OmegaConf.select(cfg, k, default=0) or 0) > 0]
+    _check_latent_combinations(cfg)
     if OmegaConf.select(cfg, "loss.name", default=None) == "iwae" and warmup:
         raise ConfigError(f"{warmup[0]}={OmegaConf.select(cfg, warmup[0])} has no effect with loss=iwae (the IWAE "
                           f"bound has no separate KL term to warm up): set {warmup[0]}=0 or use loss=elbo")
+
+
+def _check_latent_combinations(cfg: DictConfig) -> None:
+    """Free bits need a factorised rate; the VampPrior cannot condition its pseudo-inputs on a label."""
+    from vae_lab.distributions import POSTERIORS, PRIORS
+    from vae_lab.distributions.prior import VAMP_CONDITIONAL
+
+    prior = OmegaConf.select(cfg, "prior.name", default="standard_normal")
+    posterior = OmegaConf.select(cfg, "posterior.name", default="gaussian")
+    free_bits = OmegaConf.select(cfg, "loss.free_bits", default=0) or 0
+    if free_bits > 0 and not (PRIORS[prior].diagonal_gaussian and POSTERIORS[posterior].diagonal_gaussian):
+        raise ConfigError(f"loss.free_bits={free_bits} needs a factorised rate (KL per latent dim, Kingma et al. "
+                          f"2016), but with prior={prior} posterior={posterior} the rate is the Monte Carlo "
+                          f"log q(z|x) - log p(z): set loss.free_bits=0 (or use loss.beta / a KL warm-up)")
+    if prior == "vamp" and OmegaConf.select(cfg, "model.conditional", default=False):
+        raise ConfigError(VAMP_CONDITIONAL)

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from vae_lab import plots
+from vae_lab.distributions import posterior_code
 from vae_lab.errors import ConfigError, DataError
 from vae_lab.model import VAE
 
@@ -50,13 +51,22 @@ def decode_mean(model: VAE, z: torch.Tensor, y: torch.Tensor | None = None) -> t
 
 
 def reconstructions(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean of p(x|z) at z = E_q[z|x]: (N, C, H, W)."""
+    """Mean of p(x|z) at the posterior code (E_q[z|x]; an IAF's flow of the base mean): (N, C, H, W)."""
     return model.reconstruct(x, condition(model, y))
 
 
 def fixed_noise(num: int, latent_dim: int, seed: int) -> torch.Tensor:
     """z ~ N(0, I) (num, latent_dim) from its own generator: the same codes every epoch, global RNG untouched."""
     return torch.randn(num, latent_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def prior_samples(model: VAE, num: int, seed: int) -> torch.Tensor:
+    """z ~ p(z) of the model's prior as it is now (num, latent_dim), on the model's device: the same random
+    stream for a seed, so a fixed prior gives the same codes every epoch; global RNG state left as it was."""
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return model.prior().sample((num,))
 
 
 def interpolation_latents(z_a: torch.Tensor, z_b: torch.Tensor, steps: int) -> torch.Tensor:
@@ -72,7 +82,8 @@ def interpolation_strips(model: VAE, x_a: torch.Tensor, x_b: torch.Tensor, steps
     A conditional model interpolates within one class: `y` (P,) labels both ends.
     """
     y = condition(model, y)
-    z = interpolation_latents(model.encode(x_a, y).mean, model.encode(x_b, y).mean, steps)  # (P, S, D)
+    z = interpolation_latents(posterior_code(model.encode(x_a, y)), posterior_code(model.encode(x_b, y)),
+                              steps)  # (P, S, D)
     y_flat = None if y is None else y.repeat_interleave(steps)  # (P*S,), matches z.flatten(0, 1)
     decoded = model.decode(z.flatten(0, 1), y_flat).mean.reshape(*z.shape[:2], *x_a.shape[1:])  # (P, S, C, H, W)
     return torch.cat([x_a.unsqueeze(1), decoded, x_b.unsqueeze(1)], dim=1)
@@ -211,7 +222,6 @@ class ImageGrids(L.Callback):
             if self.num_pairs:
                 a, b = pick_pairs(y, self.num_pairs, same_class=model.conditional)
                 fixed.update(x_a=x[a], x_b=x[b], y_pair=y[a])
-            fixed["z"] = fixed_noise(self.num_samples, model.latent_dim, self.seed)
             fixed["y_sample"] = torch.arange(self.num_samples) % max(model.num_classes, 1)
             self._fixed = fixed
         return self._fixed
@@ -229,7 +239,8 @@ class ImageGrids(L.Callback):
                 out["reconstructions"] = plots.reconstruction_grid(big(on["x"]), big(x_hat), self.nrow,
                                                                    pad_value=self.pad_value)
             if self.num_samples:
-                samples = decode_mean(model, on["z"], on["y_sample"])
+                # drawn at each drawing: a learned prior (mog, vamp) moves during training
+                samples = decode_mean(model, prior_samples(model, self.num_samples, self.seed), on["y_sample"])
                 nrow = model.num_classes if model.conditional else self.nrow  # conditional: a column per class
                 out["samples"] = plots.image_grid(big(samples), nrow, pad_value=self.pad_value)
             if self.num_pairs:

@@ -14,8 +14,10 @@ from torch.distributions import Distribution, Independent, kl_divergence
 
 from vae_lab import plots
 from vae_lab.callbacks.images import check_int, condition, decode_mean, evaluating, images_dir, publish, should_draw
+from vae_lab.distributions import posterior_code
 from vae_lab.errors import ConfigError, DataError, choices_error
 from vae_lab.model import VAE
+from vae_lab.objectives.rate import ANALYTIC
 
 SPLITS = {"val": "val_dataloader", "test": "test_dataloader"}  # split -> the datamodule method serving it
 TAGS = {"latent_scatter": "latent/scatter", "latent_manifold": "latent/manifold",
@@ -28,7 +30,8 @@ class LatentCodes:
 
     means: torch.Tensor  # (N, D) E_q[z|x], CPU
     labels: torch.Tensor  # (N,) int64, -1 when unlabelled
-    kl_per_dim: torch.Tensor  # (D,) mean over the N examples of KL(q(z_d|x) || p(z_d)), nats
+    kl_per_dim: torch.Tensor | None  # (D,) mean over the N examples of KL(q(z_d|x) || p(z_d)), nats; None when
+    # KL(q || p) does not factorise over dimensions (a mixture or VampPrior, an IAF posterior)
 
     @property
     def labelled(self) -> bool:
@@ -40,12 +43,21 @@ def kl_per_dim(q_z: Independent, p_z: Independent) -> torch.Tensor:
     return kl_divergence(q_z.base_dist, p_z.base_dist)
 
 
+def dimension_scores(codes: LatentCodes) -> tuple[torch.Tensor, str]:
+    """What orders the traversal rows: the mean KL per dimension, or, where it is undefined, the variance of the
+    codes across examples (Burda et al. 2016's activity statistic)."""
+    if codes.kl_per_dim is not None:
+        return codes.kl_per_dim, "KL"
+    return codes.means.var(0) if len(codes.means) > 1 else torch.zeros(codes.means.shape[1]), "Var"
+
+
 def encode_codes(model: VAE, batches: Iterable, max_points: int, only_class: int | None = None) -> LatentCodes:
     """Posterior means, labels and KL per dimension of the first `max_points` examples (of `only_class`, if set)."""
     device = next(model.parameters()).device
     means, labels, kl_sum, count = [], [], None, 0
     with evaluating(model):
         p_z: Distribution = model.prior()
+        factorised = model.rate_estimator == ANALYTIC
         for x, y in batches:
             if only_class is not None:
                 keep = y == only_class
@@ -54,9 +66,10 @@ def encode_codes(model: VAE, batches: Iterable, max_points: int, only_class: int
             if not len(x):
                 continue
             q_z = model.encode(x, condition(model, y))
-            kl = kl_per_dim(q_z, p_z).sum(0)  # (D,)
-            kl_sum = kl if kl_sum is None else kl_sum + kl
-            means.append(q_z.mean.cpu())
+            if factorised:
+                kl = kl_per_dim(q_z, p_z).sum(0)  # (D,)
+                kl_sum = kl if kl_sum is None else kl_sum + kl
+            means.append(posterior_code(q_z).cpu())
             labels.append(y.cpu())
             count += len(x)
             if count >= max_points:
@@ -64,7 +77,7 @@ def encode_codes(model: VAE, batches: Iterable, max_points: int, only_class: int
     if not count:
         which = "" if only_class is None else f" of class {only_class}"
         raise DataError(f"no examples{which} to encode")
-    return LatentCodes(torch.cat(means), torch.cat(labels), (kl_sum / count).cpu())
+    return LatentCodes(torch.cat(means), torch.cat(labels), (kl_sum / count).cpu() if factorised else None)
 
 
 def scatter_figure(codes: LatentCodes, class_names: tuple[str, ...] | None, title: str) -> Figure:
@@ -88,17 +101,22 @@ def manifold_figure(model: VAE, size: int, quantiles: tuple[float, float], label
     return plots.manifold_figure(images, values, title=title)
 
 
-def traversal_figure(model: VAE, base: torch.Tensor, kl: torch.Tensor, num_dims: int, steps: int, span: float,
-                     label: int | None = None, title: str = "Latent traversals") -> Figure:
-    """Rows vary the `num_dims` dimensions of largest KL of `base` (D,) over [-span, span] (prior std units)."""
+def traversal_figure(model: VAE, base: torch.Tensor, kl: torch.Tensor | None, num_dims: int, steps: int,
+                     span: float, label: int | None = None, title: str = "Latent traversals",
+                     score_name: str = "KL") -> Figure:
+    """Rows vary the `num_dims` dimensions of largest score `kl` (D,) of `base` (D,) over [-span, span]
+    (dimensions in order when `kl` is None, i.e. undefined)."""
     device = next(model.parameters()).device
-    dims = torch.argsort(kl, descending=True)[:num_dims].tolist()
+    if kl is None:
+        kl, score_name = torch.full((model.latent_dim,), float("nan")), "n/a"
+    dims = torch.argsort(kl, descending=True, stable=True)[:num_dims].tolist()
     values = torch.linspace(-span, span, steps)
     z = plots.traversal_latents(base.cpu().float(), dims, values)  # (K, S, D)
     y = None if label is None else torch.full((z.shape[0] * z.shape[1],), label, device=device)
     with evaluating(model):
         images = decode_mean(model, z.flatten(0, 1).to(device), y)  # (K*S, C, H, W)
-    return plots.traversal_figure(images.unflatten(0, z.shape[:2]), dims, kl, values, title=title)
+    return plots.traversal_figure(images.unflatten(0, z.shape[:2]), dims, kl, values, title=title,
+                                  score_name=score_name)
 
 
 def latent_figures(model: VAE, codes: LatentCodes, class_names: tuple[str, ...] | None, split: str,
@@ -109,18 +127,18 @@ def latent_figures(model: VAE, codes: LatentCodes, class_names: tuple[str, ...] 
     first_name = "" if first < 0 else f" (class {class_names[first] if class_names else first})"
     label = first if model.conditional else None  # a conditional decoder needs a class
     named = first_name if model.conditional else ""
-    figures = {
-        "latent_scatter": scatter_figure(codes, class_names, f"Latent space of the {split} split"),
-        "kl_per_dim": plots.kl_bar_figure(codes.kl_per_dim, f"KL(q||p) per latent dimension, {split} split "
-                                                            f"({len(codes.means)} examples)"),
-    }
+    figures = {"latent_scatter": scatter_figure(codes, class_names, f"Latent space of the {split} split")}
+    if codes.kl_per_dim is not None:  # omitted where KL(q || p) does not factorise over dimensions
+        figures["kl_per_dim"] = plots.kl_bar_figure(codes.kl_per_dim, f"KL(q||p) per latent dimension, {split} "
+                                                                      f"split ({len(codes.means)} examples)")
     if model.latent_dim == 2 and manifold_size:
         figures["latent_manifold"] = manifold_figure(model, manifold_size, manifold_quantiles, label,
                                                      title=f"Decoded 2-D latent manifold{named}")
     if traversal_dims:
+        scores, score_name = dimension_scores(codes)
         figures["latent_traversals"] = traversal_figure(
-            model, codes.means[0], codes.kl_per_dim, traversal_dims, traversal_steps, traversal_range, label,
-            title=f"Latent traversals around the first {split} image{first_name}")
+            model, codes.means[0], scores, traversal_dims, traversal_steps, traversal_range, label,
+            title=f"Latent traversals around the first {split} image{first_name}", score_name=score_name)
     return figures
 
 
