@@ -28,7 +28,7 @@ def gate(s: Tensor) -> tuple[Tensor, Tensor]:
 
 def flow_step(made: MADE, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
     """One IAF step: (z_t, log|det dz_t/dz_{t-1}|) for z_{t-1} (..., D); the Jacobian is triangular, diag sigma."""
-    m, s = made(z, context).float().chunk(2, dim=-1)  # float32 even when the MADE ran under autocast
+    m, s = made(z, context).to(z.dtype).chunk(2, dim=-1)  # z's float32 even when the MADE ran under autocast
     sigma, log_sigma = gate(s)
     return sigma * z + (1 - sigma) * m, log_sigma.sum(-1)  # Eq. 14 of Kingma et al. 2016
 
@@ -37,7 +37,7 @@ def invert_step(made: MADE, z_next: Tensor, context: Tensor | None) -> Tensor:
     """z_{t-1} from z_t: D fixed-point passes, each fixing one more dimension of the autoregressive order."""
     z = torch.zeros_like(z_next)
     for _ in range(z_next.shape[-1]):
-        m, s = made(z, context).float().chunk(2, dim=-1)
+        m, s = made(z, context).to(z.dtype).chunk(2, dim=-1)
         sigma, _ = gate(s)
         z = (z_next - (1 - sigma) * m) / sigma
     return z
