@@ -50,7 +50,8 @@ def test_config_groups_become_flat_init_args():
 
 def test_short_run_with_vampprior_and_iaf_draws_pictures_and_writes_an_artifact(tmp_path):
     cfg = compose_cfg(tmp_path, *SMALL_VAMP, "posterior=iaf", "posterior.num_steps=2", "trainer.max_steps=6",
-                      "trainer.max_epochs=-1", "trainer.val_check_interval=3", "callbacks.image_grids.every_n_epochs=1")
+                      "trainer.max_epochs=-1", "trainer.val_check_interval=3",
+                      "callbacks.image_grids.every_n_epochs=1")
     metrics = train(cfg)
     images = {p.name for p in (tmp_path / "images").iterdir()}
     assert {"latent_scatter.png", "latent_traversals.png"} <= images

@@ -11,10 +11,10 @@ from vae_lab.cli.train import train
 from vae_lab.evaluation import evaluate
 from vae_lab.loading import load_model
 
-STEPS = 1500  # ~2.8 epochs at batch 100 (experiment=mnist_likelihood), a few minutes per model on 2 CPU cores
-# Measured on the 2-core machine (seed 42, IWAE-200 on the first 1000 test images): standard -XX.X, vamp -XX.X
-# nats, a margin of X.X nats. We assert a third of it.
-MIN_MARGIN_NATS = 0.0
+STEPS = 1500  # ~2.8 epochs at batch 100 (experiment=mnist_likelihood); the test takes ~13 min on the 2 shared cores
+# Measured on the 2-core machine (seed 42, IWAE-200 on the first 1000 test images): standard -128.67 +- 1.18,
+# vamp -126.11 +- 1.27 nats, a margin of 2.56 nats (the same images: paired). We assert a third of it.
+MIN_MARGIN_NATS = 0.85
 
 
 def train_and_evaluate(root, data, prior: str) -> dict:

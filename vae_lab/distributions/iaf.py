@@ -2,7 +2,8 @@
 MADE-based autoregressive steps with a context vector from the encoder.
 
 Each step (Kingma et al. 2016, Eq. 11-14 and Algorithm 1): [m, s] = MADE_t(z, h), sigma = gate(s),
-z <- sigma * z + (1 - sigma) * m, and log q(z_T|x) = log N(eps; 0, I) - sum_i log sigma_0,i - sum_t sum_i log sigma_t,i.
+z <- sigma * z + (1 - sigma) * m, and
+log q(z_T|x) = log N(eps; 0, I) - sum_i log sigma_0,i - sum_t sum_i log sigma_t,i  (sigma_0: the base's scale).
 The gate is their sigmoid rescaled to 2 * sigmoid(s), in (0, 2): still bounded (the point of Eq. 14: no exp
 that can overflow), and s = 0 gives sigma = 1, so a MADE with zero output weights makes the step the identity
 (their forget-gate bias init of +1..+2 aims at the same: start near the identity).

@@ -14,7 +14,8 @@ from vae_lab.errors import ConfigError, choices_error
 
 POSTERIORS: dict[str, type[nn.Module]] = {"gaussian": GaussianPosterior, "iaf": IAFPosterior}
 
-__all__ = ["POSTERIORS", "build_posterior", "diagonal_gaussian", "posterior_code", "reparameterise", "sample_with_seed"]
+__all__ = ["POSTERIORS", "build_posterior", "diagonal_gaussian", "posterior_code", "reparameterise",
+           "sample_with_seed"]
 
 
 def build_posterior(name: str, **kwargs) -> nn.Module:

@@ -32,6 +32,9 @@ def iwae(
     bound = iwae_bound(log_w)  # (B,)
     distortion = -log_px_given_z.mean(0)
     # the rate: analytic, or its Monte Carlo estimate at the same K samples, log q - log p = log p(x|z) - log w
-    kl = rate_per_dim(q_z, p_z).sum(-1) if rate_estimator(q_z, p_z) == ANALYTIC else (log_px_given_z - log_w).mean(0)
+    if rate_estimator(q_z, p_z) == ANALYTIC:
+        kl = rate_per_dim(q_z, p_z).sum(-1)
+    else:
+        kl = (log_px_given_z - log_w).mean(0)
     terms = {"elbo": -(distortion + kl), "distortion": distortion, "rate": kl, "iwae": bound}
     return ObjectiveOutput(-bound.mean(), terms)
