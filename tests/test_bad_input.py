@@ -63,6 +63,15 @@ CASES = [
     ("resume_missing_dir", ["resume={data}/no_such_run"], ["resume=", "no such run directory"]),
     ("ckpt_path_last", ["ckpt_path=last"], ["ckpt_path=last: no such checkpoint file", "resume=<run dir>"]),
     ("run_dir_taken", ["hydra.run.dir={run}"], ["already holds a run", "resume={run}"]),
+    ("vamp_zero_components", ["prior=vamp", "prior.num_components=0"],
+     ["prior.num_components=0 is invalid: must be an integer >= 1"]),
+    ("iaf_negative_steps", ["posterior=iaf", "posterior.num_steps=-1"],
+     ["posterior.num_steps=-1 is invalid: must be an integer >= 1"]),
+    ("unknown_prior", ["prior=nope"], ["prior=nope is not a valid choice; valid choices: mog, standard_normal, vamp"]),
+    ("free_bits_with_monte_carlo_rate", ["prior=mog", "loss.free_bits=0.5"],
+     ["loss.free_bits=0.5 needs a factorised rate", "prior=mog posterior=gaussian", "set loss.free_bits=0"]),
+    ("conditional_vampprior", ["prior=vamp", "model.conditional=true"],
+     ["prior=vamp does not support model.conditional=true"]),
 ]
 # Each case aims at the existing run (resume=) unless it names its own target: the strongest test that nothing
 # written before the check can reach a good run. Cases that start a new run get a fresh hydra.run.dir.

@@ -30,13 +30,13 @@ def decoded(model, z, label):
 def test_unconditional_and_few_class_samples_keep_their_layout():
     model = vae()
     grid, note = pictures.sample_grid(model, 10, seed=3, nrow=4, min_image_size=8)
-    z = pictures.fixed_noise(10, 3, 3)
+    z = pictures.prior_samples(model, 10, 3)
     assert note is None and grid.shape == (1, 3 * 10 + 2, 4 * 10 + 2)
     torch.testing.assert_close(tile(grid, 2, 1, 8, 8), decoded(model, z[9], 0))
     cond = vae(conditional=True, num_classes=5)
     grid, note = pictures.sample_grid(cond, 12, seed=3, nrow=8, min_image_size=8)  # one column per class
     assert note is None and grid.shape[2] == 5 * 10 + 2 and grid.shape[1] == 3 * 10 + 2
-    z = pictures.fixed_noise(12, 3, 3)
+    z = pictures.prior_samples(cond, 12, 3)
     for k in range(12):
         torch.testing.assert_close(tile(grid, k // 5, k % 5, 8, 8), decoded(cond, z[k], k % 5))
 
@@ -48,7 +48,7 @@ def test_many_class_samples_wrap_into_bands_and_show_every_class(num):
     grid, note = pictures.sample_grid(model, num, seed=0, min_image_size=8, pad_value=1.0)
     per_class, bands = max(1, num // classes), -(-classes // cols)
     assert note is None and grid.shape == (1, bands * per_class * 10 + 2, cols * 10 + 2)
-    z, k, seen = pictures.fixed_noise(classes * per_class, 2, 0), 0, set()
+    z, k, seen = pictures.prior_samples(model, classes * per_class, 0), 0, set()
     for band in range(bands):  # oracle: walk the documented layout tile by tile
         for row in range(per_class):
             for col in range(cols):
@@ -70,7 +70,7 @@ def test_more_classes_than_the_cap_show_the_first_with_a_note(monkeypatch):
     assert note == "samples show classes 0-29 of 45 (one column per class, wrapped into rows); class=K draws any " \
                    "one class"
     assert grid.shape == (1, 2 * 10 + 2, 20 * 10 + 2)
-    z = pictures.fixed_noise(30, 2, 0)
+    z = pictures.prior_samples(model, 30, 0)
     torch.testing.assert_close(tile(grid, 1, 9, 8, 8), decoded(model, z[29], 29))
     assert tile(grid, 1, 10, 8, 8).eq(1.0).all()
 
@@ -78,7 +78,7 @@ def test_more_classes_than_the_cap_show_the_first_with_a_note(monkeypatch):
 def test_class_and_explicit_nrow_are_respected_for_many_classes():
     model = vae(latent_dim=2, conditional=True, num_classes=101)
     grid, _ = pictures.sample_grid(model, 6, seed=0, nrow=3, label=42, min_image_size=8)
-    z = pictures.fixed_noise(6, 2, 0)
+    z = pictures.prior_samples(model, 6, 0)
     assert grid.shape == (1, 2 * 10 + 2, 3 * 10 + 2)
     torch.testing.assert_close(tile(grid, 1, 2, 8, 8), decoded(model, z[5], 42))
     grid, _ = pictures.sample_grid(model, 6, seed=0, nrow=3, by_class=False, min_image_size=8)

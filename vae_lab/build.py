@@ -26,8 +26,13 @@ def build_datamodule(cfg: DictConfig):
 
 
 def model_kwargs(cfg: DictConfig, spec) -> dict:
-    """Init args of VAE (plain JSON) from the `model` config and the data spec (shapes travel as values)."""
+    """Init args of VAE (plain JSON) from the `model`, `prior` and `posterior` configs and the data spec (shapes
+    travel as values). Prior and posterior keys absent from the chosen option keep VAE's defaults."""
+    from vae_lab.config import LATENT_KEYS
+
     m = cfg.model
+    latent = {arg: to_primitive(OmegaConf.select(cfg, key)) for key, arg in LATENT_KEYS.items()
+              if OmegaConf.select(cfg, key, default=None) is not None}
     return {
         "in_shape": list(spec.shape),
         "latent_dim": m.latent_dim,
@@ -40,6 +45,7 @@ def model_kwargs(cfg: DictConfig, spec) -> dict:
         "posterior_min_scale": float(m.posterior_min_scale),
         "conditional": m.conditional,
         "num_classes": spec.num_classes or 0,
+        **latent,
     }
 
 

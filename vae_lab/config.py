@@ -5,7 +5,7 @@ from dataclasses import replace
 from omegaconf import DictConfig, OmegaConf
 
 from vae_lab.errors import ConfigError
-from vae_lab.model_args import MODEL_RULES
+from vae_lab.model_args import LATENT_KEYS, MODEL_RULES
 from vae_lab.rules import VAL_FRACTION, Rule, check_rules, check_value, plain  # noqa: F401 (re-exported)
 
 
@@ -27,17 +27,13 @@ def _dequantize():
     return DEQUANTIZE
 
 
-def _dequantize():
-    from vae_lab.units import DEQUANTIZE
-
-    return DEQUANTIZE
-
-
 def _datasets():
     from vae_lab.data.registry import DATASETS
 
     return DATASETS
 
+
+_MODEL_RULE = {rule.key: rule for rule in MODEL_RULES}
 
 RULES = [
     Rule("seed", "int", lo=0),
@@ -45,8 +41,8 @@ RULES = [
     VAL_FRACTION,
     Rule("dataset.binarize", "choice", choices=_binarize),
     Rule("dataset.dequantize", "choice", choices=_dequantize),
-    Rule("dataset.dequantize", "choice", choices=_dequantize),
-    *(replace(rule, key=f"model.{rule.key}") for rule in MODEL_RULES),
+    *(replace(rule, key=f"model.{rule.key}") for rule in MODEL_RULES if rule.key not in LATENT_KEYS.values()),
+    *(replace(_MODEL_RULE[arg], key=key) for key, arg in LATENT_KEYS.items()),
     Rule("loss.name", "choice", choices=_objectives),
     Rule("loss.beta", "float", lo=0),
     Rule("loss.free_bits", "float", lo=0),
@@ -69,7 +65,7 @@ def validate(cfg: DictConfig) -> None:
 def _check_combinations(cfg: DictConfig) -> None:
     """Choices that are valid alone but not together."""
     _check_dequantize(cfg)
-    _check_dequantize(cfg)
+    _check_latent_combinations(cfg)
     warmup = [k for k in ("schedule.kl_warmup_steps", "schedule.kl_warmup_epochs")
               if (OmegaConf.select(cfg, k, default=0) or 0) > 0]
     if OmegaConf.select(cfg, "loss.name", default=None) == "iwae" and warmup:
@@ -94,18 +90,17 @@ def _check_dequantize(cfg: DictConfig) -> None:
                           "such as gaussian_learned)")
 
 
-def _check_dequantize(cfg: DictConfig) -> None:
-    """Uniform dequantisation (x + u)/256 is for a density on 8-bit pixels only (Theis et al. 2016)."""
-    if OmegaConf.select(cfg, "dataset.dequantize", default="none") == "none":
-        return
-    binarize = OmegaConf.select(cfg, "dataset.binarize", default="none")
-    if binarize != "none":
-        raise ConfigError(f"dataset.dequantize=uniform is invalid: must be none with dataset.binarize={binarize} "
-                          "(binary pixels are not dequantised)")
-    from vae_lab.distributions import LIKELIHOODS
+def _check_latent_combinations(cfg: DictConfig) -> None:
+    """Free bits need a factorised rate; the VampPrior cannot condition its pseudo-inputs on a label."""
+    from vae_lab.distributions import POSTERIORS, PRIORS
+    from vae_lab.distributions.prior import VAMP_CONDITIONAL
 
-    name = OmegaConf.select(cfg, "model.likelihood", default=None)
-    if name in LIKELIHOODS and LIKELIHOODS[name].kind != "density":
-        raise ConfigError(f"dataset.dequantize=uniform is invalid: must be none with model.likelihood={name} "
-                          f"({name} is a probability mass on the pixels as stored; dequantisation is for densities "
-                          "such as gaussian_learned)")
+    prior = OmegaConf.select(cfg, "prior.name", default="standard_normal")
+    posterior = OmegaConf.select(cfg, "posterior.name", default="gaussian")
+    free_bits = OmegaConf.select(cfg, "loss.free_bits", default=0) or 0
+    if free_bits > 0 and not (PRIORS[prior].diagonal_gaussian and POSTERIORS[posterior].diagonal_gaussian):
+        raise ConfigError(f"loss.free_bits={free_bits} needs a factorised rate (KL per latent dim, Kingma et al. "
+                          f"2016), but with prior={prior} posterior={posterior} the rate is the Monte Carlo "
+                          f"log q(z|x) - log p(z): set loss.free_bits=0 (or use loss.beta / a KL warm-up)")
+    if prior == "vamp" and OmegaConf.select(cfg, "model.conditional", default=False):
+        raise ConfigError(VAMP_CONDITIONAL)

@@ -6,11 +6,12 @@ from collections.abc import Iterable, Iterator
 import torch
 from torchmetrics import MeanSquaredError
 
+from vae_lab.distributions import posterior_code
 from vae_lab.metrics import ActiveUnits, KLPerDimension, ReconstructionQuality, bits_per_dim
 from vae_lab.model import VAE
-from vae_lab.objectives.elbo import rate_per_dim
 from vae_lab.objectives.iwae import log_weights
 from vae_lab.units import Status, likelihood_status
+from vae_lab.objectives.rate import ANALYTIC, is_diagonal_gaussian, rate_estimator, rate_per_dim
 
 # What `evaluate` returns (and scripts/evaluate.py writes to evaluation.json), besides the run's description;
 # BITS_KEYS too when the bound is a normalised log-likelihood (`log_likelihood.normalised`).
@@ -20,12 +21,14 @@ RESULT_KEYS = (
     "iwae_nats", "iwae_stderr_nats",
     "ssim", "psnr_db", "mse",
     "active_units", "active_unit_threshold", "posterior_mean_variance", "kl_per_dim_nats",
+    "rate_estimator", "notes",
 )  # fmt: skip
 BITS_KEYS = ("elbo_bits_per_dim", "iwae_bits_per_dim")
 
 
 class ChunkedIWAE:
-    """L_K = log (1/K) sum_k w_k and the Monte Carlo E_q[log p(x|z)], accumulated over chunks of the K samples.
+    """L_K = log (1/K) sum_k w_k and the Monte Carlo E_q[log p(x|z)] and E_q[log w] (the ELBO), accumulated over
+    chunks of the K samples.
 
     logsumexp is associative: log sum_k w_k = logaddexp over chunks of each chunk's logsumexp, so any chunking
     gives the same bound as one (K, B) tensor while memory stays that of one chunk. float64 accumulators.
@@ -34,17 +37,19 @@ class ChunkedIWAE:
     def __init__(self):
         self.log_sum_w: torch.Tensor | None = None  # (B,)
         self.sum_log_px_given_z: torch.Tensor | None = None  # (B,)
+        self.sum_log_w: torch.Tensor | None = None  # (B,)
         self.num_samples = 0
 
     def update(self, log_w: torch.Tensor, log_px_given_z: torch.Tensor) -> None:
         """log_w, log_px_given_z: (S, B) for S more samples."""
         lse = torch.logsumexp(log_w.double(), dim=0)  # (B,)
-        total = log_px_given_z.double().sum(0)  # (B,)
+        total, total_w = log_px_given_z.double().sum(0), log_w.double().sum(0)  # (B,)
         if self.log_sum_w is None:
-            self.log_sum_w, self.sum_log_px_given_z = lse, total
+            self.log_sum_w, self.sum_log_px_given_z, self.sum_log_w = lse, total, total_w
         else:
             self.log_sum_w = torch.logaddexp(self.log_sum_w, lse)
             self.sum_log_px_given_z = self.sum_log_px_given_z + total
+            self.sum_log_w = self.sum_log_w + total_w
         self.num_samples += log_w.shape[0]
 
     def bound(self) -> torch.Tensor:
@@ -55,12 +60,16 @@ class ChunkedIWAE:
         """(1/K) sum_k log p(x|z_k): the reconstruction term of the ELBO, (B,)."""
         return self.sum_log_px_given_z / self.num_samples
 
+    def mean_log_w(self) -> torch.Tensor:
+        """(1/K) sum_k log w_k: the Monte Carlo ELBO, E_q[log p(x|z) + log p(z) - log q(z|x)], (B,)."""
+        return self.sum_log_w / self.num_samples
+
 
 def importance_chunks(
-    model: VAE, x: torch.Tensor, y: torch.Tensor | None, q_z, num_samples: int, max_decoded: int
+    model: VAE, x: torch.Tensor, y: torch.Tensor | None, q_z, num_samples: int, max_decoded: int, p_z=None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(log w, log p(x|z)), each (S, B), for num_samples draws z ~ q(z|x) in chunks of <= max_decoded images."""
-    p_z = model.prior()
+    p_z = model.prior() if p_z is None else p_z
     per_chunk = max(1, max_decoded // x.shape[0])
     for start in range(0, num_samples, per_chunk):
         z = q_z.sample((min(per_chunk, num_samples - start),))  # (S, B, D)
@@ -90,7 +99,10 @@ def evaluate(
     """Every evaluation number of `model` on `batches` of (x, y) in [0, 1]; keys in RESULT_KEYS (+ BITS_KEYS).
 
     Per example, K = iwae_samples draws z ~ q(z|x) give both the IWAE bound L_K (log p(x) estimate) and the
-    reconstruction term of the ELBO; the rate is the analytic KL. Reconstructions decode the posterior mean.
+    reconstruction term of the ELBO; the rate is the analytic KL for two diagonal Gaussians, else its Monte Carlo
+    estimate over the same K samples (`rate_estimator` says which). Reconstructions decode the posterior code
+    (E_q[z]; for an IAF the flow of the base mean). KL per dimension needs a factorised rate and active units an
+    analytic E_q[z]: where either is undefined it is omitted ([] / None) and `notes` says why.
 
     Args:
         max_decoded: images decoded per forward pass (samples x examples), which bounds memory.
@@ -102,7 +114,7 @@ def evaluate(
     """
     model = model.to(device).eval()
     latent_dim = model.latent_dim
-    p_z = model.prior()
+    p_z = model.prior()  # once: a VampPrior encodes its pseudo-inputs to build it
     quality, mse = ReconstructionQuality().to(device), MeanSquaredError().to(device)
     active, kl_dims = ActiveUnits(latent_dim).to(device), KLPerDimension(latent_dim).to(device)
     per_example: dict[str, list[torch.Tensor]] = {"elbo": [], "distortion": [], "rate": [], "iwae": []}
@@ -120,20 +132,25 @@ def evaluate(
 
         q_z = model.encode(x, y)
         iwae = ChunkedIWAE()
-        for log_w, log_px_given_z in importance_chunks(model, x, y, q_z, iwae_samples, max_decoded):
+        for log_w, log_px_given_z in importance_chunks(model, x, y, q_z, iwae_samples, max_decoded, p_z):
             iwae.update(log_w, log_px_given_z)
-        rate_dims = rate_per_dim(q_z, p_z)  # (B, D), analytic
+        estimator = rate_estimator(q_z, p_z)
         distortion = -iwae.mean_log_px_given_z()
-        rate = rate_dims.double().sum(-1)
+        if estimator == ANALYTIC:
+            rate_dims = rate_per_dim(q_z, p_z)  # (B, D)
+            kl_dims.update(rate_dims)
+            rate = rate_dims.double().sum(-1)
+        else:  # (1/K) sum_k log q(z_k|x) - log p(z_k) = mean log p(x|z) - mean log w
+            rate = iwae.mean_log_px_given_z() - iwae.mean_log_w()
         for name, value in (("elbo", -(distortion + rate)), ("distortion", distortion), ("rate", rate),
                             ("iwae", iwae.bound())):
             per_example[name].append(value.cpu())
 
-        x_hat = model.decode(q_z.mean, y).mean  # (B, C, H, W): reconstruction through the posterior mean
+        x_hat = model.decode(posterior_code(q_z), y).mean  # (B, C, H, W): reconstruction through the code
         quality.update(x_hat, x)
         mse.update(x_hat.float(), x.float())
-        active.update(q_z.mean)
-        kl_dims.update(rate_dims)
+        if is_diagonal_gaussian(q_z):
+            active.update(q_z.mean)
         seen += keep
         bar.advance(keep)
     bar.close()
@@ -148,6 +165,13 @@ def evaluate(
     if status.normalised:
         bits = {f"{name}_bits_per_dim": float(bits_per_dim(torch.tensor(value), num_dims, status.log_bin_width))
                 for name, value in (("elbo", elbo), ("iwae", iwae_mean))}
+    notes, has_mean = [], is_diagonal_gaussian(q_z)
+    if estimator != ANALYTIC:
+        notes.append(f"rate_nats is Monte Carlo over the {iwae_samples} samples and kl_per_dim_nats is omitted: "
+                     "KL(q || p) has no closed form per latent dimension with this prior/posterior")
+    if not has_mean:
+        notes.append("active_units is omitted: E_q[z] of this posterior has no closed form (Burda et al. 2016 "
+                     "define active units by Cov_x(E_q[z_u]))")
     return {
         "num_examples": seen,
         "iwae_samples": iwae_samples,
@@ -163,10 +187,12 @@ def evaluate(
         **bits,
         **quality.compute(),
         "mse": float(mse.compute()),
-        "active_units": int(active.compute()),
+        "active_units": int(active.compute()) if has_mean else None,
         "active_unit_threshold": active.threshold,
-        "posterior_mean_variance": active.variance().tolist(),
-        "kl_per_dim_nats": kl_dims.compute().tolist(),
+        "posterior_mean_variance": active.variance().tolist() if has_mean else None,
+        "kl_per_dim_nats": kl_dims.compute().tolist() if estimator == ANALYTIC else [],
+        "rate_estimator": estimator,
+        "notes": notes,
     }
 
 

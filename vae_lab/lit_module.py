@@ -12,6 +12,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from vae_lab.data.batches import stream_seed
+from vae_lab.distributions import posterior_code, sample_with_seed
 from vae_lab.metrics import ReconstructionQuality, bits_per_dim
 from vae_lab.model import VAE
 from vae_lab.objectives import build_objective
@@ -78,6 +79,19 @@ class VAEModule(L.LightningModule):
             return 0.0
         return float(self.hparams.objective.get("beta", 1.0)) * warmup_factor
 
+    def setup(self, stage: str) -> None:
+        # A VampPrior with prior.init=data takes K training images as pseudo-inputs, unless weights were loaded
+        # into it (artifact, init_from). setup runs before Lightning restores a checkpoint, which then wins.
+        prior = self.model.prior_module
+        datamodule = self.trainer.datamodule
+        if stage == "fit" and getattr(prior, "pending_data_init", False) and datamodule is not None:
+            needed, images = prior.pseudo_inputs.shape[0], []
+            for x, _ in datamodule.train_dataloader():
+                images.append(x)
+                if sum(len(t) for t in images) >= needed:
+                    break
+            prior.init_from_data(torch.cat(images)[:needed])
+
     def on_fit_start(self) -> None:
         if not self.status.normalised:
             rank_zero_warn(f"the ELBO of this run is not a normalised log-likelihood: {self.status.note}")
@@ -99,7 +113,7 @@ class VAEModule(L.LightningModule):
 
         self._accumulate(stage, out, x.shape[0])
         if stage in self.quality:
-            self._log_reconstruction(self.model.decode(q_z.mean, y).mean, x, stage)
+            self._log_reconstruction(self.model.decode(posterior_code(q_z), y).mean, x, stage)
         if stage == "train" and self._log_this_step():
             # CPU values: the progress bar reads its metrics after every batch, a device tensor would sync each time
             self.log("train/loss", out.loss.detach().cpu(), on_step=True, on_epoch=False, prog_bar=True)
@@ -174,10 +188,8 @@ class VAEModule(L.LightningModule):
         # Fixed evaluation noise: the same z every epoch (validation curves and the best checkpoint follow the
         # model, not Monte Carlo noise), validation never shifts the training random stream, and a DDP
         # evaluation can be replayed shard by shard in one process (tests/test_ddp.py).
-        loc, scale = q_z.mean, q_z.stddev  # (B, D)
-        generator = torch.Generator(device=loc.device).manual_seed(stream_seed(stage, self.global_rank, batch_idx))
-        eps = torch.randn((self.num_samples, *loc.shape), generator=generator, device=loc.device, dtype=loc.dtype)
-        return loc + eps * scale  # the reparameterisation of Normal.rsample
+        seed = stream_seed(stage, self.global_rank, batch_idx)
+        return sample_with_seed(q_z, self.num_samples, seed)  # an IAF caches log q(z|x) of these z
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")

@@ -10,7 +10,8 @@ from torch import nn
 from torch.distributions import Distribution
 
 from vae_lab import artifact, hub
-from vae_lab.distributions import build_likelihood, diagonal_gaussian, standard_normal
+from vae_lab.distributions import build_likelihood, build_posterior, build_prior, posterior_code
+from vae_lab.distributions.prior import VAMP_CONDITIONAL
 from vae_lab.errors import CheckpointError, ConfigError
 from vae_lab.nets import build_nets
 
@@ -29,6 +30,10 @@ class VAE(
         likelihood_components: mixture components K of `discretized_logistic_mixture` (unused by the others).
         net: keyword arguments of the architecture (see configs/architecture/).
         num_classes: number of labels; used as one-hot conditioning when `conditional`.
+        prior: p(z), one of distributions.PRIORS (standard_normal, mog, vamp); prior_* its settings (K components,
+            VampPrior pseudo-input activation and init). See configs/prior/.
+        posterior: q(z|x), one of distributions.POSTERIORS (gaussian, iaf); posterior_* the IAF's steps, MADE
+            width and depth, and context width. See configs/posterior/.
     """
 
     def __init__(
@@ -44,12 +49,23 @@ class VAE(
         posterior_min_scale: float = 1e-4,
         conditional: bool = False,
         num_classes: int = 0,
+        prior: str = "standard_normal",
+        prior_components: int = 10,
+        prior_activation: str = "hardtanh",
+        prior_init: str = "data",
+        posterior: str = "gaussian",
+        posterior_steps: int = 4,
+        posterior_hidden_dim: int = 320,
+        posterior_hidden_layers: int = 1,
+        posterior_context_dim: int = 64,
     ):
         super().__init__()
         if conditional and num_classes < 1:
             raise ConfigError(
                 "model.conditional=true needs a labelled dataset (num_classes >= 1); this dataset has no labels"
             )
+        if conditional and prior == "vamp":
+            raise ConfigError(VAMP_CONDITIONAL)
         self.in_shape = tuple(int(s) for s in in_shape)
         self.latent_dim = latent_dim
         self.conditional = conditional
@@ -58,6 +74,10 @@ class VAE(
         self.likelihood_kwargs = {"scale": likelihood_scale, "min_scale": likelihood_min_scale,
                                   "channels": self.in_shape[0], "components": likelihood_components}
         self.posterior_min_scale = posterior_min_scale
+        # Modules without weights (standard_normal, gaussian) add nothing to the state_dict: today's keys.
+        self.posterior_module = build_posterior(
+            posterior, latent_dim=latent_dim, min_scale=posterior_min_scale, num_steps=posterior_steps,
+            hidden_dim=posterior_hidden_dim, hidden_layers=posterior_hidden_layers, context_dim=posterior_context_dim)
         out_channels = self.likelihood.out_channels(self.in_shape[0], likelihood_components)
         self.encoder, self.decoder = build_nets(
             architecture,
@@ -65,8 +85,12 @@ class VAE(
             latent_dim=latent_dim,
             out_channels=out_channels,
             cond_dim=num_classes if conditional else 0,
+            context_dim=self.posterior_module.context_dim,
             **(net or {}),
         )
+        # after the nets: with one seed, every prior starts from the same encoder and decoder weights
+        self.prior_module = build_prior(prior, latent_dim=latent_dim, num_components=prior_components,
+                                        in_shape=self.in_shape, activation=prior_activation, init=prior_init)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str, *, revision: str | None = None,
@@ -94,9 +118,21 @@ class VAE(
         onehot = F.one_hot(y, self.num_classes).float()  # (B, classes)
         return onehot.repeat(n // onehot.shape[0], 1)  # (K*B, classes), k-major like z.reshape(-1, D)
 
+    @property
+    def rate_estimator(self) -> str:
+        """How the rate KL(q || p) is computed: 'analytic_kl' (both diagonal Gaussians) or 'monte_carlo'
+        (log q(z|x) - log p(z) at the sampled z); metrics and evaluations say which."""
+        factorised = self.prior_module.diagonal_gaussian and self.posterior_module.diagonal_gaussian
+        return "analytic_kl" if factorised else "monte_carlo"
+
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """q(z|x): batch shape (B,), event shape (latent_dim,)."""
-        return diagonal_gaussian(self.encoder(x, self._condition(y, x.shape[0])), self.posterior_min_scale)
+        return self.posterior_module(self.encoder(x, self._condition(y, x.shape[0])))
+
+    def _encode_base(self, u: torch.Tensor) -> Distribution:
+        """The encoder's diagonal Gaussian at images u (K, C, H, W): the VampPrior's components q(z|u_k)
+        (with an IAF posterior, the flow's base: its density at arbitrary z would cost D passes per step)."""
+        return self.posterior_module.base(self.encoder(u, None))
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """p(x|z) for z of shape (..., latent_dim): batch shape (...), event shape (C, H, W).
@@ -109,8 +145,8 @@ class VAE(
         return self.likelihood(raw.reshape(*lead, *raw.shape[1:]), **self.likelihood_kwargs)
 
     def prior(self) -> Distribution:
-        """p(z) = N(0, I)."""
-        return standard_normal(self.latent_dim, device=next(self.parameters()).device)
+        """p(z): event shape (latent_dim,). A VampPrior encodes its pseudo-inputs here, so build it once per step."""
+        return self.prior_module(self._encode_base, next(self.parameters()).device)
 
     @torch.no_grad()
     def sample(self, n: int, y: torch.Tensor | None = None, mean: bool = True) -> torch.Tensor:
@@ -121,9 +157,9 @@ class VAE(
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean of p(x|z) at the posterior mean z = E_q[z]: (B, C, H, W)."""
-        return self.decode(self.encode(x, y).mean, y).mean
+        """Mean of p(x|z) at the posterior code z (E_q[z]; an IAF's flow of the base mean): (B, C, H, W)."""
+        return self.decode(posterior_code(self.encode(x, y)), y).mean
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Reconstruction through the posterior mean (for tracing and quick use)."""
-        return self.decode(self.encode(x, y).mean, y).mean
+        """Reconstruction through the posterior code (for tracing and quick use)."""
+        return self.decode(posterior_code(self.encode(x, y)), y).mean

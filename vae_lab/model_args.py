@@ -15,6 +15,30 @@ def _nets():
     return NETS
 
 
+def _priors():
+    from vae_lab.distributions import PRIORS
+
+    return PRIORS
+
+
+def _posteriors():
+    from vae_lab.distributions import POSTERIORS
+
+    return POSTERIORS
+
+
+def _pseudo_input_activations():
+    from vae_lab.distributions.prior import ACTIVATIONS
+
+    return ACTIVATIONS
+
+
+def _pseudo_input_inits():
+    from vae_lab.distributions.prior import PSEUDO_INPUT_INITS
+
+    return PSEUDO_INPUT_INITS
+
+
 MODEL_RULES = (
     Rule("latent_dim", "int", lo=1),
     Rule("architecture", "choice", choices=_nets),
@@ -24,4 +48,26 @@ MODEL_RULES = (
     Rule("likelihood_components", "int", lo=1),
     Rule("posterior_min_scale", "float", lo=0, lo_open=True),
     Rule("conditional", "bool"),
+    Rule("prior", "choice", choices=_priors),
+    Rule("prior_components", "int", lo=1),
+    Rule("prior_activation", "choice", choices=_pseudo_input_activations),
+    Rule("prior_init", "choice", choices=_pseudo_input_inits),
+    Rule("posterior", "choice", choices=_posteriors),
+    Rule("posterior_steps", "int", lo=1),
+    Rule("posterior_hidden_dim", "int", lo=1),
+    Rule("posterior_hidden_layers", "int", lo=1),
+    Rule("posterior_context_dim", "int", lo=0),
 )
+
+# The `prior` and `posterior` config groups are flat VAE init args (config.json): config key -> init arg.
+LATENT_KEYS = {
+    "prior.name": "prior",
+    "prior.num_components": "prior_components",
+    "prior.activation": "prior_activation",
+    "prior.init": "prior_init",
+    "posterior.name": "posterior",
+    "posterior.num_steps": "posterior_steps",
+    "posterior.hidden_dim": "posterior_hidden_dim",
+    "posterior.hidden_layers": "posterior_hidden_layers",
+    "posterior.context_dim": "posterior_context_dim",
+}

@@ -17,6 +17,8 @@ from torch import nn
 from torch.distributions import Distribution, Independent, kl_divergence
 
 from vae_lab import plots
+from vae_lab.distributions import posterior_code
+from vae_lab.objectives.rate import ANALYTIC
 from vae_lab.errors import ConfigError, DataError
 from vae_lab.model import VAE
 
@@ -65,9 +67,13 @@ def reconstructions(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None) 
     return model.reconstruct(x, condition(model, y))
 
 
-def fixed_noise(num: int, latent_dim: int, seed: int) -> torch.Tensor:
-    """z ~ N(0, I) (num, latent_dim) from its own generator: the same codes every time, global RNG untouched."""
-    return torch.randn(num, latent_dim, generator=torch.Generator().manual_seed(seed))
+def prior_samples(model: VAE, num: int, seed: int) -> torch.Tensor:
+    """z ~ p(z) of the model's prior as it is now (num, latent_dim), on the model's device: the same random stream
+    for a seed (a fixed prior gives the same codes every time), global RNG state left as it was."""
+    device = device_of(model)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return model.prior().sample((num,))
 
 
 # ---------------------------------------------------------------- examples from batches
@@ -129,7 +135,7 @@ def pick_pairs(labels: torch.Tensor, num_pairs: int, same_class: bool = False,
 
 def sample_grid(model: VAE, num: int, seed: int, nrow: int = 8, label: int | None = None, by_class: bool = True,
                 min_image_size: int = 28, pad_value: float = 1.0) -> tuple[torch.Tensor, str | None]:
-    """`num` prior samples (mean of p(x|z), z from `fixed_noise(seed)`) as a grid (C, H, W), and a note or None.
+    """`num` prior samples (mean of p(x|z), z ~ p(z) from `prior_samples(seed)`) as a grid (C, H, W), and a note or None.
 
     A conditional model draws class `label`, else (`by_class`) one column per class: up to CLASS_COLUMNS classes
     in one band of ceil(num / classes) rows; more classes wrap into bands of CLASS_COLUMNS columns, class k in
@@ -155,8 +161,8 @@ def sample_grid(model: VAE, num: int, seed: int, nrow: int = 8, label: int | Non
         y = torch.arange(bands * CLASS_COLUMNS).reshape(bands, 1, -1).repeat(1, per_class, 1).flatten()
         y[y >= shown] = -1  # a blank tile after the last class
         nrow = CLASS_COLUMNS
-    z = fixed_noise(num if y is None else int((y >= 0).sum()), model.latent_dim, seed)
-    with evaluating(model):
+    with evaluating(model):  # drawn anew each time: a learned prior (mog, vamp) moves during training
+        z = prior_samples(model, num if y is None else int((y >= 0).sum()), seed)
         images = decode_mean(model, z.to(device), None if y is None else y[y >= 0].to(device))  # (N, C, H, W)
     if y is not None and (y < 0).any():
         tiles = images.new_full((len(y), *images.shape[1:]), pad_value)
@@ -187,7 +193,8 @@ def interpolation_strips(model: VAE, x_a: torch.Tensor, x_b: torch.Tensor, steps
     A conditional model interpolates within one class: `y` (P,) labels both ends.
     """
     y = condition(model, y)
-    z = interpolation_latents(model.encode(x_a, y).mean, model.encode(x_b, y).mean, steps)  # (P, S, D)
+    z = interpolation_latents(posterior_code(model.encode(x_a, y)), posterior_code(model.encode(x_b, y)),
+                              steps)  # (P, S, D)
     y_flat = None if y is None else y.repeat_interleave(steps)  # (P*S,), matches z.flatten(0, 1)
     decoded = model.decode(z.flatten(0, 1), y_flat).mean.reshape(*z.shape[:2], *x_a.shape[1:])  # (P, S, C, H, W)
     return torch.cat([x_a.unsqueeze(1), decoded, x_b.unsqueeze(1)], dim=1)
@@ -211,7 +218,8 @@ class LatentCodes:
 
     means: torch.Tensor  # (N, D) E_q[z|x], CPU
     labels: torch.Tensor  # (N,) int64, -1 when unlabelled
-    kl_per_dim: torch.Tensor  # (D,) mean over the N examples of KL(q(z_d|x) || p(z_d)), nats
+    kl_per_dim: torch.Tensor | None  # (D,) mean over the N examples of KL(q(z_d|x) || p(z_d)), nats; None where
+    # KL(q || p) does not factorise over dimensions (a mixture or VampPrior, an IAF posterior)
 
     @property
     def labelled(self) -> bool:
@@ -229,6 +237,7 @@ def encode_codes(model: VAE, batches: Iterable, max_points: int, only_class: int
     means, labels, kl_sum, count = [], [], None, 0
     with evaluating(model):
         p_z: Distribution = model.prior()
+        factorised = model.rate_estimator == ANALYTIC
         for x, y in batches:
             if only_class is not None:
                 keep = y == only_class
@@ -237,9 +246,10 @@ def encode_codes(model: VAE, batches: Iterable, max_points: int, only_class: int
             if not len(x):
                 continue
             q_z = model.encode(x, condition(model, y))
-            kl = kl_per_dim(q_z, p_z).sum(0)  # (D,)
-            kl_sum = kl if kl_sum is None else kl_sum + kl
-            means.append(q_z.mean.cpu())
+            if factorised:
+                kl = kl_per_dim(q_z, p_z).sum(0)  # (D,)
+                kl_sum = kl if kl_sum is None else kl_sum + kl
+            means.append(posterior_code(q_z).cpu())
             labels.append(y.cpu())
             count += len(x)
             if count >= max_points:
@@ -247,7 +257,15 @@ def encode_codes(model: VAE, batches: Iterable, max_points: int, only_class: int
     if not count:
         which = "" if only_class is None else f" of class {only_class}"
         raise DataError(f"no examples{which} to encode")
-    return LatentCodes(torch.cat(means), torch.cat(labels), (kl_sum / count).cpu())
+    return LatentCodes(torch.cat(means), torch.cat(labels), (kl_sum / count).cpu() if factorised else None)
+
+
+def dimension_scores(codes: LatentCodes) -> tuple[torch.Tensor, str]:
+    """What orders the traversal rows: the mean KL per dimension, or, where it is undefined, the variance of the
+    codes across examples (Burda et al. 2016's activity statistic)."""
+    if codes.kl_per_dim is not None:
+        return codes.kl_per_dim, "KL"
+    return codes.means.var(0) if len(codes.means) > 1 else torch.zeros(codes.means.shape[1]), "Var"
 
 
 def scatter_figure(codes: LatentCodes, class_names: tuple[str, ...] | None, title: str) -> Figure:
@@ -279,16 +297,17 @@ def manifold_figure(model: VAE, size: int, quantiles: tuple[float, float], label
 
 
 def traversal_figure(model: VAE, base: torch.Tensor, kl: torch.Tensor, num_dims: int, steps: int, span: float,
-                     label: int | None = None, title: str = "Latent traversals") -> Figure:
-    """Rows vary the `num_dims` dimensions of largest KL of `base` (D,) over [-span, span] (prior std units)."""
+                     label: int | None = None, title: str = "Latent traversals", score_name: str = "KL") -> Figure:
+    """Rows vary the `num_dims` dimensions of largest score `kl` (D,) of `base` (D,) over [-span, span]."""
     device = device_of(model)
-    dims = torch.argsort(kl, descending=True)[:num_dims].tolist()
+    dims = torch.argsort(kl, descending=True, stable=True)[:num_dims].tolist()
     values = torch.linspace(-span, span, steps)
     z = plots.traversal_latents(base.cpu().float(), dims, values)  # (K, S, D)
     y = None if label is None else torch.full((z.shape[0] * z.shape[1],), label, device=device)
     with evaluating(model):
         images = decode_mean(model, z.flatten(0, 1).to(device), y)  # (K*S, C, H, W)
-    return plots.traversal_figure(images.unflatten(0, z.shape[:2]), dims, kl, values, title=title)
+    return plots.traversal_figure(images.unflatten(0, z.shape[:2]), dims, kl, values, title=title,
+                                  score_name=score_name)
 
 
 def latent_pictures(model: VAE, codes: LatentCodes, class_names: tuple[str, ...] | None, split: str,
@@ -300,16 +319,16 @@ def latent_pictures(model: VAE, codes: LatentCodes, class_names: tuple[str, ...]
     first_name = "" if first < 0 else f" (class {class_names[first] if class_names else first})"
     label = first if model.conditional else None  # a conditional decoder needs a class
     named = first_name if model.conditional else ""
-    drawers = {
-        "latent_scatter": lambda: scatter_figure(codes, class_names, f"Latent space of the {split} split"),
-        "kl_per_dim": lambda: plots.kl_bar_figure(codes.kl_per_dim, f"KL(q||p) per latent dimension, {split} "
-                                                                    f"split ({len(codes.means)} examples)"),
-    }
+    drawers = {"latent_scatter": lambda: scatter_figure(codes, class_names, f"Latent space of the {split} split")}
+    if codes.kl_per_dim is not None:  # omitted where KL(q || p) does not factorise over dimensions
+        drawers["kl_per_dim"] = lambda: plots.kl_bar_figure(
+            codes.kl_per_dim, f"KL(q||p) per latent dimension, {split} split ({len(codes.means)} examples)")
     if model.latent_dim == 2 and manifold_size:
         drawers["latent_manifold"] = lambda: manifold_figure(model, manifold_size, manifold_quantiles, label,
                                                              title=f"Decoded 2-D latent manifold{named}")
     if traversal_dims:
+        scores, score_name = dimension_scores(codes)
         drawers["latent_traversals"] = lambda: traversal_figure(
-            model, codes.means[0], codes.kl_per_dim, traversal_dims, traversal_steps, traversal_range, label,
-            title=f"Latent traversals around the first {split} image{first_name}")
+            model, codes.means[0], scores, traversal_dims, traversal_steps, traversal_range, label,
+            title=f"Latent traversals around the first {split} image{first_name}", score_name=score_name)
     return drawers

@@ -225,16 +225,18 @@ def traversal_latents(base: torch.Tensor, dims: list[int], values: torch.Tensor)
 
 
 def traversal_figure(images: torch.Tensor, dims: list[int], kl: torch.Tensor, values: torch.Tensor,
-                     padding: int = 1, title: str = "Latent traversals") -> Figure:
-    """Images (K, S, C, H, W): row k varies latent dims[k] over `values`; rows labelled with their KL (nats)."""
+                     padding: int = 1, title: str = "Latent traversals", score_name: str = "KL") -> Figure:
+    """Images (K, S, C, H, W): row k varies latent dims[k] over `values`; rows labelled with their score `kl`
+    (the mean KL in nats, or `score_name` = "Var": the variance of the codes where the KL is undefined)."""
     height, width = images.shape[-2:]
     grid = strip_grid(images, padding, pad_value=1.0)
     fig, ax = _image_figure(grid, (height, width), margins=(1.5, 0.2, 0.7, 0.6))
     ax.set_xticks(_tile_centres(images.shape[1], width, padding), [f"{v:+.2f}" for v in values.tolist()])
     ax.set_yticks(_tile_centres(len(dims), height, padding),
-                  [f"z{d + 1}  KL {float(kl[d]):.2f}" for d in dims])
+                  [f"z{d + 1}  {score_name} {float(kl[d]):.2f}" for d in dims])
     ax.set_xlabel("value of the traversed dimension (prior std units)")
-    ax.set_title(f"{title}\none row per latent dimension, largest mean KL(q||p) (nats) first")
+    order = {"KL": "largest mean KL(q||p) (nats) first", "Var": "largest variance of the codes first"}
+    ax.set_title(f"{title}\none row per latent dimension, {order.get(score_name, 'in order')}")
     return fig
 
 

@@ -35,18 +35,18 @@ def _append_condition(h: Tensor, c: Tensor | None, cond_dim: int) -> Tensor:
 
 
 class Encoder(nn.Module):
-    """x (B, C, H, W) and condition -> (B, 2 * latent_dim) = [loc | raw_scale]."""
+    """x (B, C, H, W) and condition -> (B, 2 * latent_dim + context_dim) = [loc | raw_scale | context]."""
 
-    def __init__(self, body: nn.Module, feature_dim: int, latent_dim: int, cond_dim: int):
+    def __init__(self, body: nn.Module, feature_dim: int, latent_dim: int, cond_dim: int, context_dim: int = 0):
         super().__init__()
         self.body = body
         self.latent_dim = latent_dim
         self.cond_dim = cond_dim
-        self.head = nn.Linear(feature_dim + cond_dim, 2 * latent_dim)
+        self.head = nn.Linear(feature_dim + cond_dim, 2 * latent_dim + context_dim)
 
     def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         h = self.body(x)  # (B, F)
-        return self.head(_append_condition(h, c, self.cond_dim))  # (B, 2 * D)
+        return self.head(_append_condition(h, c, self.cond_dim))  # (B, 2 * D + context_dim)
 
 
 class Decoder(nn.Module):
@@ -80,9 +80,13 @@ def build_nets(
     latent_dim: int,
     out_channels: int,
     cond_dim: int = 0,
+    context_dim: int = 0,
     **arch_kwargs,
 ) -> tuple[Encoder, Decoder]:
-    """The (encoder, decoder) pair of architecture `name` for images of `in_shape`."""
+    """The (encoder, decoder) pair of architecture `name` for images of `in_shape`.
+
+    `context_dim` widens the encoder's head by a context vector h for the posterior (IAF, Kingma et al. 2016).
+    """
     if name not in NETS:
         raise choices_error("architecture", name, NETS)
     builder = NETS[name]
@@ -96,5 +100,5 @@ def build_nets(
     sizes = _check_sizes(in_shape, latent_dim, out_channels, cond_dim)
     encoder_body, feature_dim, decoder_body = builder(*sizes, **arch_kwargs)
     _, latent_dim, _, cond_dim = sizes
-    encoder = Encoder(encoder_body, feature_dim, latent_dim, cond_dim)
+    encoder = Encoder(encoder_body, feature_dim, latent_dim, cond_dim, int(context_dim))
     return encoder, Decoder(decoder_body, latent_dim, cond_dim)

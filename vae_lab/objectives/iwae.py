@@ -5,11 +5,12 @@ import math
 import torch
 from torch.distributions import Distribution
 
-from vae_lab.objectives.elbo import ObjectiveOutput, rate_per_dim
+from vae_lab.objectives.elbo import ObjectiveOutput
+from vae_lab.objectives.rate import ANALYTIC, rate_estimator, rate_per_dim
 
 
 def log_weights(q_z: Distribution, p_z: Distribution, z: torch.Tensor, log_px_given_z: torch.Tensor):
-    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x): (K, B)."""
+    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x): (K, B), for any prior and posterior with log_prob."""
     return log_px_given_z + p_z.log_prob(z) - q_z.log_prob(z)
 
 
@@ -27,8 +28,13 @@ def iwae(
     has no separate KL term to warm up.
     """
     log_px_given_z = p_x.log_prob(x)  # (K, B)
-    bound = iwae_bound(log_weights(q_z, p_z, z, log_px_given_z))  # (B,)
+    log_w = log_weights(q_z, p_z, z, log_px_given_z)  # (K, B)
+    bound = iwae_bound(log_w)  # (B,)
     distortion = -log_px_given_z.mean(0)
-    rate = rate_per_dim(q_z, p_z).sum(-1)
-    terms = {"elbo": -(distortion + rate), "distortion": distortion, "rate": rate, "iwae": bound}
+    # the rate: analytic, or its Monte Carlo estimate at the same K samples, log q - log p = log p(x|z) - log w
+    if rate_estimator(q_z, p_z) == ANALYTIC:
+        kl = rate_per_dim(q_z, p_z).sum(-1)
+    else:
+        kl = (log_px_given_z - log_w).mean(0)
+    terms = {"elbo": -(distortion + kl), "distortion": distortion, "rate": kl, "iwae": bound}
     return ObjectiveOutput(-bound.mean(), terms)

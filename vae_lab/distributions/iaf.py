@@ -1,0 +1,122 @@
+"""Inverse autoregressive flow posteriors (Kingma et al. 2016): q(z|x) = a diagonal Gaussian pushed through T
+MADE-based autoregressive steps with a context vector from the encoder.
+
+Each step (Kingma et al. 2016, Eq. 11-14 and Algorithm 1): [m, s] = MADE_t(z, h), sigma = gate(s),
+z <- sigma * z + (1 - sigma) * m, and
+log q(z_T|x) = log N(eps; 0, I) - sum_i log sigma_0,i - sum_t sum_i log sigma_t,i  (sigma_0: the base's scale).
+The gate is their sigmoid rescaled to 2 * sigmoid(s), in (0, 2): still bounded (the point of Eq. 14: no exp
+that can overflow), and s = 0 gives sigma = 1, so a MADE with zero output weights makes the step the identity
+(their forget-gate bias init of +1..+2 aims at the same: start near the identity).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributions import Distribution, Independent
+
+from vae_lab.distributions.gaussian import diagonal_gaussian
+from vae_lab.nets.made import MADE
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def gate(s: Tensor) -> tuple[Tensor, Tensor]:
+    """sigma = 2 sigmoid(s) and log sigma = log 2 + logsigmoid(s), computed stably."""
+    return 2 * torch.sigmoid(s), math.log(2.0) + F.logsigmoid(s)
+
+
+def flow_step(made: MADE, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    """One IAF step: (z_t, log|det dz_t/dz_{t-1}|) for z_{t-1} (..., D); the Jacobian is triangular, diag sigma."""
+    m, s = made(z, context).to(z.dtype).chunk(2, dim=-1)  # z's float32 even when the MADE ran under autocast
+    sigma, log_sigma = gate(s)
+    return sigma * z + (1 - sigma) * m, log_sigma.sum(-1)  # Eq. 14 of Kingma et al. 2016
+
+
+def invert_step(made: MADE, z_next: Tensor, context: Tensor | None) -> Tensor:
+    """z_{t-1} from z_t: D fixed-point passes, each fixing one more dimension of the autoregressive order."""
+    z = torch.zeros_like(z_next)
+    for _ in range(z_next.shape[-1]):
+        m, s = made(z, context).to(z.dtype).chunk(2, dim=-1)
+        sigma, _ = gate(s)
+        z = (z_next - (1 - sigma) * m) / sigma
+    return z
+
+
+class IAFDistribution(Distribution):
+    """q(z|x) of an IAF: batch shape (B,), event shape (D,).
+
+    `rsample` returns z and remembers log q(z|x) of that very tensor, so the objectives' `log_prob(z)` at the
+    sampled z costs nothing; `log_prob` at any other z inverts the flow (D MADE passes per step). E_q[z] has no
+    closed form, so there is no `mean`: `from_noise(0)` (the flow of the base mean) is the deterministic code.
+    """
+
+    arg_constraints: dict = {}
+    has_rsample = True
+
+    def __init__(self, base: Independent, steps: nn.ModuleList, context: Tensor | None):
+        self.base, self.steps, self.context = base, steps, context
+        self._cache: tuple[Tensor, Tensor] | None = None  # (z, log q(z|x)) of the latest sample
+        super().__init__(base.batch_shape, base.event_shape, validate_args=False)
+
+    def from_noise(self, eps: Tensor) -> Tensor:
+        """z = flow(mu + sigma * eps) for noise eps (..., B, D); its log q(z|x) is cached for log_prob."""
+        loc, scale = self.base.base_dist.loc, self.base.base_dist.scale  # (B, D)
+        z = loc + scale * eps
+        log_q = -(scale.log() + 0.5 * eps.pow(2) + _HALF_LOG_2PI).sum(-1)  # Algorithm 1, Kingma et al. 2016
+        for made in self.steps:
+            z, log_det = flow_step(made, z, self.context)
+            log_q = log_q - log_det
+        self._cache = (z, log_q)
+        return z
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        loc = self.base.base_dist.loc
+        eps = torch.randn(torch.Size(sample_shape) + loc.shape, device=loc.device, dtype=loc.dtype)
+        return self.from_noise(eps)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        """The base sample z_0 = flow^-1(z) (..., B, D)."""
+        for made in reversed(self.steps):
+            z = invert_step(made, z, self.context)
+        return z
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log q(z|x): (..., B); the cached value at the latest sample, else by inverting the flow."""
+        if self._cache is not None and z is self._cache[0]:
+            return self._cache[1]
+        z0 = self.inverse(z)
+        log_q = self.base.log_prob(z0)
+        for made in self.steps:
+            z0, log_det = flow_step(made, z0, self.context)
+            log_q = log_q - log_det
+        return log_q
+
+
+class IAFPosterior(nn.Module):
+    """q(z|x) from encoder output [loc | raw scale | context h] through `num_steps` MADE steps.
+
+    The autoregressive order is reversed between steps, so each dimension is conditioned on every other one
+    within two steps (Kingma et al. 2016, Sec. 5: "we reverse the ordering after each step").
+    """
+
+    diagonal_gaussian = False
+
+    def __init__(self, latent_dim: int, min_scale: float, num_steps: int, hidden_dim: int, hidden_layers: int,
+                 context_dim: int, **_):
+        super().__init__()
+        self.latent_dim, self.min_scale, self.context_dim = latent_dim, min_scale, context_dim
+        forward_order, reverse_order = list(range(latent_dim)), list(reversed(range(latent_dim)))
+        self.steps = nn.ModuleList(
+            MADE(latent_dim, hidden_dim, hidden_layers, context_dim, reverse_order if t % 2 else forward_order)
+            for t in range(num_steps)
+        )
+
+    def base(self, params: Tensor) -> Independent:
+        """The flow's base distribution N(mu(x), sigma(x)^2) from the first 2D encoder outputs."""
+        return diagonal_gaussian(params[..., : 2 * self.latent_dim], self.min_scale)
+
+    def forward(self, params: Tensor) -> IAFDistribution:
+        context = params[..., 2 * self.latent_dim:].float() if self.context_dim else None  # (B, C)
+        return IAFDistribution(self.base(params), self.steps, context)
