@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vae_lab.rules import plain
 
@@ -28,10 +28,10 @@ def build_datamodule(cfg: DictConfig):
 def model_kwargs(cfg: DictConfig, spec) -> dict:
     """Init args of VAE (plain JSON) from the `model`, `prior` and `posterior` configs and the data spec (shapes
     travel as values). Prior and posterior keys absent from the chosen option keep VAE's defaults."""
-    from vae_lab.config import LATENT_KEYS
+    from vae_lab.model_args import LATENT_KEYS
 
     m = cfg.model
-    latent = {arg: to_primitive(OmegaConf.select(cfg, key)) for key, arg in LATENT_KEYS.items()
+    latent = {arg: plain(OmegaConf.select(cfg, key)) for key, arg in LATENT_KEYS.items()
               if OmegaConf.select(cfg, key, default=None) is not None}
     return {
         "in_shape": list(spec.shape),
