@@ -84,6 +84,8 @@ class VAEDataModule(L.LightningDataModule):
         self._raw: RawData | None = None  # filled by prepare_data when it runs in this process
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._spec: DataSpec | None = None
+        self._factors: dict[str, torch.Tensor] = {}  # per split: ground-truth factor classes (factor datasets)
+        self._factor_names: tuple[str, ...] | None = None
 
     def _load(self) -> RawData:
         h = self.hparams
@@ -117,6 +119,9 @@ class VAEDataModule(L.LightningDataModule):
         }
         if raw.test_x is not None:
             splits["test"] = (raw.test_x, raw.test_y)
+        if raw.factors is not None:
+            self._factors = {"train": raw.factors[train_idx], "val": raw.factors[val_idx]}
+            self._factor_names = raw.factor_names
         policy = BINARIZE[h.binarize]
         for split, (x, y) in list(splits.items()):
             fixed = policy.fixed_train if split == "train" else policy.fixed_eval
@@ -134,6 +139,7 @@ class VAEDataModule(L.LightningDataModule):
             num_classes=num_classes,
             class_names=raw.class_names,
             has_test=raw.test_x is not None,
+            factor_names=raw.factor_names,
         )
 
     @property
@@ -141,6 +147,16 @@ class VAEDataModule(L.LightningDataModule):
         """Shape and classes of the data (loads it on first use if setup has not run)."""
         self.setup()
         return self._spec
+
+    def factor_grid(self):
+        """The train + val images with their ground-truth factors as a FactorGrid; None without factors."""
+        from vae_lab.data.factors import FactorGrid
+
+        self.setup()
+        if not self._factors:
+            return None
+        images = torch.cat([self._splits[s][0].cpu() for s in ("train", "val")])
+        return FactorGrid(images, torch.cat([self._factors["train"], self._factors["val"]]), self._factor_names)
 
     def describe(self) -> str:
         """One line for logs: name, shape, split sizes, classes."""

@@ -12,6 +12,7 @@ class DataSpec:
     num_classes: int | None  # None when unlabelled
     class_names: tuple[str, ...] | None
     has_test: bool  # an official test split exists
+    factor_names: tuple[str, ...] | None = None  # ground-truth factors (sprites, dsprites); None: no factors
 
     @property
     def num_dims(self) -> int:
