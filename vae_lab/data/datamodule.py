@@ -140,6 +140,7 @@ class VAEDataModule(L.LightningDataModule):
             class_names=raw.class_names,
             has_test=raw.test_x is not None,
             factor_names=raw.factor_names,
+            num_train=len(splits["train"][0]),
         )
 
     @property

@@ -13,6 +13,7 @@ class DataSpec:
     class_names: tuple[str, ...] | None
     has_test: bool  # an official test split exists
     factor_names: tuple[str, ...] | None = None  # ground-truth factors (sprites, dsprites); None: no factors
+    num_train: int | None = None  # examples in the training split
 
     @property
     def num_dims(self) -> int:
