@@ -45,3 +45,13 @@ def mig(source: FactorSource, represent: Representation, rng: np.random.Generato
     """MIG over `num_train` random factor combinations (sizes as disentanglement_lib)."""
     factors, codes = sample_codes(source, represent, num_train, rng)
     return mig_from(codes, factors, num_bins)
+
+
+def dominant_factors(normalized_mi, factor_names, min_share: float = 0.05) -> list[str]:
+    """Per latent dimension, the factor it carries most information about ("pos_x 0.62"), or "-" below min_share."""
+    mi = np.asarray(normalized_mi, dtype=np.float64)  # (D, F)
+    labels = []
+    for row in mi:
+        f = int(np.argmax(row))
+        labels.append(f"{factor_names[f]} {row[f]:.2f}" if row[f] >= min_share else "-")
+    return labels
