@@ -38,7 +38,8 @@ def _brute_force(q, z, n, sampling):
         joint = sum(w * math.exp(Normal(loc[j], scale[j]).log_prob(zz[i]).sum()) for j, w in enumerate(weights))
         log_qz[i] = math.log(joint)
         for k in range(d):
-            marginal = sum(w * math.exp(Normal(loc[j, k], scale[j, k]).log_prob(zz[i, k])) for j, w in enumerate(weights))
+            marginal = sum(w * math.exp(Normal(loc[j, k], scale[j, k]).log_prob(zz[i, k]))
+                           for j, w in enumerate(weights))
             log_qz_dims[i] += math.log(marginal)
     log_qz_x = Normal(loc, scale).log_prob(zz).sum(-1)
     log_pz = Normal(0.0, 1.0).log_prob(zz).sum(-1)
@@ -83,7 +84,8 @@ def test_beta_tcvae_with_unit_weights_is_the_elbo_loss_and_reports_true_terms():
         torch.testing.assert_close(ours.terms[name], reference.terms[name])
     weighted = beta_tcvae(q, p, z, p_x, x, dataset_size=50, alpha=2, beta=6, gamma=3)
     t = weighted.terms
-    expected = reference.loss + (1 - 0.3) * reference.terms["rate"].mean() + (t["mi"] + 5 * t["tc"] + 2 * t["dimwise_kl"]).mean()
+    penalty = (t["mi"] + 5 * t["tc"] + 2 * t["dimwise_kl"]).mean()
+    expected = reference.loss + (1 - 0.3) * reference.terms["rate"].mean() + penalty
     torch.testing.assert_close(weighted.loss, expected)
 
 

@@ -71,7 +71,7 @@ def test_pictures_look_like_the_shapes_and_a_grid_is_saved(subset):
 
 
 def test_bad_stride_options_are_one_line():
-    with pytest.raises(ConfigError, match=r"dataset.options.stride.pos_x=0 is invalid: must be an integer in \[1, 32\]"):
+    with pytest.raises(ConfigError, match=r"stride.pos_x=0 is invalid: must be an integer in \[1, 32\]"):
         render_sprites({"pos_x": 0})
     with pytest.raises(ConfigError, match="unknown factor 'colour': valid factors: shape, scale"):
         render_sprites({"colour": 2})

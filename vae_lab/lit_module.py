@@ -65,6 +65,7 @@ class VAEModule(L.LightningModule):
         self.objective = build_objective(**objective)
         self.kl_warmup_steps = kl_warmup_steps
         self.kl_total_steps = 1  # the run's length in optimizer steps, for cyclical annealing (set at fit start)
+        # term -> unit suffix of its metric name (val/elbo_nats, train/dip_penalty)
         self.units = {"elbo": "_nats", "distortion": "_nats", "rate": "_nats", **EXTRA_TERMS.get(objective["name"], {})}
         self.terms = list(self.units)
         self.discriminator = None

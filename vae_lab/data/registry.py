@@ -37,7 +37,8 @@ class RawData:
         if len(self.train_x) == 0:
             raise DataError("the dataset has no training examples")
         if self.factors is not None:
-            assert self.factors.dtype == torch.int64 and self.factors.shape == (len(self.train_x), len(self.factor_names))
+            shape = (len(self.train_x), len(self.factor_names))
+            assert self.factors.dtype == torch.int64 and self.factors.shape == shape, self.factors.shape
 
 
 def _uint8_nchw(images: np.ndarray, layout: str) -> torch.Tensor:

@@ -33,9 +33,9 @@ def factor_values(stride: Mapping[str, int] | None = None) -> list[np.ndarray]:
         raise ConfigError(f"dataset.options.stride has unknown factor {unknown[0]!r}: valid factors: "
                           f"{', '.join(FACTOR_NAMES)}")
     for name, step in stride.items():
-        if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= FACTOR_SIZES[FACTOR_NAMES.index(name)]:
-            raise ConfigError(f"dataset.options.stride.{name}={step!r} is invalid: must be an integer in "
-                              f"[1, {FACTOR_SIZES[FACTOR_NAMES.index(name)]}]")
+        size = FACTOR_SIZES[FACTOR_NAMES.index(name)]
+        if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= size:
+            raise ConfigError(f"dataset.options.stride.{name}={step!r} is invalid: must be an integer in [1, {size}]")
     return [np.arange(0, size, stride.get(name, 1)) for name, size in zip(FACTOR_NAMES, FACTOR_SIZES)]
 
 

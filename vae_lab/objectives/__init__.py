@@ -54,5 +54,5 @@ def build_objective(name: str, **kwargs) -> Callable[..., ObjectiveOutput]:
     return partial(fn, **kwargs)
 
 
-__all__ = ["ADVERSARIAL", "EXTRA_TERMS", "KL_COEFFICIENT", "OBJECTIVES", "ObjectiveOutput", "beta_tcvae", "build_objective",
-           "capacity", "dip_vae", "elbo", "factor_vae", "iwae"]
+__all__ = ["ADVERSARIAL", "EXTRA_TERMS", "KL_COEFFICIENT", "OBJECTIVES", "ObjectiveOutput", "beta_tcvae",
+           "build_objective", "capacity", "dip_vae", "elbo", "factor_vae", "iwae"]

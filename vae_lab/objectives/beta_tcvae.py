@@ -36,7 +36,8 @@ def tc_decomposition(q_z: Distribution, p_z: Distribution, z: torch.Tensor, data
                      sampling: str = "mws") -> dict[str, torch.Tensor]:
     """Per-example estimates (B,) of MI, TC and dimension-wise KL; their sum is log q(z|x) - log p(z) exactly.
 
-    Chen et al. 2018, Eq. 2: E_x KL(q(z|x) || p(z)) = I_q(x; z) + KL(q(z) || prod_d q(z_d)) + sum_d KL(q(z_d) || p(z_d)),
+    Chen et al. 2018, Eq. 2: E_x KL(q(z|x) || p(z))
+        = I_q(x; z) + KL(q(z) || prod_d q(z_d)) + sum_d KL(q(z_d) || p(z_d)),
     with log q(z) and log q(z_d) estimated over the minibatch (log_importance_weights).
     """
     log_w = log_importance_weights(z.shape[0], dataset_size, sampling, z.device)  # (B, B)
