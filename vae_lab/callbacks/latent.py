@@ -89,8 +89,10 @@ def manifold_figure(model: VAE, size: int, quantiles: tuple[float, float], label
 
 
 def traversal_figure(model: VAE, base: torch.Tensor, kl: torch.Tensor, num_dims: int, steps: int, span: float,
-                     label: int | None = None, title: str = "Latent traversals") -> Figure:
-    """Rows vary the `num_dims` dimensions of largest KL of `base` (D,) over [-span, span] (prior std units)."""
+                     label: int | None = None, title: str = "Latent traversals",
+                     factor_labels: list[str] | None = None) -> Figure:
+    """Rows vary the `num_dims` dimensions of largest KL of `base` (D,) over [-span, span] (prior std units);
+    `factor_labels` (one per latent dimension) name the ground-truth factor each captures most."""
     device = next(model.parameters()).device
     dims = torch.argsort(kl, descending=True)[:num_dims].tolist()
     values = torch.linspace(-span, span, steps)
@@ -98,7 +100,8 @@ def traversal_figure(model: VAE, base: torch.Tensor, kl: torch.Tensor, num_dims:
     y = None if label is None else torch.full((z.shape[0] * z.shape[1],), label, device=device)
     with evaluating(model):
         images = decode_mean(model, z.flatten(0, 1).to(device), y)  # (K*S, C, H, W)
-    return plots.traversal_figure(images.unflatten(0, z.shape[:2]), dims, kl, values, title=title)
+    return plots.traversal_figure(images.unflatten(0, z.shape[:2]), dims, kl, values, title=title,
+                                  factor_labels=factor_labels)
 
 
 def latent_figures(model: VAE, codes: LatentCodes, class_names: tuple[str, ...] | None, split: str,
