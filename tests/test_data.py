@@ -313,4 +313,5 @@ def test_dynamic_binarisation_and_unlabelled():
 
 
 def test_registry_names():
-    assert set(DATASETS) == {"digits", "mnist", "fashion_mnist", "cifar10", "image_folder", "array_file"}
+    assert set(DATASETS) == {"digits", "mnist", "fashion_mnist", "cifar10", "image_folder", "array_file", "sprites",
+                             "dsprites"}
