@@ -10,6 +10,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from vae_lab.data.batches import stream_seed
+from vae_lab.errors import ConfigError
 from vae_lab.metrics import ReconstructionQuality, bits_per_dim
 from vae_lab.model import VAE
 from vae_lab.nets.discriminator import Discriminator
@@ -103,7 +104,12 @@ class VAEModule(L.LightningModule):
         epochs = self.hparams.kl_warmup_epochs
         if epochs and epochs > 0:
             self.kl_warmup_steps = int(round(epochs * self.trainer.num_training_batches))
-        self.kl_total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        if self.hparams.get("kl_annealing", "linear") == "cyclical":
+            total = self.trainer.estimated_stepping_batches
+            if not math.isfinite(total):
+                raise ConfigError("schedule.kl_annealing=cyclical needs a run of known length: set "
+                                  "trainer.max_steps or trainer.max_epochs")
+            self.kl_total_steps = max(1, int(total))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(x, y)
