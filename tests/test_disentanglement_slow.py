@@ -33,5 +33,6 @@ def _mig(tmp_path, loss: str, seed: int) -> float:
 def test_beta_tcvae_vs_vanilla_mig_over_seeds(tmp_path):
     migs = {loss: [_mig(tmp_path / f"{loss}{s}", loss, s) for s in SEEDS] for loss in ("elbo", "beta_tcvae")}
     print({k: np.round(v, 3).tolist() for k, v in migs.items()})
-    # What the README runs measured at this budget (seeds 0 and 1, best checkpoints): see README Disentanglement.
+    # Measured by the README runs at this budget (seeds 0 and 1, best checkpoints by val ELBO, MIG on 1000 points):
+    # beta_tcvae 0.089 / 0.101, elbo 0.031 / 0.021. This test scores the last weights on 5000 points.
     assert np.mean(migs["beta_tcvae"]) > np.mean(migs["elbo"]), migs
