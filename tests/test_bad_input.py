@@ -72,6 +72,19 @@ CASES = [
      ["loss.free_bits=0.5 needs a factorised rate", "prior=mog posterior=gaussian", "set loss.free_bits=0"]),
     ("conditional_vampprior", ["prior=vamp", "model.conditional=true"],
      ["prior=vamp does not support model.conditional=true"]),
+    ("sprites_bad_stride", ["dataset=sprites", "dataset.options.stride.pos_x=0"],
+     ["dataset.options.stride.pos_x=0 is invalid: must be an integer in [1, 32]"]),
+    ("sprites_unknown_option", ["dataset=sprites", "+dataset.options.colour=red"],
+     ["dataset 'sprites'", "accepted options: stride"]),
+    ("dsprites_missing", ["dataset=dsprites", "paths.data_dir={data}"], ["dSprites not found: expected"]),
+    ("factor_vae_with_iwae_samples", ["loss=factor_vae", "loss.num_samples=5"],
+     ["loss.num_samples=5 is invalid with loss=factor_vae: must be 1"]),
+    ("factor_vae_with_an_iwae_key", ["loss=factor_vae", "+loss.iwae_samples=5"],
+     ["loss.iwae_samples is not an option of loss.name=factor_vae"]),
+    ("beta_tcvae_bad_sampling", ["loss=beta_tcvae", "loss.sampling=exact"],
+     ["loss.sampling='exact' is invalid: must be one of: mss, mws"]),
+    ("cyclical_ratio_zero", ["schedule.kl_annealing=cyclical", "schedule.kl_cycle_ratio=0"],
+     ["schedule.kl_cycle_ratio=0 is invalid: must be a number > 0 and <= 1"]),
 ]
 # Each case aims at the existing run (resume=) unless it names its own target: the strongest test that nothing
 # written before the check can reach a good run. Cases that start a new run get a fresh hydra.run.dir.

@@ -31,7 +31,8 @@ def digits(**kwargs) -> VAEDataModule:
 
 def test_digits_spec_split_and_batches():
     dm = digits(batch_size=64)
-    assert dm.spec == DataSpec(shape=(1, 8, 8), num_classes=10, class_names=tuple("0123456789"), has_test=False)
+    assert dm.spec == DataSpec(shape=(1, 8, 8), num_classes=10, class_names=tuple("0123456789"), has_test=False,
+                               num_train=1618)
     assert dm.spec.num_dims == 64
     train, val = dm.train_dataloader(), dm.val_dataloader()
     x, y = next(iter(train))
@@ -312,7 +313,8 @@ def test_dynamic_binarisation_and_unlabelled():
 
 
 def test_registry_names():
-    assert set(DATASETS) == {"digits", "mnist", "fashion_mnist", "cifar10", "image_folder", "array_file", "hf"}
+    assert set(DATASETS) == {"digits", "mnist", "fashion_mnist", "cifar10", "image_folder", "array_file", "hf",
+                             "sprites", "dsprites"}
 
 
 # ---------------------------------------------------------------- what the pixels are: binary, 8-bit, dequantised

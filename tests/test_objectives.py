@@ -94,7 +94,7 @@ def test_free_bits_clamp_batch_mean_kl_per_dim():
 def test_build_objective_rejects_unknown_names_and_coefficients():
     from vae_lab.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="valid choices: elbo, iwae"):
+    with pytest.raises(ConfigError, match="valid choices: beta_tcvae, capacity, dip_vae, elbo, factor_vae, iwae"):
         build_objective("nope")
     with pytest.raises(ConfigError, match="loss.beta is not an option of loss.name=iwae"):
         build_objective("iwae", beta=2.0)

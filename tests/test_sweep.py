@@ -265,3 +265,16 @@ def test_joblib_launcher_runs_jobs_in_parallel(tmp_path):
     assert [r["status"] for r in rows] == ["ok", "ok"]
     for row in rows:
         assert float(row["val/elbo_nats"]) == flat_metrics(sweep_dir / row["job"])["val/elbo_nats"]
+
+
+def test_report_shows_the_disentanglement_section_as_columns(tmp_path):
+    for k, (loss, mig) in enumerate([("elbo", 0.05), ("beta_tcvae", 0.2), ("factor_vae", 0.1)]):
+        metrics = {"val": {"val/elbo_nats": -100.0 - k},
+                   "disentanglement": {"mig": mig, "dci_disentanglement": 2 * mig, "mi_matrix": [[0.1]],
+                                       "factor_names": ["shape"], "seed": 0, "num_train": 10000}}
+        write_job(tmp_path, str(k), [f"loss={loss}", "dataset=sprites"], metrics=metrics)
+    report = write_report(tmp_path, metric="disentanglement/mig")
+    assert report.mode == "max" and report.best.overrides["loss"] == "beta_tcvae"
+    header = (tmp_path / "report.csv").read_text().splitlines()[0].split(",")
+    assert "disentanglement/mig" in header and "disentanglement/dci_disentanglement" in header
+    assert not any(h.endswith(("/seed", "/num_train", "mi_matrix")) for h in header)

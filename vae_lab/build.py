@@ -53,18 +53,33 @@ def build_module(cfg: DictConfig, spec):
     from vae_lab.lit_module import VAEModule
 
     s = cfg.schedule
+    objective = plain(cfg.loss)
+    if "dataset_size" in objective and objective["dataset_size"] is None:
+        objective["dataset_size"] = spec.num_train  # N of beta-TCVAE's estimators of log q(z): the training split
+    annealing = {k: s[k] for k in ("kl_annealing", "kl_cycles", "kl_cycle_ratio") if k in s}
+    if manual_optimization(cfg):  # Lightning refuses Trainer(gradient_clip_val) then: the module clips
+        annealing.update(gradient_clip_val=cfg.trainer.gradient_clip_val,
+                         gradient_clip_algorithm=cfg.trainer.gradient_clip_algorithm)
     module = VAEModule(
         model=model_kwargs(cfg, spec),
-        objective=plain(cfg.loss),
+        objective=objective,
         optimizer=plain(s.optimizer),
         scheduler=plain(s.scheduler),
         kl_warmup_steps=s.kl_warmup_steps,
         kl_warmup_epochs=float(s.kl_warmup_epochs),
         binary_data=bool(getattr(spec, "binary", False)),
         dequantize=cfg.dataset.get("dequantize", "none"),
+        **annealing,
     )
     _speed_options(cfg, module.model)
     return module
+
+
+def manual_optimization(cfg: DictConfig) -> bool:
+    """Whether the objective trains a second network with its own optimizer (the LightningModule steps both)."""
+    from vae_lab.objectives import ADVERSARIAL
+
+    return cfg.loss.name in ADVERSARIAL
 
 
 def _speed_options(cfg: DictConfig, model) -> None:
@@ -93,6 +108,8 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list | None = None):
     import lightning as L
 
     trainer_kwargs = plain(cfg.trainer)
+    if manual_optimization(cfg):
+        trainer_kwargs["gradient_clip_val"] = None  # clipped by the module (build_module passes the value)
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks")) + list(extra_callbacks or [])
     if not trainer_kwargs.get("enable_progress_bar", True):

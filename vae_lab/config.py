@@ -53,7 +53,26 @@ RULES = [
     Rule("schedule.gradient_clip_val", "float", lo=0, lo_open=True, nullable=True),
     Rule("schedule.kl_warmup_steps", "int", lo=0),
     Rule("schedule.kl_warmup_epochs", "float", lo=0),
+    Rule("schedule.kl_annealing", "choice", choices=lambda: __import__("vae_lab.schedules").schedules.KL_ANNEALING),
+    Rule("schedule.kl_cycles", "int", lo=1),
+    Rule("schedule.kl_cycle_ratio", "float", lo=0, hi=1, lo_open=True),
+    # the disentangling objectives' coefficients (configs/loss/)
+    Rule("loss.alpha", "float", lo=0),
+    Rule("loss.gamma", "float", lo=0),
+    Rule("loss.sampling", "choice", choices=lambda: ("mws", "mss")),
+    Rule("loss.dataset_size", "int", lo=2, nullable=True),
+    Rule("loss.dip_type", "choice", choices=lambda: ("i", "ii")),
+    Rule("loss.lambda_od", "float", lo=0),
+    Rule("loss.lambda_d", "float", lo=0),
+    Rule("loss.capacity_max", "float", lo=0),
+    Rule("loss.capacity_steps", "int", lo=0),
+    Rule("loss.discriminator.hidden", "int", lo=1),
+    Rule("loss.discriminator.layers", "int", lo=1),
+    Rule("loss.discriminator.lr", "float", lo=0, lo_open=True),
 ]
+
+# Objectives whose estimators pair the examples of a batch through one z each.
+ONE_SAMPLE = ("beta_tcvae", "factor_vae", "dip_vae", "capacity")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -68,7 +87,15 @@ def _check_combinations(cfg: DictConfig) -> None:
     _check_latent_combinations(cfg)
     warmup = [k for k in ("schedule.kl_warmup_steps", "schedule.kl_warmup_epochs")
               if (OmegaConf.select(cfg, k, default=0) or 0) > 0]
-    if OmegaConf.select(cfg, "loss.name", default=None) == "iwae" and warmup:
+    name = OmegaConf.select(cfg, "loss.name", default=None)
+    samples = OmegaConf.select(cfg, "loss.num_samples", default=1)
+    if name in ONE_SAMPLE and samples != 1:
+        raise ConfigError(f"loss.num_samples={samples} is invalid with loss={name}: must be 1 (several samples "
+                          f"per example are for loss=iwae)")
+    if name == "beta_tcvae" and OmegaConf.select(cfg, "schedule.batch_size", default=2) < 2:
+        raise ConfigError("schedule.batch_size=1 is invalid with loss=beta_tcvae: must be >= 2 (its estimators "
+                          "of log q(z) pair the examples of a batch)")
+    if name == "iwae" and warmup:
         raise ConfigError(f"{warmup[0]}={OmegaConf.select(cfg, warmup[0])} has no effect with loss=iwae (the IWAE "
                           f"bound has no separate KL term to warm up): set {warmup[0]}=0 or use loss=elbo")
 

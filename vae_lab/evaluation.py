@@ -196,6 +196,17 @@ def evaluate(
     }
 
 
+def disentanglement_report(model: VAE, datamodule, seed: int = 0, device: str | torch.device = "cpu",
+                           **sizes) -> dict:
+    """The disentanglement scores of `model` when the data has ground-truth factors, else why they are skipped."""
+    grid = datamodule.factor_grid()
+    if grid is None:
+        return {"skipped": f"dataset {datamodule.hparams.name!r} has no ground-truth factors"}
+    from vae_lab.disentanglement import disentanglement_scores
+
+    return disentanglement_scores(model, grid, seed, device, **sizes)
+
+
 class _NoBar:
     def advance(self, n: int) -> None:
         pass

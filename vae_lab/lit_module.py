@@ -4,7 +4,6 @@ import math
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_warn
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_warn
@@ -13,10 +12,13 @@ from torchmetrics import MeanMetric
 
 from vae_lab.data.batches import stream_seed
 from vae_lab.distributions import posterior_code, sample_with_seed
+from vae_lab.errors import ConfigError
 from vae_lab.metrics import ReconstructionQuality, bits_per_dim
 from vae_lab.model import VAE
-from vae_lab.objectives import build_objective
-from vae_lab.schedules import build_scheduler, kl_warmup_factor
+from vae_lab.nets.discriminator import Discriminator
+from vae_lab.objectives import ADVERSARIAL, EXTRA_TERMS, KL_COEFFICIENT, build_objective
+from vae_lab.objectives.factor_vae import discriminator_loss, permute_dims
+from vae_lab.schedules import build_scheduler, kl_cyclical_factor, kl_warmup_factor
 from vae_lab.units import likelihood_status
 
 STAGES = ("train", "val", "test")
@@ -29,13 +31,23 @@ class VAEModule(L.LightningModule):
 
     Args:
         model: init args of `VAE`.
-        objective: `name` (elbo | iwae), `num_samples` (z samples per example) and the objective's coefficients.
+        objective: `name` (objectives.OBJECTIVES), `num_samples` (z samples per example), the objective's
+            coefficients, and for adversarial objectives (factor_vae) `discriminator`: hidden, layers, lr, betas.
+        binary_data, dequantize: what the pixels are (DataSpec.binary, dataset.dequantize), which decides whether
+            the bound is a normalised log-likelihood (vae_lab.units) and so whether bits/dim is logged.
         optimizer: a Hydra config with `_target_` (e.g. torch.optim.AdamW) and its arguments, minus `params`.
         scheduler: `name` in schedules.SCHEDULERS and its arguments, or None for a constant learning rate.
         kl_warmup_steps: linear KL warm-up length in optimizer steps (0: none).
         kl_warmup_epochs: the same in epochs (converted to steps at the start of training); used if > 0.
-        binary_data, dequantize: what the pixels are (DataSpec.binary, dataset.dequantize), which decides whether
-            the bound is a normalised log-likelihood (vae_lab.units) and so whether bits/dim is logged.
+        kl_annealing: "linear" (the warm-up above) or "cyclical" (Fu et al. 2019: kl_cycles, kl_cycle_ratio).
+        gradient_clip_val, gradient_clip_algorithm: clipping done here under manual optimisation (factor_vae),
+            where Lightning refuses Trainer(gradient_clip_val=...); build.py moves the trainer's value here.
+
+    Optimisation is Lightning's automatic one (one optimizer), except for adversarial objectives: the VAE's and
+    the discriminator's optimizers are stepped by hand in training_step (Lightning 2.x needs manual optimisation
+        binary_data: bool = False,
+        dequantize: str = "none",
+    for more than one optimizer), with precision, clipping, the LR schedule and the non-finite guard kept.
     """
 
     def __init__(
@@ -46,17 +58,30 @@ class VAEModule(L.LightningModule):
         scheduler: dict | None = None,
         kl_warmup_steps: int = 0,
         kl_warmup_epochs: float = 0.0,
-        binary_data: bool = False,
-        dequantize: str = "none",
+        kl_annealing: str = "linear",
+        kl_cycles: int = 4,
+        kl_cycle_ratio: float = 0.5,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
     ):
         super().__init__()
         self.save_hyperparameters()
         self.model = VAE(**model)
         objective = dict(objective)
         self.num_samples = int(objective.pop("num_samples", 1))
+        disc = objective.pop("discriminator", None)
         self.objective = build_objective(**objective)
         self.kl_warmup_steps = kl_warmup_steps
-        self.terms = ["elbo", "distortion", "rate"] + (["iwae"] if objective["name"] == "iwae" else [])
+        self.kl_total_steps = 1  # the run's length in optimizer steps, for cyclical annealing (set at fit start)
+        # term -> unit suffix of its metric name (val/elbo_nats, train/dip_penalty)
+        self.units = {"elbo": "_nats", "distortion": "_nats", "rate": "_nats", **EXTRA_TERMS.get(objective["name"], {})}
+        self.terms = list(self.units)
+        self.discriminator = None
+        if objective["name"] in ADVERSARIAL:
+            self.automatic_optimization = False
+            self.disc_options = {"hidden": 1000, "layers": 6, "lr": 1e-4, "betas": [0.5, 0.9], **(disc or {})}
+            self.discriminator = Discriminator(self.model.latent_dim, int(self.disc_options["hidden"]),
+                                               int(self.disc_options["layers"]))
         self.status = likelihood_status(self.model.likelihood.name, binary_data, dequantize)
         # bits/dim only of a normalised log-likelihood: nothing called bits_per_dim otherwise
         reported = self.terms + (["bits_per_dim"] if self.status.normalised else []) + ["loss"]
@@ -71,13 +96,18 @@ class VAEModule(L.LightningModule):
 
     @property
     def kl_weight(self) -> float:
+        if self.hparams.get("kl_annealing", "linear") == "cyclical":
+            h = self.hparams
+            return kl_cyclical_factor(self.global_step, self.kl_total_steps, h.kl_cycles, h.kl_cycle_ratio)
         return kl_warmup_factor(self.global_step, self.kl_warmup_steps)
 
     def rate_weight(self, warmup_factor: float) -> float:
-        """The weight on the rate in the loss: beta x the KL warm-up factor (0 for IWAE, which has no rate term)."""
-        if self.hparams.objective["name"] == "iwae":
+        """The weight on the rate in the loss: its coefficient (beta) x the KL annealing factor (0 for IWAE)."""
+        name = self.hparams.objective["name"]
+        if name not in KL_COEFFICIENT:
             return 0.0
-        return float(self.hparams.objective.get("beta", 1.0)) * warmup_factor
+        key = KL_COEFFICIENT[name]
+        return (float(self.hparams.objective.get(key, 1.0)) if key else 1.0) * warmup_factor
 
     def setup(self, stage: str) -> None:
         # A VampPrior with prior.init=data takes K training images as pseudo-inputs, unless weights were loaded
@@ -98,18 +128,31 @@ class VAEModule(L.LightningModule):
         epochs = self.hparams.kl_warmup_epochs
         if epochs and epochs > 0:
             self.kl_warmup_steps = int(round(epochs * self.trainer.num_training_batches))
+        if self.hparams.get("kl_annealing", "linear") == "cyclical":
+            total = self.trainer.estimated_stepping_batches
+            if not math.isfinite(total):
+                raise ConfigError("schedule.kl_annealing=cyclical needs a run of known length: set "
+                                  "trainer.max_steps or trainer.max_epochs")
+            self.kl_total_steps = max(1, int(total))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(x, y)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, batch_idx: int = 0) -> torch.Tensor:
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, batch_idx: int = 0,
+              codes: list | None = None) -> torch.Tensor:
+        """The loss of one batch; its metrics accumulated and logged. `codes` receives z when given (a list)."""
         x, y = batch
         y = y if self.model.conditional else None
         q_z = self.model.encode(x, y)
         z = self._sample_z(q_z, stage, batch_idx)  # (K, B, D)
         p_x = self.model.decode(z, y)  # batch shape (K, B)
         kl_weight = self.kl_weight
-        out = self.objective(q_z, self.model.prior(), z, p_x, x, kl_weight=kl_weight)
+        extra = {}
+        if self.discriminator is not None:
+            extra["density_ratio_logit"] = self.discriminator.log_density_ratio(z[0])  # (B,)
+        out = self.objective(q_z, self.model.prior(), z, p_x, x, kl_weight=kl_weight, step=self.global_step, **extra)
+        if codes is not None:
+            codes.append(z[0])
 
         self._accumulate(stage, out, x.shape[0])
         if stage in self.quality:
@@ -164,7 +207,7 @@ class VAEModule(L.LightningModule):
             if stage == "train" and name == "loss":
                 continue  # train/loss is the step value
             metrics[name].update(mean, weight=count)
-            key = f"{stage}/{name}" if name in ("bits_per_dim", "loss") else f"{stage}/{name}_nats"
+            key = f"{stage}/{name}{self.units.get(name, '')}"  # val/elbo_nats, val/bits_per_dim, train/dip_penalty
             self.log(key, metrics[name], on_step=False, on_epoch=True, prog_bar=(name == "elbo" and stage == "val"))
 
     def on_train_epoch_end(self) -> None:
@@ -192,7 +235,47 @@ class VAEModule(L.LightningModule):
         return sample_with_seed(q_z, self.num_samples, seed)  # an IAF caches log q(z|x) of these z
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        if self.automatic_optimization:
+            return self._step(batch, "train")
+        return self._adversarial_step(batch)
+
+    def _adversarial_step(self, batch) -> torch.Tensor:
+        """One VAE step, then one discriminator step on the same codes (Kim & Mnih 2018, Alg. 1)."""
+        vae_opt, disc_opt = self.optimizers()
+        codes: list[torch.Tensor] = []
+        loss = self._step(batch, "train", codes=codes)
+        vae_opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        vae_opt.step()  # counts as the global step; runs on_before_optimizer_step (guard, then clipping)
+        for scheduler in self._schedulers():
+            scheduler.step()
+
+        z = codes[0].detach()  # (B, D): the codes before this VAE update, as in the paper's algorithm
+        disc_loss, accuracy = discriminator_loss(self.discriminator(z), self.discriminator(permute_dims(z)))
+        disc_opt.zero_grad(set_to_none=True)
+        self.manual_backward(disc_loss)
+        # Through the strategy, not disc_opt.step(): the precision plugin (scaling, guard and clipping hooks) runs,
+        # but Lightning's step counter does not, so global_step, max_steps and schedules count VAE steps only.
+        self.trainer.strategy.optimizer_step(disc_opt.optimizer, closure=lambda: None, model=self)
+        if self._log_this_step_before():
+            self.log("train/disc_loss", disc_loss.detach().cpu(), on_step=True, on_epoch=False)
+            self.log("train/disc_accuracy", accuracy.detach().cpu(), on_step=True, on_epoch=False)
+        return loss
+
+    def _log_this_step_before(self) -> bool:
+        """_log_this_step for the step just taken (global_step has already advanced past it)."""
+        every = self.trainer.log_every_n_steps
+        return bool(self.trainer.fast_dev_run) or (every > 0 and self.global_step % every == 0)
+
+    def _schedulers(self) -> list:
+        schedulers = self.lr_schedulers()
+        return [] if schedulers is None else schedulers if isinstance(schedulers, list) else [schedulers]
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Under manual optimisation Lightning does not clip; here it runs where it would (after AMP unscaling and
+        # the non-finite guard's check), for both optimizers.
+        if not self.automatic_optimization and self.hparams.get("gradient_clip_val"):
+            self.clip_gradients(optimizer, self.hparams.gradient_clip_val, self.hparams.gradient_clip_algorithm)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "val", batch_idx)
@@ -206,9 +289,19 @@ class VAEModule(L.LightningModule):
             self.log("train/lr", lr, on_step=True, on_epoch=False)
 
     def configure_optimizers(self):
-        optimizer = instantiate(self.hparams.optimizer, params=self.parameters())
+        if self.discriminator is None:
+            optimizer = instantiate(self.hparams.optimizer, params=self.parameters())
+        else:
+            optimizer = instantiate(self.hparams.optimizer, params=self.model.parameters())
         if not self.hparams.scheduler:
-            return optimizer
-        scheduler = build_scheduler(optimizer, total_steps=int(self.trainer.estimated_stepping_batches),
-                                    **self.hparams.scheduler)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+            scheduler = None
+        else:
+            scheduler = build_scheduler(optimizer, total_steps=int(self.trainer.estimated_stepping_batches),
+                                        **self.hparams.scheduler)
+        if self.discriminator is None:
+            if scheduler is None:
+                return optimizer
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        disc = self.disc_options
+        disc_opt = torch.optim.Adam(self.discriminator.parameters(), lr=float(disc["lr"]), betas=tuple(disc["betas"]))
+        return [optimizer, disc_opt], [] if scheduler is None else [{"scheduler": scheduler, "interval": "step"}]

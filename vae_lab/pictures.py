@@ -297,8 +297,10 @@ def manifold_figure(model: VAE, size: int, quantiles: tuple[float, float], label
 
 
 def traversal_figure(model: VAE, base: torch.Tensor, kl: torch.Tensor, num_dims: int, steps: int, span: float,
-                     label: int | None = None, title: str = "Latent traversals", score_name: str = "KL") -> Figure:
-    """Rows vary the `num_dims` dimensions of largest score `kl` (D,) of `base` (D,) over [-span, span]."""
+                     label: int | None = None, title: str = "Latent traversals", score_name: str = "KL",
+                     factor_labels: list[str] | None = None) -> Figure:
+    """Rows vary the `num_dims` dimensions of largest score `kl` (D,) of `base` (D,) over [-span, span];
+    `factor_labels` (one per latent dimension) name the ground-truth factor each captures most."""
     device = device_of(model)
     dims = torch.argsort(kl, descending=True, stable=True)[:num_dims].tolist()
     values = torch.linspace(-span, span, steps)
@@ -307,7 +309,7 @@ def traversal_figure(model: VAE, base: torch.Tensor, kl: torch.Tensor, num_dims:
     with evaluating(model):
         images = decode_mean(model, z.flatten(0, 1).to(device), y)  # (K*S, C, H, W)
     return plots.traversal_figure(images.unflatten(0, z.shape[:2]), dims, kl, values, title=title,
-                                  score_name=score_name)
+                                  score_name=score_name, factor_labels=factor_labels)
 
 
 def latent_pictures(model: VAE, codes: LatentCodes, class_names: tuple[str, ...] | None, split: str,

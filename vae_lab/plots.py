@@ -225,15 +225,19 @@ def traversal_latents(base: torch.Tensor, dims: list[int], values: torch.Tensor)
 
 
 def traversal_figure(images: torch.Tensor, dims: list[int], kl: torch.Tensor, values: torch.Tensor,
-                     padding: int = 1, title: str = "Latent traversals", score_name: str = "KL") -> Figure:
-    """Images (K, S, C, H, W): row k varies latent dims[k] over `values`; rows labelled with their score `kl`
-    (the mean KL in nats, or `score_name` = "Var": the variance of the codes where the KL is undefined)."""
+                     padding: int = 1, title: str = "Latent traversals", score_name: str = "KL",
+                     factor_labels: list[str] | None = None) -> Figure:
+    """Images (K, S, C, H, W): row k varies latent dims[k] over `values`; rows labelled with their score `kl` (the
+    mean KL in nats, or `score_name` = "Var": the variance of the codes where the KL is undefined) and, given
+    `factor_labels` (one per latent dimension, e.g. from disentanglement.mig.dominant_factors), the ground-truth
+    factor that dimension captures most."""
     height, width = images.shape[-2:]
     grid = strip_grid(images, padding, pad_value=1.0)
     fig, ax = _image_figure(grid, (height, width), margins=(1.5, 0.2, 0.7, 0.6))
     ax.set_xticks(_tile_centres(images.shape[1], width, padding), [f"{v:+.2f}" for v in values.tolist()])
-    ax.set_yticks(_tile_centres(len(dims), height, padding),
-                  [f"z{d + 1}  {score_name} {float(kl[d]):.2f}" for d in dims])
+    labels = [f"z{d + 1}  {score_name} {float(kl[d]):.2f}" + (f"\n{factor_labels[d]}" if factor_labels else "")
+              for d in dims]
+    ax.set_yticks(_tile_centres(len(dims), height, padding), labels)
     ax.set_xlabel("value of the traversed dimension (prior std units)")
     order = {"KL": "largest mean KL(q||p) (nats) first", "Var": "largest variance of the codes first"}
     ax.set_title(f"{title}\none row per latent dimension, {order.get(score_name, 'in order')}")
@@ -253,4 +257,21 @@ def kl_bar_figure(kl: torch.Tensor, title: str = "KL per latent dimension") -> F
         ax.set_xticks(dims)
     ax.set_title(f"{title}\ntotal {kl.sum():.2f} nats over {len(kl)} dimensions")
     ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def mi_heatmap(mi: torch.Tensor | np.ndarray, factor_names: list[str],
+               title: str = "Mutual information between latents and factors") -> Figure:
+    """Heatmap of I(z_d; v_f) / H(v_f) (D, F): rows latent dimensions, columns ground-truth factors, values shown."""
+    mi = np.asarray(mi, dtype=np.float64)
+    fig = Figure(figsize=(1.2 * mi.shape[1] + 2.5, 0.4 * mi.shape[0] + 1.8), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(mi, cmap="viridis", vmin=0.0, vmax=max(1e-9, float(mi.max())), aspect="auto")
+    ax.set_xticks(np.arange(mi.shape[1]), factor_names)
+    ax.set_yticks(np.arange(mi.shape[0]), [f"z{d + 1}" for d in range(mi.shape[0])])
+    for (d, f), value in np.ndenumerate(mi):
+        ax.text(f, d, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                color="black" if value > 0.6 * mi.max() else "white")
+    fig.colorbar(image, ax=ax, label="I(z_d; v_f) / H(v_f)")
+    ax.set_title(title)
     return fig

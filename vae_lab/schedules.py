@@ -13,6 +13,17 @@ def kl_warmup_factor(step: int, warmup_steps: int) -> float:
     return min(1.0, (step + 1) / warmup_steps)
 
 
+def kl_cyclical_factor(step: int, total_steps: int, cycles: int, ratio: float) -> float:
+    """Cyclical KL annealing (Fu et al. 2019, Eq. 6): `cycles` periods over the run, each rising linearly from 0
+    to 1 over its first `ratio` share, then held at 1."""
+    period = max(1.0, total_steps / cycles)
+    tau = (step % period) / period
+    return 1.0 if ratio <= 0 else min(1.0, tau / ratio)
+
+
+KL_ANNEALING = ("linear", "cyclical")  # schedule.kl_annealing: linear warm-up or cycles
+
+
 def cosine_warmup(optimizer, total_steps: int, warmup_steps: int = 500, min_lr_ratio: float = 0.0):
     """Linear warm-up to the base lr over `warmup_steps`, then cosine decay to min_lr_ratio * lr at the end."""
     warmup_steps = max(1, min(warmup_steps, total_steps - 1)) if total_steps > 1 else 1

@@ -20,15 +20,19 @@ REPORT_CSV = "report.csv"
 REPORT_MD = "report.md"
 FAILURE_FILE = "failure.json"  # {"error": one line, "type", "traceback", "overrides", "wall_time_s"}
 METRICS_FILE = "metrics.json"
-SECTIONS = ("val", "test")  # metrics.json sections whose scalars go into the table
+# metrics.json sections whose scalars go into the table; `disentanglement` (data with ground-truth factors) holds
+# unprefixed names (mig, dci_disentanglement, ...), shown as disentanglement/<name>
+SECTIONS = ("val", "test", "disentanglement")
 TOP_LEVEL = ("wall_time_s", "global_step", "epochs")  # top-level scalars of metrics.json in the table
 # Column order of the metrics (by the name after the stage's "/"); others follow alphabetically.
 TERM_ORDER = ("elbo_nats", "iwae_nats", "distortion_nats", "rate_nats", "bits_per_dim", "ssim", "psnr_db",
               "active_units")
 # `*/loss` is left out: beta weights it, so it does not compare across a beta sweep (the ELBO does).
-EXCLUDED_TERMS = ("loss",)
+EXCLUDED_TERMS = ("loss", "seed", "num_train", "num_test")  # and the disentanglement scores' settings
 # Which way is better, by the metric's last name component; `mode=max|min` decides for any other metric.
 DIRECTIONS = {
+    **dict.fromkeys(("mig", "sap", "beta_vae_score", "factor_vae_score", "dci_disentanglement", "dci_completeness",
+                     "dci_informativeness"), "max"),
     "elbo_nats": "max",
     "iwae_nats": "max",
     "ssim": "max",
@@ -85,7 +89,7 @@ def _flatten(metrics: dict) -> dict[str, float]:
     for section in SECTIONS:
         for key, value in (metrics.get(section) or {}).items():
             if key.rsplit("/", 1)[-1] not in EXCLUDED_TERMS and _is_number(value):
-                flat[key] = value
+                flat[key if "/" in key else f"{section}/{key}"] = value
     for key in TOP_LEVEL:
         if _is_number(metrics.get(key)):
             flat[key] = metrics[key]

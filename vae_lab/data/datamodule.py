@@ -91,6 +91,8 @@ class VAEDataModule(L.LightningDataModule):
         self._streams: dict[str, tuple[object, int | None]] = {}  # split -> (raw rows, examples) when streamed
         self._source: StreamSource | None = None
         self._spec: DataSpec | None = None
+        self._factors: dict[str, torch.Tensor] = {}  # per split: ground-truth factor classes (factor datasets)
+        self._factor_names: tuple[str, ...] | None = None
 
     def _load(self) -> RawData | StreamSource:
         h = self.hparams
@@ -166,6 +168,9 @@ class VAEDataModule(L.LightningDataModule):
         }
         if raw.test_x is not None:
             splits["test"] = (raw.test_x, raw.test_y)
+        if raw.factors is not None:
+            self._factors = {"train": raw.factors[train_idx], "val": raw.factors[val_idx]}
+            self._factor_names = raw.factor_names
         policy = BINARIZE[h.binarize]
         for split, (x, y) in list(splits.items()):
             fixed = policy.fixed_train if split == "train" else policy.fixed_eval
@@ -184,6 +189,8 @@ class VAEDataModule(L.LightningDataModule):
             class_names=raw.class_names,
             has_test=raw.test_x is not None,
             binary=policy.train_batches == "dynamic" or all(_is_binary(x) for x, _ in splits.values()),
+            factor_names=raw.factor_names,
+            num_train=len(splits["train"][0]),
         )
 
     @property
@@ -191,6 +198,16 @@ class VAEDataModule(L.LightningDataModule):
         """Shape and classes of the data (loads it on first use if setup has not run)."""
         self.setup()
         return self._spec
+
+    def factor_grid(self):
+        """The train + val images with their ground-truth factors as a FactorGrid; None without factors."""
+        from vae_lab.data.factors import FactorGrid
+
+        self.setup()
+        if not self._factors:
+            return None
+        images = torch.cat([self._splits[s][0].cpu() for s in ("train", "val")])
+        return FactorGrid(images, torch.cat([self._factors["train"], self._factors["val"]]), self._factor_names)
 
     def describe(self) -> str:
         """One line for logs: name, shape, split sizes, classes."""

@@ -25,6 +25,8 @@ class RawData:
     test_x: torch.Tensor | None = None
     test_y: torch.Tensor | None = None
     class_names: tuple[str, ...] | None = None
+    factors: torch.Tensor | None = None  # int64 (N, F) ground-truth factor classes of train_x (factor datasets)
+    factor_names: tuple[str, ...] | None = None
 
     def __post_init__(self):
         for x, y in ((self.train_x, self.train_y), (self.test_x, self.test_y)):
@@ -35,6 +37,9 @@ class RawData:
             assert y is None or (y.dtype == torch.int64 and y.shape == (len(x),)), None if y is None else y.shape
         if len(self.train_x) == 0:
             raise DataError("the dataset has no training examples")
+        if self.factors is not None:
+            shape = (len(self.train_x), len(self.factor_names))
+            assert self.factors.dtype == torch.int64 and self.factors.shape == shape, self.factors.shape
 
 
 def _uint8_nchw(images: np.ndarray, layout: str) -> torch.Tensor:
@@ -276,6 +281,30 @@ def load_array_file(
     return RawData(train_x=x, train_y=y)
 
 
+# ---------------------------------------------------------------- factor datasets
+
+
+def _factor_data(images: torch.Tensor, factors: torch.Tensor) -> RawData:
+    from vae_lab.data.sprites import FACTOR_NAMES, SHAPE_NAMES
+
+    return RawData(train_x=images, train_y=factors[:, 0].clone(), class_names=SHAPE_NAMES, factors=factors,
+                   factor_names=FACTOR_NAMES)
+
+
+def load_sprites(root: Path, download: bool, stride: dict | None = None) -> RawData:
+    """dSprites-like images generated from their factors (vae_lab.data.sprites); labels: the shape."""
+    from vae_lab.data.sprites import render_sprites
+
+    return _factor_data(*render_sprites(stride))
+
+
+def load_dsprites(root: Path, download: bool, stride: dict | None = None, md5: str | None = "default") -> RawData:
+    """The real dSprites archive from `root` (md5-checked; never downloaded); labels: the shape."""
+    from vae_lab.data.sprites import DSPRITES_FILE, DSPRITES_MD5, read_dsprites
+
+    return _factor_data(*read_dsprites(Path(root) / DSPRITES_FILE, DSPRITES_MD5 if md5 == "default" else md5, stride))
+
+
 DATASETS: dict[str, Callable[..., RawData]] = {
     "digits": load_digits,
     "mnist": load_mnist,
@@ -284,6 +313,8 @@ DATASETS: dict[str, Callable[..., RawData]] = {
     "image_folder": load_image_folder,
     "array_file": load_array_file,
     "hf": load_hf,
+    "sprites": load_sprites,
+    "dsprites": load_dsprites,
 }
 
 

@@ -13,6 +13,8 @@ class DataSpec:
     class_names: tuple[str, ...] | None
     has_test: bool  # an official test split exists
     binary: bool = False  # every pixel of every split is 0 or 255 (binarised, or binary as stored)
+    factor_names: tuple[str, ...] | None = None  # ground-truth factors (sprites, dsprites); None: no factors
+    num_train: int | None = None  # examples in the training split
 
     @property
     def num_dims(self) -> int:

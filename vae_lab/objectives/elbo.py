@@ -24,6 +24,7 @@ def elbo(
     beta: float = 1.0,
     free_bits: float = 0.0,
     kl_weight: float = 1.0,
+    step: int = 0,
 ) -> ObjectiveOutput:
     """ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)), estimated with the K samples z: (K, B, D).
 

@@ -20,11 +20,12 @@ def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
 
 
 def iwae(
-    q_z: Distribution, p_z: Distribution, z: torch.Tensor, p_x: Distribution, x: torch.Tensor, kl_weight: float = 1.0
+    q_z: Distribution, p_z: Distribution, z: torch.Tensor, p_x: Distribution, x: torch.Tensor, kl_weight: float = 1.0,
+    step: int = 0,
 ) -> ObjectiveOutput:
     """Loss = -L_K averaged over the batch; gradients flow through every normalised weight (no detaching).
 
-    `kl_weight` is accepted (and ignored) so the training loop treats all objectives alike; the IWAE bound
+    `kl_weight` and `step` are accepted (and ignored) so the training loop treats all objectives alike; the IWAE bound
     has no separate KL term to warm up.
     """
     log_px_given_z = p_x.log_prob(x)  # (K, B)
