@@ -278,8 +278,11 @@ def evaluate_model(cfg, data_overrides: list[str] = ()) -> tuple[dict, "Path"]:
     report = {
         "model": str(cfg.model), "source": str(loaded.source), "split": cfg.split, "dataset": h.name,
         "binarize": h.binarize, "data_dir": h.data_dir, "data_seed": h.seed, "seed": cfg.seed, "device": device,
-        "likelihood": loaded.model.likelihood.name, **results, "wall_time_s": round(time.time() - started, 2),
+        "likelihood": loaded.model.likelihood.name, **results,
     }
+    if getattr(datamodule.spec, "factor_names", None):  # ground-truth factors: the disentanglement scores too
+        report["disentanglement"] = disentanglement_report(loaded.model, datamodule, cfg.seed, device)
+    report["wall_time_s"] = round(time.time() - started, 2)
     if cfg.out is not None:
         out = Path(cfg.out).expanduser()
         out = out / "evaluation.json" if out.is_dir() else out

@@ -57,6 +57,9 @@ def _training_rows(config: dict, t: dict, metrics: dict | None, run_info: dict |
         ("architecture", f"`{config['architecture']}` `{json.dumps(config.get('net') or {})}`"),
         ("latent_dim", config["latent_dim"]),
         ("likelihood", f"`{config['likelihood']}`"),
+        ("prior, posterior", f"`{config.get('prior', 'standard_normal')}`, `{config.get('posterior', 'gaussian')}`"
+                             + (f"; rate by {metrics['rate_estimator']}" if (metrics or {}).get("rate_estimator")
+                                else "")),
         ("conditional", f"on {config['num_classes']} classes" if config.get("conditional") else "no"),
         ("objective", f"`{loss.get('name')}`, beta {loss.get('beta', 1.0)}, free bits {loss.get('free_bits', 0.0)}, "
                       f"{loss.get('num_samples', 1)} z sample(s)" if loss else None),

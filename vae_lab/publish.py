@@ -55,7 +55,7 @@ def save_artifact(out_dir: Path, model: torch.nn.Module, *, name: str | None = N
         caption = f"Samples from the model during training (`{Path(samples_png).name}`)."
     else:
         files[fmt.SAMPLES_NAME] = render_samples(model)
-        caption = "64 samples from these weights: z ~ N(0, I), mean of p(x|z) (seed 0)."
+        caption = "64 samples from these weights: z ~ p(z), the mean of p(x|z) (seed 0)."
     card = model_card(config, name=name, repo_id=repo_id, train_cfg=train_cfg, metrics=metrics, run_info=run_info,
                       overrides=list(overrides), samples_caption=caption, files=[*files, fmt.CARD_NAME])
     files[fmt.CARD_NAME] = str(card).encode()

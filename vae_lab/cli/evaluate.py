@@ -31,8 +31,13 @@ def print_table(report: dict) -> None:
         ("SSIM", f"{report['ssim']:.4f}"),
         ("PSNR (dB)", f"{report['psnr_db']:.2f}"),
         ("MSE", f"{report['mse']:.5f}"),
-        (f"active units (Cov > {report['active_unit_threshold']})", f"{report['active_units']} / {report['latent_dim']}"),
-        ("KL per latent dim (nats)", " ".join(f"{v:.2f}" for v in report["kl_per_dim_nats"])),
+        ("rate estimator", report.get("rate_estimator", "analytic_kl")),
+        (f"active units (Cov > {report['active_unit_threshold']})",
+         "n/a (see notes)" if report["active_units"] is None else f"{report['active_units']} / {report['latent_dim']}"),
+        ("KL per latent dim (nats)", " ".join(f"{v:.2f}" for v in report["kl_per_dim_nats"]) or "n/a (see notes)"),
+        *((f"disentanglement {k}", f"{v:.4f}") for k, v in (report.get("disentanglement") or {}).items()
+          if isinstance(v, float)),
+        *(("note", note) for note in report.get("notes", [])),
     ]
     for name, value in rows:
         table.add_row(name, value)

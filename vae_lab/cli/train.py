@@ -11,13 +11,22 @@ from vae_lab.cli.errors import hydra_errors_in_one_line, report_user_errors
 from vae_lab.cli.hydra_callbacks import multirun_job
 
 
-def _final_metrics(trainer, module, datamodule) -> dict:
-    """Validation (and test, when the dataset has a test split) metrics of the best checkpoint, if any."""
+def _final_metrics(cfg: DictConfig, trainer, module, datamodule) -> dict:
+    """Validation (and test, when the dataset has a test split) metrics of the best checkpoint, if any, and the
+    disentanglement scores when the data has ground-truth factors (cfg.disentanglement)."""
     ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-    results = {"best_checkpoint": ckpt}
+    results = {"best_checkpoint": ckpt, "rate_estimator": module.model.rate_estimator}
     results["val"] = trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
     if datamodule.spec.has_test:
         results["test"] = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
+    scores = cfg.get("disentanglement")
+    if getattr(datamodule.spec, "factor_names", None) and scores and scores.enabled and not trainer.fast_dev_run \
+            and trainer.is_global_zero:
+        from vae_lab.evaluation import disentanglement_report
+
+        results["disentanglement"] = disentanglement_report(
+            module.model, datamodule, seed=int(cfg.seed), device=module.device, num_train=int(scores.num_train),
+            num_test=int(scores.num_test))
     return results
 
 
@@ -64,7 +73,7 @@ def train(cfg: DictConfig) -> dict:
         print(f"data: {datamodule.describe()}")
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    metrics = _final_metrics(trainer, module, datamodule)
+    metrics = _final_metrics(cfg, trainer, module, datamodule)
     metrics.update(global_step=trainer.global_step, epochs=trainer.current_epoch,
                    wall_time_s=round(time.time() - started, 2), run_dir=str(run_dir.resolve()),
                    log_likelihood=module.status.as_json())
