@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 
 from vae_lab.build import build_datamodule, build_module, build_trainer
 from vae_lab.cli import CONFIG_DIR
-from vae_lab.resume import reliability_callbacks
+from vae_lab.build import reliability_callbacks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
