@@ -1,4 +1,5 @@
-"""scripts/benchmark.py end to end for a handful of steps: the plumbing of its sides and its JSON, not timings."""
+"""scripts/benchmark.py (vae_lab.bench) end to end for a handful of steps: the plumbing of its sides and its JSON,
+not timings; the step clock and the thresholds directly."""
 
 import json
 import math
@@ -9,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from datasets_fixtures import SHARED_DATA
+from vae_lab.bench import clock as clock_module
+from vae_lab.bench.clock import StepClock
+from vae_lab.bench import report as bench_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,15 +30,6 @@ def mnist_dir():
     if not (SHARED_DATA / "MNIST" / "raw").is_dir():
         pytest.skip(f"{SHARED_DATA / 'MNIST' / 'raw'} is not available")
     return SHARED_DATA
-
-
-def load_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
 
 
 def check_training_sides(result: dict, batch_size: int, steps: int) -> None:
@@ -129,11 +124,10 @@ def test_bad_option_is_one_clear_line(tmp_path, override, key):
 
 def test_step_clock_times_each_step_and_leaves_out_pauses(monkeypatch):
     """images/s over the timed window; the median step from per-step times, a step spanning a pause left out."""
-    bench = load_script()
     now = [0.0]
-    monkeypatch.setattr(bench.time, "perf_counter", lambda: now[0])
-    monkeypatch.setattr(bench.time, "process_time", lambda: now[0])
-    clock = bench.StepClock(warmup=2, steps=5)
+    monkeypatch.setattr(clock_module.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(clock_module.time, "process_time", lambda: now[0])
+    clock = StepClock(warmup=2, steps=5)
     for step, duration in enumerate([9.0, 9.0, 1.0, 3.0, 2.0, 50.0, 4.0], start=1):
         now[0] += duration
         if step == 6:  # validation between steps 5 and 6: 45 s paused, a 5 s step
@@ -152,12 +146,11 @@ def test_thresholds_follow_device_and_arch():
     """The issue's a/b and a/c targets depend on device and architecture; an explicit value wins."""
     from omegaconf import OmegaConf
 
-    bench = load_script()
     base = OmegaConf.load(ROOT / "configs" / "benchmark.yaml")
 
     def targets(*overrides):
         cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
-        found = bench._targets(cfg)
+        found = bench_report.targets(cfg)
         return found["min_a_over_b"], found["min_a_over_c"]
 
     assert targets("device=cpu", "arch=mlp") == (0.95, 1.4)
