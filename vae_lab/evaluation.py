@@ -1,15 +1,15 @@
 """The evaluation loop: ELBO terms, IWAE log p(x) over chunks of samples, reconstruction quality, active units."""
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import torch
 from torchmetrics import MeanSquaredError
 
+from vae_lab.estimators import iwae_log_px
 from vae_lab.metrics import ActiveUnits, KLPerDimension, ReconstructionQuality, bits_per_dim
 from vae_lab.model import VAE
 from vae_lab.objectives.elbo import rate_per_dim
-from vae_lab.objectives.iwae import log_weights
 
 # What `evaluate` returns (and scripts/evaluate.py writes to evaluation.json), besides the run's description.
 RESULT_KEYS = (
@@ -19,50 +19,6 @@ RESULT_KEYS = (
     "ssim", "psnr_db", "mse",
     "active_units", "active_unit_threshold", "posterior_mean_variance", "kl_per_dim_nats",
 )  # fmt: skip
-
-
-class ChunkedIWAE:
-    """L_K = log (1/K) sum_k w_k and the Monte Carlo E_q[log p(x|z)], accumulated over chunks of the K samples.
-
-    logsumexp is associative: log sum_k w_k = logaddexp over chunks of each chunk's logsumexp, so any chunking
-    gives the same bound as one (K, B) tensor while memory stays that of one chunk. float64 accumulators.
-    """
-
-    def __init__(self):
-        self.log_sum_w: torch.Tensor | None = None  # (B,)
-        self.sum_log_px_given_z: torch.Tensor | None = None  # (B,)
-        self.num_samples = 0
-
-    def update(self, log_w: torch.Tensor, log_px_given_z: torch.Tensor) -> None:
-        """log_w, log_px_given_z: (S, B) for S more samples."""
-        lse = torch.logsumexp(log_w.double(), dim=0)  # (B,)
-        total = log_px_given_z.double().sum(0)  # (B,)
-        if self.log_sum_w is None:
-            self.log_sum_w, self.sum_log_px_given_z = lse, total
-        else:
-            self.log_sum_w = torch.logaddexp(self.log_sum_w, lse)
-            self.sum_log_px_given_z = self.sum_log_px_given_z + total
-        self.num_samples += log_w.shape[0]
-
-    def bound(self) -> torch.Tensor:
-        """L_K per example (B,), Eq. 8 of Burda et al. 2016."""
-        return self.log_sum_w - math.log(self.num_samples)
-
-    def mean_log_px_given_z(self) -> torch.Tensor:
-        """(1/K) sum_k log p(x|z_k): the reconstruction term of the ELBO, (B,)."""
-        return self.sum_log_px_given_z / self.num_samples
-
-
-def importance_chunks(
-    model: VAE, x: torch.Tensor, y: torch.Tensor | None, q_z, num_samples: int, max_decoded: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(log w, log p(x|z)), each (S, B), for num_samples draws z ~ q(z|x) in chunks of <= max_decoded images."""
-    p_z = model.prior()
-    per_chunk = max(1, max_decoded // x.shape[0])
-    for start in range(0, num_samples, per_chunk):
-        z = q_z.sample((min(per_chunk, num_samples - start),))  # (S, B, D)
-        log_px_given_z = model.decode(z, y).log_prob(x)  # (S, B)
-        yield log_weights(q_z, p_z, z, log_px_given_z), log_px_given_z
 
 
 def _mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
@@ -89,7 +45,8 @@ def evaluate(
     reconstruction term of the ELBO; the rate is the analytic KL. Reconstructions decode the posterior mean.
 
     Args:
-        max_decoded: images decoded per forward pass (samples x examples), which bounds memory.
+        max_decoded: at most this many images decoded per forward pass (samples x examples); the estimator also keeps
+            a pass within its memory budget (vae_lab.estimators.MEMORY_BUDGET_MB).
         max_examples: stop after this many examples (the first ones of the split); None: all.
         total: examples expected, for the progress bar only.
     """
@@ -111,9 +68,7 @@ def evaluate(
         num_dims = x[0].numel()
 
         q_z = model.encode(x, y)
-        iwae = ChunkedIWAE()
-        for log_w, log_px_given_z in importance_chunks(model, x, y, q_z, iwae_samples, max_decoded):
-            iwae.update(log_w, log_px_given_z)
+        iwae = iwae_log_px(model, x, y, iwae_samples, q_z=q_z, max_decoded=max_decoded)
         rate_dims = rate_per_dim(q_z, p_z)  # (B, D), analytic
         distortion = -iwae.mean_log_px_given_z()
         rate = rate_dims.double().sum(-1)
