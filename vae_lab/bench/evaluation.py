@@ -3,11 +3,15 @@
 import time
 
 from vae_lab.bench.clock import now, peak_rss_mb, sync, weights_fingerprint
-from vae_lab.bench.sides import autocast, build_model, no_lightning_globals, num_classes, raw_data
+from vae_lab.bench.sides import autocast, build_model, matmul_tflops, no_lightning_globals, num_classes, raw_data
 
 
 def iwae_loop(model, batches, num_samples: int, max_decoded: int) -> float:
-    """A straightforward IWAE-k estimate of log p(x) (Burda et al. 2016, Eq. 8): mean over examples, nats."""
+    """A straightforward IWAE-k estimate of log p(x) (Burda et al. 2016, Eq. 8): mean over examples, nats.
+
+    What a user writes from the paper: chunks of max_decoded images (samples x examples) through the decoder, the
+    Distributions' log_prob, one logsumexp; under torch.no_grad (the caller's).
+    """
     import math
 
     import torch
@@ -32,8 +36,20 @@ def vae_lab_iwae(model, batches, num_samples: int, max_decoded: int) -> float:
     return evaluate(model, batches, iwae_samples=num_samples, max_decoded=max_decoded, device=device)["iwae_nats"]
 
 
-def _eval_side(spec: dict, estimate, name: str) -> dict:
-    """Images/s of `estimate` on the first `num_images` test images, after an untimed warm-up on a few."""
+def _flops_per_image(model, x, y, num_samples: int, max_decoded: int) -> float:
+    """Matmul and convolution FLOPs of IWAE-k for one image (torch's FLOP counter on the straightforward loop)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        iwae_loop(model, [(x[:1], y[:1])], num_samples, max_decoded)
+    return float(counter.get_total_flops())
+
+
+def _eval_side(spec: dict, estimate, name: str, count_flops: bool = False) -> dict:
+    """Images/s of `estimate` on the first `num_images` test images, after an untimed warm-up on a few.
+
+    count_flops: also the FLOPs per image and the large-matmul yardstick (untimed), for the share of the machine.
+    """
     import torch
 
     raw = raw_data(spec)
@@ -51,6 +67,11 @@ def _eval_side(spec: dict, estimate, name: str) -> dict:
         log_px = estimate(model, batches, ev["iwae_samples"], ev["max_decoded"])
         sync(device)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        extra = {}
+        if count_flops:
+            extra["flops_per_image"] = _flops_per_image(model, x, y, ev["iwae_samples"], ev["max_decoded"])
+    if count_flops:
+        extra["matmul_tflops"] = matmul_tflops(device, spec["precision"])
     return {
         "side": name,
         "images_per_s": len(x) / wall,
@@ -59,6 +80,7 @@ def _eval_side(spec: dict, estimate, name: str) -> dict:
         "iwae_nats": log_px,
         "peak_rss_mb": peak_rss_mb(),
         **weights_fingerprint(model),
+        **extra,
     }
 
 
@@ -67,4 +89,4 @@ def side_eval_vae_lab(spec: dict) -> dict:
 
 
 def side_eval_loop(spec: dict) -> dict:
-    return _eval_side(spec, iwae_loop, "eval_loop")
+    return _eval_side(spec, iwae_loop, "eval_loop", count_flops=True)

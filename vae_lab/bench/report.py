@@ -28,7 +28,8 @@ def targets(cfg) -> dict:
 
     wanted = OmegaConf.to_container(cfg.targets, resolve=True)
     issue = OmegaConf.to_container(cfg.issue_targets, resolve=True)
-    defaults = dict(zip(("min_a_over_b", "min_a_over_c"), issue.get(cfg.device, {}).get(cfg.arch, issue["fallback"])))
+    names = ("min_a_over_b", "min_a_over_c", "min_eval_ratio")
+    defaults = dict(zip(names, issue.get(cfg.device, {}).get(cfg.arch, issue["fallback"])))
     return {key: defaults[key] if value is None and key in defaults else value for key, value in wanted.items()}
 
 
@@ -62,6 +63,13 @@ def summary(cfg, runs: dict[str, list[dict]]) -> dict:
             if side in sides:
                 sides[side]["tflops"] = sides[side]["images_per_s"] * flops / 1e12
                 sides[side]["share_of_peak"] = sides[side]["tflops"] / peak
+    flops = sides.get("eval_loop", {}).get("flops_per_image")
+    if flops:  # the same for the IWAE sides: FLOPs of the estimator (one count), yardstick of the eval child
+        peak = cfg.peak_tflops or sides["eval_loop"]["matmul_tflops"]
+        for side in ("eval_vae_lab", "eval_loop"):
+            if side in sides:
+                sides[side]["tflops"] = sides[side]["images_per_s"] * flops / 1e12
+                sides[side]["share_of_peak"] = sides[side]["tflops"] / peak
     return {"sides": sides, "ratios": ratios,
             "targets": {k: {"value": v, "target": s, "met": ok} for k, (v, s, ok) in verdicts.items()}}
 
@@ -88,6 +96,11 @@ def table(result: dict) -> str:
     if "flops_per_image" in b:
         lines.append(f"training FLOPs per image: {b['flops_per_image'] / 1e6:.1f} M; large-matmul yardstick: "
                      f"{b['matmul_tflops'] * 1000:.0f} GFLOP/s")
+    ev = result["summary"]["sides"].get("eval_loop", {})
+    if "flops_per_image" in ev:
+        k = s["evaluation"]["iwae_samples"]
+        lines.append(f"IWAE-{k} FLOPs per image: {ev['flops_per_image'] / 1e9:.2f} G; large-matmul yardstick in that "
+                     f"child: {ev['matmul_tflops'] * 1000:.0f} GFLOP/s")
     ratios = result["summary"]["ratios"]
 
     def details(name: str) -> str:
