@@ -38,6 +38,7 @@ def evaluate(
     device: str | torch.device = "cpu",
     progress: bool = False,
     total: int | None = None,
+    decoder_dtype: torch.dtype | None = None,
 ) -> dict:
     """Every evaluation number of `model` on `batches` of (x, y) in [0, 1]; keys in RESULT_KEYS.
 
@@ -49,6 +50,7 @@ def evaluate(
             a pass within its memory budget (vae_lab.estimators.MEMORY_BUDGET_MB).
         max_examples: stop after this many examples (the first ones of the split); None: all.
         total: examples expected, for the progress bar only.
+        decoder_dtype: torch.bfloat16 runs the IWAE decoder passes in bf16 on a GPU (opt-in; log-probs in float32).
     """
     model = model.to(device).eval()
     latent_dim = model.latent_dim
@@ -68,7 +70,7 @@ def evaluate(
         num_dims = x[0].numel()
 
         q_z = model.encode(x, y)
-        iwae = iwae_log_px(model, x, y, iwae_samples, q_z=q_z, max_decoded=max_decoded)
+        iwae = iwae_log_px(model, x, y, iwae_samples, q_z=q_z, max_decoded=max_decoded, decoder_dtype=decoder_dtype)
         rate_dims = rate_per_dim(q_z, p_z)  # (B, D), analytic
         distortion = -iwae.mean_log_px_given_z()
         rate = rate_dims.double().sum(-1)
