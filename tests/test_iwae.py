@@ -7,7 +7,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from oracles import LinearGaussian, diagonal_posterior
-from vae_lab.evaluation import ChunkedIWAE
+from vae_lab.estimators import ChunkedIWAE
 from vae_lab.objectives import iwae
 from vae_lab.objectives.iwae import iwae_bound, log_weights
 

@@ -1,17 +1,17 @@
 """The evaluation loop: ELBO terms, IWAE log p(x) over chunks of samples, reconstruction quality, active units."""
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import torch
 from torchmetrics import MeanSquaredError
 
 from vae_lab.distributions import posterior_code
+from vae_lab.estimators import iwae_log_px
 from vae_lab.metrics import ActiveUnits, KLPerDimension, ReconstructionQuality, bits_per_dim
 from vae_lab.model import VAE
-from vae_lab.objectives.iwae import log_weights
-from vae_lab.units import Status, likelihood_status
 from vae_lab.objectives.rate import ANALYTIC, is_diagonal_gaussian, rate_estimator, rate_per_dim
+from vae_lab.units import Status, likelihood_status
 
 # What `evaluate` returns (and scripts/evaluate.py writes to evaluation.json), besides the run's description;
 # BITS_KEYS too when the bound is a normalised log-likelihood (`log_likelihood.normalised`).
@@ -24,57 +24,6 @@ RESULT_KEYS = (
     "rate_estimator", "notes",
 )  # fmt: skip
 BITS_KEYS = ("elbo_bits_per_dim", "iwae_bits_per_dim")
-
-
-class ChunkedIWAE:
-    """L_K = log (1/K) sum_k w_k and the Monte Carlo E_q[log p(x|z)] and E_q[log w] (the ELBO), accumulated over
-    chunks of the K samples.
-
-    logsumexp is associative: log sum_k w_k = logaddexp over chunks of each chunk's logsumexp, so any chunking
-    gives the same bound as one (K, B) tensor while memory stays that of one chunk. float64 accumulators.
-    """
-
-    def __init__(self):
-        self.log_sum_w: torch.Tensor | None = None  # (B,)
-        self.sum_log_px_given_z: torch.Tensor | None = None  # (B,)
-        self.sum_log_w: torch.Tensor | None = None  # (B,)
-        self.num_samples = 0
-
-    def update(self, log_w: torch.Tensor, log_px_given_z: torch.Tensor) -> None:
-        """log_w, log_px_given_z: (S, B) for S more samples."""
-        lse = torch.logsumexp(log_w.double(), dim=0)  # (B,)
-        total, total_w = log_px_given_z.double().sum(0), log_w.double().sum(0)  # (B,)
-        if self.log_sum_w is None:
-            self.log_sum_w, self.sum_log_px_given_z, self.sum_log_w = lse, total, total_w
-        else:
-            self.log_sum_w = torch.logaddexp(self.log_sum_w, lse)
-            self.sum_log_px_given_z = self.sum_log_px_given_z + total
-            self.sum_log_w = self.sum_log_w + total_w
-        self.num_samples += log_w.shape[0]
-
-    def bound(self) -> torch.Tensor:
-        """L_K per example (B,), Eq. 8 of Burda et al. 2016."""
-        return self.log_sum_w - math.log(self.num_samples)
-
-    def mean_log_px_given_z(self) -> torch.Tensor:
-        """(1/K) sum_k log p(x|z_k): the reconstruction term of the ELBO, (B,)."""
-        return self.sum_log_px_given_z / self.num_samples
-
-    def mean_log_w(self) -> torch.Tensor:
-        """(1/K) sum_k log w_k: the Monte Carlo ELBO, E_q[log p(x|z) + log p(z) - log q(z|x)], (B,)."""
-        return self.sum_log_w / self.num_samples
-
-
-def importance_chunks(
-    model: VAE, x: torch.Tensor, y: torch.Tensor | None, q_z, num_samples: int, max_decoded: int, p_z=None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(log w, log p(x|z)), each (S, B), for num_samples draws z ~ q(z|x) in chunks of <= max_decoded images."""
-    p_z = model.prior() if p_z is None else p_z
-    per_chunk = max(1, max_decoded // x.shape[0])
-    for start in range(0, num_samples, per_chunk):
-        z = q_z.sample((min(per_chunk, num_samples - start),))  # (S, B, D)
-        log_px_given_z = model.decode(z, y).log_prob(x)  # (S, B)
-        yield log_weights(q_z, p_z, z, log_px_given_z), log_px_given_z
 
 
 def _mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
@@ -95,6 +44,7 @@ def evaluate(
     progress: bool = False,
     total: int | None = None,
     status: Status | None = None,
+    decoder_dtype: torch.dtype | None = None,
 ) -> dict:
     """Every evaluation number of `model` on `batches` of (x, y) in [0, 1]; keys in RESULT_KEYS (+ BITS_KEYS).
 
@@ -105,12 +55,14 @@ def evaluate(
     analytic E_q[z]: where either is undefined it is omitted ([] / None) and `notes` says why.
 
     Args:
-        max_decoded: images decoded per forward pass (samples x examples), which bounds memory.
+        max_decoded: at most this many images decoded per forward pass (samples x examples); the estimator also keeps
+            a pass within its memory budget (vae_lab.estimators.MEMORY_BUDGET_MB).
         max_examples: stop after this many examples (the first ones of the split); None: all.
         total: examples expected, for the progress bar only.
         status: what the bound is (vae_lab.units.likelihood_status of the model's likelihood and the data); None:
             decided from the model's likelihood and whether every pixel seen was 0 or 1, taking the data as not
             dequantised (so a density is never claimed to bound 8-bit data unless the caller says so).
+        decoder_dtype: torch.bfloat16 runs the IWAE decoder passes in bf16 on a GPU (opt-in; log-probs in float32).
     """
     model = model.to(device).eval()
     latent_dim = model.latent_dim
@@ -131,9 +83,7 @@ def evaluate(
         binary = binary and bool(((x == 0) | (x == 1)).all())
 
         q_z = model.encode(x, y)
-        iwae = ChunkedIWAE()
-        for log_w, log_px_given_z in importance_chunks(model, x, y, q_z, iwae_samples, max_decoded, p_z):
-            iwae.update(log_w, log_px_given_z)
+        iwae = iwae_log_px(model, x, y, iwae_samples, q_z=q_z, max_decoded=max_decoded, decoder_dtype=decoder_dtype)
         estimator = rate_estimator(q_z, p_z)
         distortion = -iwae.mean_log_px_given_z()
         if estimator == ANALYTIC:
