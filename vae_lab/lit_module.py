@@ -45,8 +45,6 @@ class VAEModule(L.LightningModule):
 
     Optimisation is Lightning's automatic one (one optimizer), except for adversarial objectives: the VAE's and
     the discriminator's optimizers are stepped by hand in training_step (Lightning 2.x needs manual optimisation
-        binary_data: bool = False,
-        dequantize: str = "none",
     for more than one optimizer), with precision, clipping, the LR schedule and the non-finite guard kept.
     """
 
@@ -63,6 +61,8 @@ class VAEModule(L.LightningModule):
         kl_cycle_ratio: float = 0.5,
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str = "norm",
+        binary_data: bool = False,
+        dequantize: str = "none",
     ):
         super().__init__()
         self.save_hyperparameters()
