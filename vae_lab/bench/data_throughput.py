@@ -63,18 +63,23 @@ def data_throughput(path: str | Path, workers=(0, 1, 2), batch_size: int = 256, 
     return rows
 
 
+def throughput_table(path: str | Path | None, n: int = 4000, size: int = 32, batch_size: int = 256,
+                     workers=(0, 1, 2)) -> str:
+    """The Markdown table of data_throughput (on n synthetic PNGs when `path` is None)."""
+    torch.set_num_threads(1)
+    path = path or synthetic_dataset(Path(tempfile.mkdtemp()) / "ds", n, size)
+    rows = data_throughput(path, tuple(workers), batch_size)
+    memory = rows[0]["images_per_s"]
+    lines = ["| path | DataLoader workers | images/s | vs in-memory | setup s |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['path']} | {r['workers']} | {r['images_per_s']} | {r['images_per_s'] / memory:.3f} | "
+              f"{r['setup_s']} |" for r in rows]
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> None:
     args = dict(a.split("=", 1) for a in argv)
-    n, size = int(args.get("n", 4000)), int(args.get("size", 32))
-    workers = tuple(int(w) for w in args.get("workers", "0,1,2").split(","))
-    torch.set_num_threads(1)
-    path = args.get("path") or synthetic_dataset(Path(tempfile.mkdtemp()) / "ds", n, size)
-    rows = data_throughput(path, workers, int(args.get("batch_size", 256)))
-    memory = rows[0]["images_per_s"]
-    print("| path | DataLoader workers | images/s | vs in-memory | setup s |\n| --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r['path']} | {r['workers']} | {r['images_per_s']} | {r['images_per_s'] / memory:.3f} | "
-              f"{r['setup_s']} |")
+    print(throughput_table(args.get("path"), int(args.get("n", 4000)), int(args.get("size", 32)),
+                           int(args.get("batch_size", 256)), [int(w) for w in args.get("workers", "0,1,2").split(",")]))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,12 @@ def run(cfg) -> None:
     from vae_lab.bench.report import table
     from vae_lab.bench.runner import run as run_benchmark
 
+    data = cfg.get("data_throughput")
+    if data is not None and data.enabled:  # the data path alone: streamed vs in-memory
+        from vae_lab.bench.data_throughput import throughput_table
+
+        print(throughput_table(data.path, data.n, data.size, data.batch_size, list(data.workers)))
+        return
     print(table(run_benchmark(cfg, Path(HydraConfig.get().runtime.output_dir))))
 
 
