@@ -23,7 +23,8 @@ install: $(STAMP)  ## create .venv and install vae_lab with pinned dependencies
 train: $(STAMP)  ## train the default VAE on the bundled digits data (ARGS="key=value ..." to override)
 	$(BIN)/python train.py $(ARGS)
 
-test: $(STAMP)  ## the default test suite (no slow or GPU tests), a few minutes on 2 cores
+test: $(STAMP)  ## the layering contracts (lint-imports) and the default test suite (no slow or GPU tests)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
 
 test-slow: $(STAMP)  ## the slow tests (real-data training runs)
