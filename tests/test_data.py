@@ -324,7 +324,7 @@ def test_spec_says_whether_the_pixels_are_binary():
     assert digits(binarize="dynamic").spec.binary and digits(binarize="static").spec.binary
     assert not digits().spec.binary  # grey levels
     assert digits(binarize="dynamic").spec == DataSpec(shape=(1, 8, 8), num_classes=10, class_names=tuple(
-        "0123456789"), has_test=False, binary=True)
+        "0123456789"), has_test=False, binary=True, num_train=1618)
 
 
 def test_array_of_binary_pixels_is_binary_without_binarising(tmp_path):

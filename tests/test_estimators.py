@@ -120,11 +120,11 @@ def test_likelihood_log_prob_equals_its_distribution(name, shape):
     """Each likelihood's (fused, where it has one) log_prob gives its Distribution's numbers, extreme logits too."""
     likelihood = LIKELIHOODS[name]
     g = torch.Generator().manual_seed(0)
-    raw = torch.randn(4, 3, likelihood.params_per_channel * shape[0], *shape[1:], generator=g) * 8  # (S, B, K, H, W)
+    raw = torch.randn(4, 3, likelihood.out_channels(shape[0], 10), *shape[1:], generator=g) * 8  # (S, B, K, H, W)
     raw.view(-1)[:6] = torch.tensor([-60.0, 60.0, 0.0, 30.0, -30.0, 1e-6])
     x = torch.rand(3, *shape, generator=g)
     x[0] = x[0].round()  # binary and grey-level targets
-    p_x = likelihood(raw)
+    p_x = likelihood(raw, channels=shape[0], components=10)
     expected = p_x.log_prob(x).double()
     got = likelihood.log_prob(p_x, x)
     assert got.shape == (4, 3)

@@ -147,7 +147,7 @@ class VAEDataModule(L.LightningDataModule):
             num_classes = int(pc.max(rows.data.column(label)).as_py()) + 1  # one column read, no images
         self._source = source
         self._spec = DataSpec(shape=source.decoder.shape, num_classes=num_classes, class_names=source.class_names,
-                              has_test=source.test is not None)
+                              has_test=source.test is not None, num_train=n - n_val)
 
     def setup(self, stage: str | None = None) -> None:
         if self._splits or self._streams:

@@ -160,7 +160,7 @@ def load_hf(root: Path, download: bool, path: str, image_column: str = "image", 
             streaming: bool = False, in_memory: str | bool = "auto", memory_limit_gb: float | None = None,
             num_workers: int = 2, shuffle_buffer: int = 10_000):
     """A Hugging Face dataset: decoded into memory when it fits under the limit, else a StreamSource."""
-    from vae_lab.data.registry import RawData, _image_size
+    from vae_lab.data.raw import RawData, image_size_option as _image_size
 
     if in_memory not in IN_MEMORY or isinstance(in_memory, int) and not isinstance(in_memory, bool):
         raise ConfigError(f"dataset.options.in_memory={in_memory!r}: expected auto, true or false")

@@ -2,7 +2,6 @@
 
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,36 +9,11 @@ import torch
 from torchvision import datasets as tv
 
 from vae_lab.data.hf import load_hf
+from vae_lab.data.raw import RawData, image_size_option as _image_size  # noqa: F401 (RawData re-exported)
 from vae_lab.data.stream import StreamSource, read_image, size_mismatch
 from vae_lab.errors import ConfigError, DataError, choices_error
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
-@dataclass
-class RawData:
-    """A decoded dataset: uint8 images (N, C, H, W), int64 labels (N,) or None, optional official test split."""
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor | None
-    test_x: torch.Tensor | None = None
-    test_y: torch.Tensor | None = None
-    class_names: tuple[str, ...] | None = None
-    factors: torch.Tensor | None = None  # int64 (N, F) ground-truth factor classes of train_x (factor datasets)
-    factor_names: tuple[str, ...] | None = None
-
-    def __post_init__(self):
-        for x, y in ((self.train_x, self.train_y), (self.test_x, self.test_y)):
-            if x is None:
-                continue
-            # Loader bugs, not user errors: the loaders below are responsible for these invariants.
-            assert x.dtype == torch.uint8 and x.ndim == 4, (x.dtype, tuple(x.shape))
-            assert y is None or (y.dtype == torch.int64 and y.shape == (len(x),)), None if y is None else y.shape
-        if len(self.train_x) == 0:
-            raise DataError("the dataset has no training examples")
-        if self.factors is not None:
-            shape = (len(self.train_x), len(self.factor_names))
-            assert self.factors.dtype == torch.int64 and self.factors.shape == shape, self.factors.shape
 
 
 def _uint8_nchw(images: np.ndarray, layout: str) -> torch.Tensor:
@@ -145,16 +119,6 @@ load_cifar10 = _torchvision_loader(
 
 
 # ---------------------------------------------------------------- image folder
-
-
-def _image_size(image_size) -> tuple[int, int] | None:
-    """None, an int or [H, W] -> (H, W)."""
-    if image_size is None:
-        return None
-    size = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
-    if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
-        raise ConfigError(f"dataset.options.image_size={image_size!r}: expected a positive int or [H, W]")
-    return size[0], size[1]
 
 
 def _is_image(path: Path) -> bool:
