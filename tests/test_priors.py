@@ -9,7 +9,8 @@ import torch
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
 
 from oracles import LinearGaussian, diagonal_posterior
-from vae_lab import hub
+from vae_lab import publish
+from vae_lab.loading import load_artifact
 from vae_lab.distributions import prior as prior_module
 from vae_lab.distributions.iaf import IAFDistribution
 from vae_lab.distributions.prior import MixturePrior, VampPrior, gaussian_mixture, uniform_mixture
@@ -218,8 +219,8 @@ def test_save_load_round_trip_is_exact_for_every_combination(tmp_path, prior, po
                 prior_components=4, posterior_steps=2, posterior_hidden_dim=12, posterior_context_dim=5).eval()
     randomise_(model.prior_module, seed=1)
     randomise_(model.posterior_module, seed=2, std=0.1)
-    hub.save_artifact(tmp_path / "artifact", model)
-    loaded = hub.load_artifact(tmp_path / "artifact")
+    publish.save_artifact(tmp_path / "artifact", model)
+    loaded = load_artifact(tmp_path / "artifact")
     config = json.loads((tmp_path / "artifact" / "config.json").read_text())
     assert config["prior"] == prior and config["posterior"] == posterior
     x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(3))
@@ -235,14 +236,14 @@ def test_save_load_round_trip_is_exact_for_every_combination(tmp_path, prior, po
 
 def test_an_artifact_written_before_priors_existed_still_loads(tmp_path):
     model = VAE([1, 8, 8], latent_dim=3, net={"hidden_dims": [16]}).eval()
-    hub.save_artifact(tmp_path / "artifact", model)
+    publish.save_artifact(tmp_path / "artifact", model)
     path = tmp_path / "artifact" / "config.json"
     config = json.loads(path.read_text())
     new_keys = {"prior", "prior_components", "prior_activation", "prior_init", "posterior", "posterior_steps",
                 "posterior_hidden_dim", "posterior_hidden_layers", "posterior_context_dim"}
     old = {k: v for k, v in config.items() if k not in new_keys}
     path.write_text(json.dumps(old))
-    loaded = hub.load_artifact(tmp_path / "artifact")
+    loaded = load_artifact(tmp_path / "artifact")
     x = torch.rand(2, 1, 8, 8)
     assert torch.equal(loaded(x), model(x)) and loaded.rate_estimator == "analytic_kl"
 

@@ -96,8 +96,8 @@ class NonFiniteGuard(L.Callback):
                 p.grad = None  # optimizer.step() skips parameters without a gradient: weights and moments stay
             self.skipped += 1
             self.consecutive += 1
-        every = trainer.log_every_n_steps  # a step-only value reaches the loggers every log_every_n_steps only
-        if trainer.fast_dev_run or (every > 0 and (trainer.global_step + 1) % every == 0):
+        every = getattr(trainer, "log_every_n_steps", 1)  # a step-only value reaches the loggers that often only
+        if getattr(trainer, "fast_dev_run", False) or (every > 0 and (trainer.global_step + 1) % every == 0):
             pl_module.log("train/nonfinite_steps", float(self.skipped), on_step=True, on_epoch=False)
         if self.consecutive >= self.max_consecutive:
             raise NonFiniteError(self._message(trainer))
