@@ -124,7 +124,9 @@ def matmul_tflops(device: str, precision: str) -> float:
     """A large matmul's FLOP/s at this precision: what the device reaches at best, as a yardstick."""
     import torch
 
-    dtype = getattr(torch, PRECISIONS[precision] or "float32")
+    # On a CPU the yardstick stays float32: bf16 matmuls there are emulated on most CPUs (a 2048^3 product takes
+    # minutes), and autocast on CPU gains nothing over float32 matmuls either.
+    dtype = getattr(torch, PRECISIONS[precision] or "float32") if device == "cuda" else torch.float32
     n, reps = (8192, 20) if device == "cuda" else (2048, 4)
     a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
     a @ b  # warm-up (and cuBLAS handle creation)
