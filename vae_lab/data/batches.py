@@ -28,7 +28,18 @@ def sample_binary(x: torch.Tensor, seed: int) -> torch.Tensor:
     return out
 
 
-class InMemoryBatches:
+class ResumableOrder:
+    """The resume position of a seeded batch order (epoch, seed, next batch), shared by the in-memory and the
+    streaming batches; each computes its own `state_dict`."""
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.seed = int(state["seed"])
+        self._epoch = int(state["epoch"])
+        self._resume_batch = int(state.get("batch", 0))
+        self._progress = None
+
+
+class InMemoryBatches(ResumableOrder):
     """An epoch-aware iterable of (x, y) batches: x float32 (B, C, H, W) in [0, 1], y int64 (B,) (-1 if unlabelled).
 
     Pixels are k / 255 for uint8 levels k, {0, 1} when binarised, or (k + u) / 256 when dequantised: training passes
@@ -141,8 +152,3 @@ class InMemoryBatches:
             epoch, batch = self._epoch, self._resume_batch
         return {"epoch": epoch, "seed": self.seed, "batch": batch}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.seed = int(state["seed"])
-        self._epoch = int(state["epoch"])
-        self._resume_batch = int(state.get("batch", 0))
-        self._progress = None

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from vae_lab.data.batches import ResumableOrder
 from vae_lab.errors import ConfigError, DataError
 
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes decoded as 1 channel when `channels` is not given
@@ -133,7 +134,7 @@ def is_table(rows) -> bool:
     return hasattr(rows, "num_rows")
 
 
-class StreamingBatches:
+class StreamingBatches(ResumableOrder):
     """An epoch-aware iterable of (x, y) batches (x float32 (B, C, H, W) in [0, 1]) read and decoded lazily.
 
     Same contract as `InMemoryBatches`: `set_epoch`, `state_dict` / `load_state_dict` (epoch, seed, batch) and
@@ -245,8 +246,3 @@ class StreamingBatches:
             epoch, batch = self._epoch, self._resume_batch
         return {"epoch": epoch, "seed": self.seed, "batch": batch}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.seed = int(state["seed"])
-        self._epoch = int(state["epoch"])
-        self._resume_batch = int(state.get("batch", 0))
-        self._progress = None
