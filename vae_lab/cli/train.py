@@ -27,7 +27,22 @@ def _final_metrics(cfg: DictConfig, trainer, module, datamodule) -> dict:
         results["disentanglement"] = disentanglement_report(
             module.model, datamodule, seed=int(cfg.seed), device=module.device, num_train=int(scores.num_train),
             num_test=int(scores.num_test))
+        _mi_heatmap(results["disentanglement"], Path(cfg.paths.output_dir))
     return results
+
+
+def _mi_heatmap(scores: dict, run_dir: Path) -> None:
+    """<run dir>/images/mi_heatmap.png of the latent-factor mutual information (a picture: a failure only warns)."""
+    if "mi_matrix" not in scores:
+        return
+    import numpy as np
+
+    from vae_lab import plots
+    from vae_lab.callbacks.images import guarded
+
+    scores["mi_matrix"] = np.asarray(scores["mi_matrix"], dtype=float).tolist()  # plain JSON in metrics.json
+    guarded("mi_heatmap", lambda: plots.save_png(plots.mi_heatmap(scores["mi_matrix"], scores["factor_names"]),
+                                                 run_dir / "images" / "mi_heatmap.png"))
 
 
 def final_line(val: dict, status) -> str:
