@@ -25,23 +25,40 @@ def build_datamodule(cfg: DictConfig):
     )
 
 
+def resolve_likelihood(cfg: DictConfig, spec) -> tuple[str, str | None]:
+    """model.likelihood with `auto` chosen from the data (vae_lab.units.auto_likelihood): (name, the one line saying
+    what auto chose, or None when the name was given). The resolved name is what the model's init args store."""
+    from vae_lab.units import AUTO, auto_likelihood
+
+    name = cfg.model.likelihood
+    if name != AUTO:
+        return name, None
+    dequantize = cfg.dataset.get("dequantize", "none")
+    chosen, reason = auto_likelihood(bool(getattr(spec, "binary", False)), getattr(spec, "levels", 256), dequantize)
+    return chosen, f"likelihood auto -> {chosen} ({reason})"
+
+
 def model_kwargs(cfg: DictConfig, spec) -> dict:
     """Init args of VAE (plain JSON) from the `model`, `prior` and `posterior` configs and the data spec (shapes
-    travel as values). Prior and posterior keys absent from the chosen option keep VAE's defaults."""
+    and grey levels travel as values). Prior and posterior keys absent from the chosen option keep VAE's defaults."""
     from vae_lab.model_args import LATENT_KEYS
 
     m = cfg.model
     latent = {arg: plain(OmegaConf.select(cfg, key)) for key, arg in LATENT_KEYS.items()
               if OmegaConf.select(cfg, key, default=None) is not None}
+    levels = getattr(spec, "levels", 256)
+    # 8-bit data (VAE's default) leave config.json and checkpoints as they were, so older runs still resume
+    data_levels = {} if levels == 256 else {"likelihood_levels": levels}
     return {
         "in_shape": list(spec.shape),
         "latent_dim": m.latent_dim,
         "architecture": m.architecture,
         "net": plain(m.net),
-        "likelihood": m.likelihood,
+        "likelihood": resolve_likelihood(cfg, spec)[0],
         "likelihood_scale": float(m.likelihood_scale),
         "likelihood_min_scale": float(m.likelihood_min_scale),
         "likelihood_components": int(m.likelihood_components),
+        **data_levels,
         "posterior_min_scale": float(m.posterior_min_scale),
         "conditional": m.conditional,
         "num_classes": spec.num_classes or 0,
@@ -60,6 +77,9 @@ def build_module(cfg: DictConfig, spec):
     if manual_optimization(cfg):  # Lightning refuses Trainer(gradient_clip_val) then: the module clips
         annealing.update(gradient_clip_val=cfg.trainer.gradient_clip_val,
                          gradient_clip_algorithm=cfg.trainer.gradient_clip_algorithm)
+    _, auto_line = resolve_likelihood(cfg, spec)
+    if auto_line:
+        print(auto_line)
     module = VAEModule(
         model=model_kwargs(cfg, spec),
         objective=objective,

@@ -33,7 +33,17 @@ def _datasets():
     return DATASETS
 
 
+def _likelihoods_or_auto():
+    from vae_lab.distributions import LIKELIHOODS
+    from vae_lab.units import AUTO
+
+    return (*LIKELIHOODS, AUTO)  # auto: chosen from the data at build time (build.resolve_likelihood)
+
+
 _MODEL_RULE = {rule.key: rule for rule in MODEL_RULES}
+# A run's config may say model.likelihood=auto; a saved model's config.json holds the resolved name.
+_RUN_MODEL_RULES = [replace(rule, choices=_likelihoods_or_auto) if rule.key == "likelihood" else rule
+                    for rule in MODEL_RULES]
 
 RULES = [
     Rule("seed", "int", lo=0),
@@ -41,7 +51,7 @@ RULES = [
     VAL_FRACTION,
     Rule("dataset.binarize", "choice", choices=_binarize),
     Rule("dataset.dequantize", "choice", choices=_dequantize),
-    *(replace(rule, key=f"model.{rule.key}") for rule in MODEL_RULES if rule.key not in LATENT_KEYS.values()),
+    *(replace(rule, key=f"model.{rule.key}") for rule in _RUN_MODEL_RULES if rule.key not in LATENT_KEYS.values()),
     *(replace(_MODEL_RULE[arg], key=key) for key, arg in LATENT_KEYS.items()),
     Rule("disentanglement.enabled", "bool"),
     Rule("disentanglement.num_train", "int", lo=10),

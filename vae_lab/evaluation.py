@@ -110,7 +110,7 @@ def evaluate(
     values = {name: torch.cat(parts) for name, parts in per_example.items()}
     elbo, elbo_se = _mean_and_stderr(values["elbo"])
     iwae_mean, iwae_se = _mean_and_stderr(values["iwae"])
-    status = status or likelihood_status(model.likelihood.name, binary_data=binary)
+    status = status or likelihood_status(model.likelihood.name, binary_data=binary, levels=model.likelihood_levels)
     bits = {}
     if status.normalised:
         bits = {f"{name}_bits_per_dim": float(bits_per_dim(torch.tensor(value), num_dims, status.log_bin_width))
@@ -220,7 +220,7 @@ def evaluate_model(cfg, data_overrides: list[str] = ()) -> tuple[dict, "Path"]:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     h = datamodule.hparams
     status = likelihood_status(loaded.model.likelihood.name, binary_data=datamodule.spec.binary,
-                               dequantize=h.dequantize)
+                               dequantize=h.dequantize, levels=datamodule.spec.levels)
     torch.manual_seed(cfg.seed)
     results = evaluate(loaded.model, batches, iwae_samples=cfg.iwae_samples, max_decoded=cfg.max_decoded,
                        max_examples=cfg.max_examples, device=device, progress=cfg.progress, total=len(batches.x),

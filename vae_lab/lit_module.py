@@ -82,7 +82,8 @@ class VAEModule(L.LightningModule):
             self.disc_options = {"hidden": 1000, "layers": 6, "lr": 1e-4, "betas": [0.5, 0.9], **(disc or {})}
             self.discriminator = Discriminator(self.model.latent_dim, int(self.disc_options["hidden"]),
                                                int(self.disc_options["layers"]))
-        self.status = likelihood_status(self.model.likelihood.name, binary_data, dequantize)
+        self.status = likelihood_status(self.model.likelihood.name, binary_data, dequantize,
+                                        self.model.likelihood_levels)
         # bits/dim only of a normalised log-likelihood: nothing called bits_per_dim otherwise
         reported = self.terms + (["bits_per_dim"] if self.status.normalised else []) + ["loss"]
         # sum + count states: exact means across batches of any size and across DDP ranks

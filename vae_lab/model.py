@@ -11,6 +11,7 @@ from torch.distributions import Distribution
 
 from vae_lab import artifact, hub
 from vae_lab.distributions import build_likelihood, build_posterior, build_prior, posterior_code
+from vae_lab.distributions.likelihoods import DISCRETE_ON_CONTINUOUS
 from vae_lab.distributions.prior import VAMP_CONDITIONAL
 from vae_lab.errors import CheckpointError, ConfigError
 from vae_lab.nets import build_nets
@@ -28,6 +29,8 @@ class VAE(
     Args:
         in_shape: (C, H, W) of the images, values in [0, 1].
         likelihood_components: mixture components K of `discretized_logistic_mixture` (unused by the others).
+        likelihood_levels: the data's grey levels L (pixels k / (L-1); 256 for 8-bit), the bins of the discretized_*
+            likelihoods; None for continuous data (then no discretized_* likelihood).
         net: keyword arguments of the architecture (see configs/architecture/).
         num_classes: number of labels; used as one-hot conditioning when `conditional`.
         prior: p(z), one of distributions.PRIORS (standard_normal, mog, vamp); prior_* its settings (K components,
@@ -46,6 +49,7 @@ class VAE(
         likelihood_scale: float = 0.1,
         likelihood_min_scale: float = 1e-3,
         likelihood_components: int = 10,
+        likelihood_levels: int | None = 256,
         posterior_min_scale: float = 1e-4,
         conditional: bool = False,
         num_classes: int = 0,
@@ -71,8 +75,12 @@ class VAE(
         self.conditional = conditional
         self.num_classes = num_classes
         self.likelihood = build_likelihood(likelihood)
+        if self.likelihood.kind == "discrete" and likelihood_levels is None:
+            raise ConfigError(DISCRETE_ON_CONTINUOUS.format(likelihood=likelihood))
+        self.likelihood_levels = likelihood_levels
         self.likelihood_kwargs = {"scale": likelihood_scale, "min_scale": likelihood_min_scale,
-                                  "channels": self.in_shape[0], "components": likelihood_components}
+                                  "channels": self.in_shape[0], "components": likelihood_components,
+                                  "levels": likelihood_levels or 256}
         self.posterior_min_scale = posterior_min_scale
         # Modules without weights (standard_normal, gaussian) add nothing to the state_dict: today's keys.
         self.posterior_module = build_posterior(

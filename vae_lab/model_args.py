@@ -46,6 +46,7 @@ MODEL_RULES = (
     Rule("likelihood_scale", "float", lo=0, lo_open=True),
     Rule("likelihood_min_scale", "float", lo=0, lo_open=True),
     Rule("likelihood_components", "int", lo=1),
+    Rule("likelihood_levels", "int", lo=2, hi=65536, nullable=True),  # the data's grey levels; null: continuous
     Rule("posterior_min_scale", "float", lo=0, lo_open=True),
     Rule("conditional", "bool"),
     Rule("prior", "choice", choices=_priors),

@@ -1,4 +1,4 @@
-"""Batches served by index from uint8 tensors held in memory (on the GPU when training there)."""
+"""Batches served by index from image tensors held in memory (on the GPU when training there)."""
 
 import math
 import zlib
@@ -7,10 +7,13 @@ from collections.abc import Iterator
 import torch
 
 from vae_lab.errors import ConfigError, choices_error
-from vae_lab.units import DEQUANTIZE, DEQUANTIZE_BINS  # "uniform": x = (k + u) / 256, u ~ U[0, 1) per pixel
+from vae_lab.data.raw import storage_dtype
+from vae_lab.units import DEQUANTIZE  # "uniform": x = (k + u) / levels, u ~ U[0, 1) per pixel
 
 BATCH_BINARIZE = ("none", "dynamic")  # "dynamic": every batch re-sampled as bernoulli(x)
 _CHUNK = 8192  # examples per step when binarising a whole split (bounds the float32 copy)
+DEQUANTIZE_CONTINUOUS = ("dataset.dequantize=uniform is invalid for continuous (float) data: there are no levels to "
+                         "dequantise; use dataset.dequantize=none")
 
 
 def stream_seed(*parts) -> int:
@@ -18,13 +21,22 @@ def stream_seed(*parts) -> int:
     return zlib.crc32(repr(parts).encode()) | (zlib.crc32(repr(parts[::-1]).encode()) << 31)
 
 
-def sample_binary(x: torch.Tensor, seed: int) -> torch.Tensor:
-    """A fixed binarisation of a uint8 split: each pixel is 255 with probability x / 255, else 0."""
+def to_unit(x: torch.Tensor, levels: int | None) -> torch.Tensor:
+    """Stored pixels -> float32 in [0, 1]: k / (levels - 1) for levels k (k / 255 for 8-bit), float data as they are."""
+    if levels is None:
+        return x.float()
+    return x.float().div_(levels - 1)
+
+
+def sample_binary(x: torch.Tensor, seed: int, levels: int | None = 256) -> torch.Tensor:
+    """A fixed binarisation of a split stored on `levels` levels: each pixel is the top level (levels - 1, or 1.0
+    for continuous data) with probability equal to its value in [0, 1], else 0; same dtype as x."""
     generator = torch.Generator(device=x.device).manual_seed(seed)
+    top = 1 if levels is None else levels - 1
     out = torch.empty_like(x)
     for start in range(0, len(x), _CHUNK):
-        p = x[start : start + _CHUNK].float().div_(255)
-        out[start : start + _CHUNK] = torch.bernoulli(p, generator=generator).mul_(255).to(torch.uint8)
+        p = to_unit(x[start : start + _CHUNK], levels)
+        out[start : start + _CHUNK] = torch.bernoulli(p, generator=generator).mul_(top).to(x.dtype)
     return out
 
 
@@ -42,8 +54,10 @@ class ResumableOrder:
 class InMemoryBatches(ResumableOrder):
     """An epoch-aware iterable of (x, y) batches: x float32 (B, C, H, W) in [0, 1], y int64 (B,) (-1 if unlabelled).
 
-    Pixels are k / 255 for uint8 levels k, {0, 1} when binarised, or (k + u) / 256 when dequantised: training passes
-    draw fresh noise u every epoch, evaluation passes the same noise every time (a fixed, seeded dequantisation).
+    Pixels are k / (levels - 1) for stored levels k (k / 255 for uint8 8-bit data, int32 up to 16-bit), as stored for
+    float32 continuous data (levels None), {0, 1} when binarised, or (k + u) / levels when dequantised: training
+    passes draw fresh noise u every epoch, evaluation passes the same noise every time (a fixed, seeded
+    dequantisation).
 
     Each pass draws a fresh permutation from `seed + epoch` (the epoch counter advances per pass; `set_epoch`
     overrides it). With `world_size > 1` rank r serves `order[r::world_size]`, so Lightning must not inject its own
@@ -65,9 +79,11 @@ class InMemoryBatches(ResumableOrder):
         rank: int = 0,
         world_size: int = 1,
         dequantize: str = "none",
+        levels: int | None = 256,
     ):
-        if x.dtype != torch.uint8 or x.ndim != 4:
-            raise ValueError(f"x must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+        if x.dtype != storage_dtype(levels) or x.ndim != 4:
+            raise ValueError(f"x must be {storage_dtype(levels)} (N, C, H, W) for levels={levels}, got {x.dtype} "
+                             f"{tuple(x.shape)}")
         if y is not None and y.shape != (len(x),):
             raise ValueError(f"y must have shape ({len(x)},), got {tuple(y.shape)}")
         if binarize_mode not in BATCH_BINARIZE:
@@ -76,6 +92,8 @@ class InMemoryBatches(ResumableOrder):
             raise choices_error("dataset.dequantize", dequantize, DEQUANTIZE)
         if dequantize != "none" and binarize_mode != "none":
             raise ConfigError("binary pixels are not dequantised: use dequantize=none with binarize_mode=dynamic")
+        if dequantize != "none" and levels is None:
+            raise ConfigError(DEQUANTIZE_CONTINUOUS)
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be >= 1")
         if not 0 <= rank < world_size:
@@ -89,6 +107,7 @@ class InMemoryBatches(ResumableOrder):
         self.seed = seed
         self.binarize_mode = binarize_mode
         self.dequantize = dequantize
+        self.levels = levels
         self.rank = rank
         self.world_size = world_size
         self._epoch = 0  # the epoch the next pass serves
@@ -126,13 +145,14 @@ class InMemoryBatches(ResumableOrder):
         generator = torch.Generator(device=self.x.device) if random else None
         for b in range(first, len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            x = self.x.index_select(0, idx).float()  # (B, C, H, W) levels 0..255
+            x = self.x.index_select(0, idx)  # (B, C, H, W) as stored: levels 0..levels-1, or float in [0, 1]
             if self.dequantize == "uniform":
                 # Training: new noise every epoch; evaluation: the same noise every pass (the epoch is left out).
                 generator.manual_seed(stream_seed(self.seed, "dequantize", epoch if self.shuffle else -1, self.rank, b))
-                x = x.add_(torch.rand(x.shape, generator=generator, device=x.device)).div_(DEQUANTIZE_BINS)
+                # level k owns [k, k + 1) / levels (Theis et al. 2016, Sec. 3.1)
+                x = x.float().add_(torch.rand(x.shape, generator=generator, device=x.device)).div_(self.levels)
             else:
-                x = x.div_(255)  # in [0, 1]
+                x = to_unit(x, self.levels)  # in [0, 1]
             if self.binarize_mode == "dynamic":
                 # Seeded per batch so a resumed epoch draws the same samples; ranks draw different ones.
                 generator.manual_seed(stream_seed(self.seed, epoch, self.rank, b))

@@ -6,7 +6,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from vae_lab.data.batches import InMemoryBatches, sample_binary, stream_seed
+from vae_lab.data.batches import DEQUANTIZE_CONTINUOUS, InMemoryBatches, sample_binary, stream_seed
 from vae_lab.data.registry import DATASETS, RawData, load_dataset
 from vae_lab.data.spec import DataSpec
 from vae_lab.data.stream import StreamingBatches, StreamSource, is_table, num_rows
@@ -31,16 +31,18 @@ BINARIZE: dict[str, Binarize] = {
 }
 
 
-def _is_binary(x: torch.Tensor) -> bool:
-    """Whether every pixel of a uint8 split is 0 or 255."""
-    return bool(((x == 0) | (x == 255)).all())
+def _is_binary(x: torch.Tensor, levels: int | None) -> bool:
+    """Whether every pixel of a split is 0 or the top level (levels - 1; 1.0 for continuous data)."""
+    top = 1 if levels is None else levels - 1
+    return bool(((x == 0) | (x == top)).all())
 
 
 class VAEDataModule(L.LightningDataModule):
     """A dataset from DATASETS split into train/val (seeded) plus its official test split, if any.
 
-    Batches are `InMemoryBatches`, not DataLoaders: the whole dataset lives in one uint8 tensor per split (moved
-    once to the GPU when the trainer runs there). A source that stays on disk (a `StreamSource`) is served by
+    Batches are `InMemoryBatches`, not DataLoaders: the whole dataset lives in one tensor per split, stored as
+    RawData gives it (uint8 8-bit, int32 up to 16-bit, float32 continuous), moved once to the GPU when the trainer
+    runs there. A source that stays on disk (a `StreamSource`) is served by
     `StreamingBatches` instead, split into train/val with the same seeded permutation. Under DDP each rank serves
     its own shard, so the Trainer needs `use_distributed_sampler=False`.
     """
@@ -93,6 +95,7 @@ class VAEDataModule(L.LightningDataModule):
         self._spec: DataSpec | None = None
         self._factors: dict[str, torch.Tensor] = {}  # per split: ground-truth factor classes (factor datasets)
         self._factor_names: tuple[str, ...] | None = None
+        self._levels: int | None = 256  # RawData.levels of the in-memory splits
 
     def _load(self) -> RawData | StreamSource:
         h = self.hparams
@@ -157,6 +160,8 @@ class VAEDataModule(L.LightningDataModule):
         if isinstance(raw, StreamSource):
             return self._setup_stream(raw)
         h = self.hparams
+        if h.dequantize != "none" and raw.levels is None:
+            raise ConfigError(DEQUANTIZE_CONTINUOUS)
         n = len(raw.train_x)
         n_val = self._split_sizes(n)
         perm = self._permutation(n)
@@ -175,8 +180,8 @@ class VAEDataModule(L.LightningDataModule):
         for split, (x, y) in list(splits.items()):
             fixed = policy.fixed_train if split == "train" else policy.fixed_eval
             if fixed:
-                splits[split] = (sample_binary(x, stream_seed(h.seed, split)), y)
-        self._splits = splits
+                splits[split] = (sample_binary(x, stream_seed(h.seed, split), raw.levels), y)
+        self._splits, self._levels = splits, raw.levels
 
         labels = [y for _, y in splits.values() if y is not None and len(y)]
         if raw.class_names is not None:
@@ -188,9 +193,10 @@ class VAEDataModule(L.LightningDataModule):
             num_classes=num_classes,
             class_names=raw.class_names,
             has_test=raw.test_x is not None,
-            binary=policy.train_batches == "dynamic" or all(_is_binary(x) for x, _ in splits.values()),
+            binary=policy.train_batches == "dynamic" or all(_is_binary(x, raw.levels) for x, _ in splits.values()),
             factor_names=raw.factor_names,
             num_train=len(splits["train"][0]),
+            levels=raw.levels,
         )
 
     @property
@@ -218,7 +224,10 @@ class VAEDataModule(L.LightningDataModule):
         classes = f"{spec.num_classes} classes" if spec.num_classes else "unlabelled"
         test = "" if spec.has_test else " (no test split)"
         where = f", streamed by {self._source.num_workers} workers" if self._streams else ", in memory"
-        return f"{self.hparams.name}: {'x'.join(map(str, spec.shape))}, {sizes}{test}, {classes}{where}"
+        # 8-bit grey levels are the default and go unsaid; other scales are named
+        pixels = (", binary" if spec.binary else "" if spec.levels == 256 else
+                  ", continuous (float)" if spec.levels is None else f", {spec.levels} levels")
+        return f"{self.hparams.name}: {'x'.join(map(str, spec.shape))}{pixels}, {sizes}{test}, {classes}{where}"
 
     def _batches(self, split: str, batch_size: int, shuffle: bool, binarize_mode: str):
         self.setup()
@@ -237,7 +246,7 @@ class VAEDataModule(L.LightningDataModule):
             x, y = x.to(device), None if y is None else y.to(device)
             self._splits[split] = (x, y)
         return InMemoryBatches(x, y, batch_size, shuffle, self.hparams.seed, binarize_mode, rank, world_size,
-                               dequantize=self.hparams.dequantize)
+                               dequantize=self.hparams.dequantize, levels=self._levels)
 
     def train_dataloader(self) -> InMemoryBatches | StreamingBatches:
         return self._batches("train", self.hparams.batch_size, True, BINARIZE[self.hparams.binarize].train_batches)

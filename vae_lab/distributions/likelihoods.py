@@ -21,7 +21,7 @@ from vae_lab.errors import choices_error
 _IMAGE_DIMS = 3  # (C, H, W): the event of p(x|z)
 KINDS = {
     "binary": "a probability mass on pixels in {0, 1}",
-    "discrete": "a probability mass on the 256 levels k/255 of 8-bit pixels",
+    "discrete": "a probability mass on the L levels k/(L-1) of discrete pixels (L = 256 for 8-bit data)",
     "density": "a probability density on real-valued pixels",
 }
 
@@ -123,16 +123,16 @@ def _gaussian_learned(raw, min_scale: float = 1e-3, **_):
 
 
 def _discretized(family: str):
-    def build(raw, min_scale: float = 1e-3, **_):
+    def build(raw, min_scale: float = 1e-3, levels: int = 256, **_):
         # unconstrained mean: the edge bins absorb everything beyond 0 and 1 (Salimans et al. 2017)
         loc, scale = _loc_scale(raw, min_scale)
-        return _independent(Discretized(loc, scale, family))
+        return _independent(Discretized(loc, scale, family, levels=levels))
 
     return build
 
 
-def _logistic_mixture(raw, min_scale: float = 1e-3, channels: int = 1, components: int = 10, **_):
-    return logistic_mixture_from_raw(raw, channels, components, min_scale)
+def _logistic_mixture(raw, min_scale: float = 1e-3, channels: int = 1, components: int = 10, levels: int = 256, **_):
+    return logistic_mixture_from_raw(raw, channels, components, min_scale, levels)
 
 
 LIKELIHOODS: dict[str, Likelihood] = {
@@ -147,6 +147,10 @@ LIKELIHOODS: dict[str, Likelihood] = {
     "discretized_logistic_mixture": Likelihood("discretized_logistic_mixture", "discrete", logistic_mixture_params,
                                                _logistic_mixture),
 }
+
+
+DISCRETE_ON_CONTINUOUS = ("model.likelihood={likelihood} is invalid for continuous (float) data: a discretised likelihood "
+                          "needs grey levels to bin; use model.likelihood=gaussian_learned (or auto)")
 
 
 def build_likelihood(name: str) -> Likelihood:

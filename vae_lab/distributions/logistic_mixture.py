@@ -1,4 +1,4 @@
-"""The discretised mixture of logistics over 8-bit images, with channel coupling (PixelCNN++, Salimans et al. 2017).
+"""The discretised mixture of logistics over images of L grey levels (8-bit: L = 256), with channel coupling (PixelCNN++, Salimans et al. 2017).
 
 Per pixel, K components; under component i the channels are generated in order, channel c being a discretised
 logistic with mean mu_ic + sum_{j<c} alpha_icj x_j (Salimans et al. 2017, Sec. 2.2: for RGB, G depends on R and B on
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution, constraints
 
-from vae_lab.distributions.discretized import LEVELS, binned_mean, log_mass_logistic, quantize, to_level
+from vae_lab.distributions.discretized import LEVELS, binned_mean, check_levels, log_mass_logistic, quantize, to_level
 
 
 def num_coefficients(channels: int) -> int:
@@ -28,19 +28,21 @@ def _pairs(channels: int) -> list[tuple[int, int]]:
 
 
 class DiscretizedLogisticMixture(Distribution):
-    """p(x) over images (C, H, W) in k / 255; batch shape: the leading dims of `logits`.
+    """p(x) over images (C, H, W) in k / (L-1); batch shape: the leading dims of `logits`.
 
     Args:
         logits: mixture logits (..., K, H, W).
         loc, scale: (..., K, C, H, W); scale > 0.
         coeffs: coupling coefficients (..., K, C(C-1)/2, H, W), in the order of `_pairs`.
+        levels: L, the data's grey levels (256 for 8-bit data).
     """
 
     arg_constraints = {}
     support = constraints.unit_interval
 
-    def __init__(self, logits, loc, scale, coeffs, validate_args: bool | None = False):
+    def __init__(self, logits, loc, scale, coeffs, validate_args: bool | None = False, levels: int = LEVELS):
         self.logits, self.loc, self.scale, self.coeffs = logits, loc, scale, coeffs
+        self.levels = check_levels(levels)
         self.channels = loc.shape[-3]
         super().__init__(batch_shape=logits.shape[:-3], event_shape=loc.shape[-3:], validate_args=validate_args)
 
@@ -54,9 +56,9 @@ class DiscretizedLogisticMixture(Distribution):
         return torch.stack(torch.broadcast_tensors(*means), dim=-3)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        level = to_level(x).unsqueeze(-4)  # (..., 1, C, H, W)
-        loc = self._coupled_loc(level / (LEVELS - 1))  # coupling on the level values, as the data are k / 255
-        log_pixel = log_mass_logistic(level, loc, self.scale).sum(-3)  # (..., K, H, W): channels of one component
+        level = to_level(x, self.levels).unsqueeze(-4)  # (..., 1, C, H, W)
+        loc = self._coupled_loc(level / (self.levels - 1))  # coupling on the level values, as the data are k / (L-1)
+        log_pixel = log_mass_logistic(level, loc, self.scale, self.levels).sum(-3)  # (..., K, H, W): channels of one component
         log_mix = F.log_softmax(self.logits, dim=-3)
         return torch.logsumexp(log_mix + log_pixel, dim=-3).sum((-2, -1))  # (...,)
 
@@ -66,7 +68,7 @@ class DiscretizedLogisticMixture(Distribution):
 
         Exact for one channel and for uncoupled channels; with coupling E[x_c] = E[g(mu + alpha x_<c)] is replaced by
         g(mu + alpha E[x_<c]) for the binned-mean function g (exact where g is linear, i.e. away from the edges):
-        the exact mean would sum over 256^(C-1) joint levels. Used for pictures only; log_prob is exact.
+        the exact mean would sum over L^(C-1) joint levels. Used for pictures only; log_prob is exact.
         """
         means = []
         for c in range(self.channels):
@@ -74,7 +76,7 @@ class DiscretizedLogisticMixture(Distribution):
             for p, (cc, j) in enumerate(_pairs(self.channels)):
                 if cc == c:
                     loc = loc + self.coeffs[..., p, :, :] * means[j]
-            means.append(binned_mean(loc, self.scale[..., c, :, :], torch.sigmoid))
+            means.append(binned_mean(loc, self.scale[..., c, :, :], torch.sigmoid, self.levels))
         weights = F.softmax(self.logits, dim=-3).unsqueeze(-3)  # (..., K, 1, H, W)
         return (weights * torch.stack(means, dim=-3)).sum(-4)  # (..., C, H, W)
 
@@ -93,11 +95,12 @@ class DiscretizedLogisticMixture(Distribution):
             for c in range(self.channels):
                 shift = sum((coeffs[..., p, :, :] * xs[j] for p, (cc, j) in enumerate(_pairs(self.channels))
                              if cc == c), torch.zeros_like(loc[..., c, :, :]))
-                xs.append(quantize(loc[..., c, :, :] + shift + scale[..., c, :, :] * noise[..., c, :, :]))
+                xs.append(quantize(loc[..., c, :, :] + shift + scale[..., c, :, :] * noise[..., c, :, :], self.levels))
             return torch.stack(xs, dim=-3)
 
 
-def from_raw(raw: torch.Tensor, channels: int, components: int, min_scale: float) -> DiscretizedLogisticMixture:
+def from_raw(raw: torch.Tensor, channels: int, components: int, min_scale: float,
+             levels: int = LEVELS) -> DiscretizedLogisticMixture:
     """The mixture from decoder output (..., num_params(C, K), H, W): [logits | means | raw scales | raw coeffs].
 
     Means are unconstrained (edge bins absorb the tails); scales softplus + floor (no clamp of a log-scale);
@@ -109,4 +112,4 @@ def from_raw(raw: torch.Tensor, channels: int, components: int, min_scale: float
     loc = loc.reshape(*lead, k, c, h, w)
     scale = F.softplus(raw_scale.reshape(*lead, k, c, h, w)) + min_scale
     coeffs = torch.tanh(raw_coeffs.reshape(*lead, k, num_coefficients(c), h, w))
-    return DiscretizedLogisticMixture(logits, loc, scale, coeffs)
+    return DiscretizedLogisticMixture(logits, loc, scale, coeffs, levels=levels)
