@@ -1,0 +1,251 @@
+"""Data beyond 8 bits after loading: grey levels k/(L-1), float data as stored, bins of discretised likelihoods,
+and `model.likelihood=auto` chosen from the data (issue 15, item 10)."""
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from vae_lab.cli import CONFIG_DIR
+from vae_lab.data.batches import InMemoryBatches, stream_seed
+from vae_lab.data.datamodule import VAEDataModule
+from vae_lab.data.raw import RawData
+from vae_lab.distributions import LIKELIHOODS
+from vae_lab.distributions.discretized import Discretized, log_mass_gaussian, log_mass_logistic
+from vae_lab.distributions.logistic_mixture import DiscretizedLogisticMixture
+from vae_lab.errors import ConfigError
+from vae_lab.units import auto_likelihood, likelihood_status
+
+
+def _raw(x: torch.Tensor, levels, y=None) -> RawData:
+    return RawData(train_x=x, train_y=y, levels=levels)
+
+
+def _datamodule(raw: RawData, **kwargs) -> VAEDataModule:
+    """A datamodule serving `raw` as a loader would return it (the readers themselves are tested elsewhere)."""
+    dm = VAEDataModule(name="array_file", data_dir=".", batch_size=4, val_fraction=0.25, seed=0,
+                       options={"path": "unused.npy"}, **kwargs)
+    dm._raw = raw  # what prepare_data keeps from the loader
+    dm.setup()
+    return dm
+
+
+# ---------------------------------------------------------------- bins: masses sum to 1, bins of width 1/(L-1)
+
+
+@pytest.mark.parametrize("levels", [4, 16, 256, 65536])
+@pytest.mark.parametrize("family", ["logistic", "gaussian"])
+def test_discretised_masses_sum_to_one_over_the_datas_levels(levels, family):
+    loc = torch.tensor([-0.3, 0.0, 0.37, 0.5, 1.2])
+    scale = torch.tensor([0.05, 0.3, 1e-3, 0.02, 0.4])
+    dist = Discretized(loc, scale, family, levels=levels)
+    x = torch.arange(levels, dtype=torch.float64).div(levels - 1).float().unsqueeze(1)  # every level, (L, 1)
+    log_p = dist.log_prob(x).double()  # (L, 5)
+    assert torch.logsumexp(log_p, 0).exp().sub(1).abs().max() < 2e-5
+
+
+@pytest.mark.parametrize("levels", [4, 16])
+def test_discretised_bins_have_width_one_over_levels_minus_one(levels):
+    """Each level's mass against a float64 CDF difference on [k -+ 1/2] / (L-1), edges to -+inf (brute force)."""
+    loc, scale = torch.tensor(0.4, dtype=torch.float64), torch.tensor(0.15, dtype=torch.float64)
+    for k in range(levels):
+        lo = -math.inf if k == 0 else (k - 0.5) / (levels - 1)
+        hi = math.inf if k == levels - 1 else (k + 0.5) / (levels - 1)
+        sigmoid = lambda t: 1 / (1 + math.exp(-(t - 0.4) / 0.15)) if math.isfinite(t) else float(t > 0)  # noqa: E731
+        phi = lambda t: 0.5 * math.erfc(-(t - 0.4) / 0.15 / math.sqrt(2)) if math.isfinite(t) else float(t > 0)  # noqa: E731
+        level = torch.tensor(float(k), dtype=torch.float64)
+        assert log_mass_logistic(level, loc, scale, levels).item() == pytest.approx(math.log(sigmoid(hi) - sigmoid(lo)))
+        assert log_mass_gaussian(level, loc, scale, levels).item() == pytest.approx(math.log(phi(hi) - phi(lo)))
+
+
+def test_mixture_masses_sum_to_one_over_joint_levels_of_rgb():
+    """PixelCNN++'s coupled mixture on 4 levels: the 4^3 joint masses of one RGB pixel sum to 1 (brute force)."""
+    g = torch.Generator().manual_seed(0)
+    k = 3
+    dist = DiscretizedLogisticMixture(torch.randn(k, 1, 1, generator=g), torch.randn(k, 3, 1, 1, generator=g) * 0.4 + 0.5,
+                                      torch.rand(k, 3, 1, 1, generator=g) * 0.3 + 0.05,
+                                      torch.tanh(torch.randn(k, 3, 1, 1, generator=g)), levels=4)
+    pixels = torch.tensor(list(itertools.product(range(4), repeat=3)), dtype=torch.float32).div(3)  # (64, 3)
+    log_p = dist.log_prob(pixels.view(64, 3, 1, 1)).double()
+    assert log_p.shape == (64,) and torch.logsumexp(log_p, 0).exp().item() == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("levels", [16, 65536])
+def test_discretised_samples_and_means_stay_on_the_datas_grid(levels):
+    dist = Discretized(torch.full((2000,), 0.3), torch.full((2000,), 0.1), "logistic", levels=levels)
+    sample = dist.sample()
+    k = sample * (levels - 1)
+    assert torch.allclose(k, k.round(), atol=1e-2 * (levels > 256) + 1e-4) and sample.min() >= 0 and sample.max() <= 1
+    if levels == 65536:
+        assert len(sample.unique()) > 1000  # not rounded to 8 bits
+    assert dist.mean[0].item() == pytest.approx(sample.mean().item(), abs=0.01)
+
+
+def test_a_discretised_likelihood_refuses_continuous_data_in_one_line():
+    from vae_lab.model import VAE
+
+    with pytest.raises(ConfigError, match="gaussian_learned") as caught:
+        VAE(in_shape=(1, 4, 4), latent_dim=2, likelihood="discretized_logistic", likelihood_levels=None)
+    assert "\n" not in str(caught.value)
+
+
+# ---------------------------------------------------------------- pixels as they reach the model
+
+
+def test_eight_bit_pixels_are_bit_identical_to_k_over_255_and_dequantised_k_plus_u_over_256():
+    x = torch.randint(0, 256, (10, 1, 3, 3), dtype=torch.uint8)
+    plain = torch.cat([b for b, _ in InMemoryBatches(x, None, 4, False, 0)])
+    assert torch.equal(plain, x.float() / 255)
+    batches = InMemoryBatches(x, None, 4, False, 7, dequantize="uniform")
+    served = [b for b, _ in batches]
+    g = torch.Generator()
+    for b, got in enumerate(served):  # the reference: today's (k + u) / 256 with the same seeded noise
+        g.manual_seed(stream_seed(7, "dequantize", -1, 0, b))
+        chunk = x[b * 4 : (b + 1) * 4].float()
+        assert torch.equal(got, (chunk + torch.rand(chunk.shape, generator=g)) / 256)
+
+
+def test_sixteen_bit_levels_reach_the_model_as_k_over_65535_never_rounded_to_8_bits():
+    k = torch.arange(0, 65536, 257, dtype=torch.int32)[:250].view(10, 1, 5, 5)
+    k[0, 0, 0, :3] = torch.tensor([1, 2, 3], dtype=torch.int32)  # neighbouring 16-bit levels stay apart
+    dm = _datamodule(_raw(k, 65536))
+    assert dm.spec.levels == 65536 and not dm.spec.binary and "65536 levels" in dm.describe()
+    got = torch.cat([b for b, _ in dm.train_dataloader()] + [b for b, _ in dm.val_dataloader()])
+    assert got.dtype == torch.float32
+    levels = torch.sort((got * 65535).round().int().flatten()).values
+    assert torch.equal(levels, torch.sort(k.flatten()).values)
+    assert torch.allclose(got * 65535, (got * 65535).round(), atol=5e-3)
+
+
+def test_float_data_reach_the_model_as_stored():
+    x = torch.rand(12, 1, 4, 4, generator=torch.Generator().manual_seed(1))  # ~all distinct: no grid
+    dm = _datamodule(_raw(x, None))
+    assert dm.spec.levels is None and "continuous" in dm.describe()
+    served = torch.cat([b for b, _ in dm.train_dataloader()] + [b for b, _ in dm.val_dataloader()])
+    assert torch.equal(torch.sort(served.flatten()).values, torch.sort(x.flatten()).values)
+
+
+@pytest.mark.parametrize("levels", [16, 65536])
+def test_uniform_dequantisation_uses_the_datas_levels(levels):
+    k = torch.randint(0, levels, (8, 1, 4, 4), dtype=torch.int32 if levels > 256 else torch.uint8)
+    batches = InMemoryBatches(k, None, 8, False, 0, dequantize="uniform", levels=levels)
+    y = next(iter(batches))[0].double()
+    assert torch.equal(torch.floor(y * levels), k.double())  # level k owns [k, k + 1) / L
+
+
+def test_dequantising_continuous_data_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match="continuous") as caught:
+        _datamodule(_raw(torch.rand(8, 1, 2, 2), None), dequantize="uniform")
+    assert "\n" not in str(caught.value) and "dataset.dequantize=none" in str(caught.value)
+
+
+@pytest.mark.parametrize("binarize", ["dynamic", "static"])
+@pytest.mark.parametrize("levels", [65536, None])
+def test_binarisation_works_on_every_storage(binarize, levels):
+    x = torch.full((40, 1, 4, 4), 0.25) if levels is None else torch.full((40, 1, 4, 4), 16383, dtype=torch.int32)
+    dm = _datamodule(_raw(x, levels), binarize=binarize)
+    assert dm.spec.binary
+    served = torch.cat([b for b, _ in dm.train_dataloader()])
+    assert set(served.unique().tolist()) == {0.0, 1.0}
+    assert served.mean().item() == pytest.approx(0.25, abs=0.06)
+
+
+@pytest.mark.parametrize("levels, top", [(256, 255), (65536, 65535), (None, 1.0)])
+def test_binary_data_are_detected_in_any_storage(levels, top):
+    dtype = {256: torch.uint8, 65536: torch.int32, None: torch.float32}[levels]
+    x = (torch.rand(8, 1, 3, 3, generator=torch.Generator().manual_seed(0)) < 0.5).to(dtype) * top
+    assert _datamodule(_raw(x.to(dtype), levels)).spec.binary
+
+
+# ---------------------------------------------------------------- likelihood by data
+
+
+def test_auto_picks_a_normalised_likelihood_for_every_kind_of_data():
+    cases = {(True, 256, "none"): "bernoulli", (True, None, "none"): "bernoulli",
+             (False, 256, "none"): "discretized_logistic_mixture", (False, 65536, "none"): "discretized_logistic_mixture",
+             (False, None, "none"): "gaussian_learned", (False, 65536, "uniform"): "gaussian_learned"}
+    for (binary, levels, dequantize), expected in cases.items():
+        name, reason = auto_likelihood(binary, levels, dequantize)
+        assert name == expected and name in LIKELIHOODS and reason
+        assert likelihood_status(name, binary, dequantize, levels).normalised, (binary, levels, dequantize)
+
+
+def test_status_counts_the_datas_levels():
+    status = likelihood_status("gaussian_learned", False, "uniform", levels=65536)
+    assert status.normalised and status.log_bin_width == pytest.approx(-math.log(65536)) and "65536" in status.note
+    assert "65536 levels of 16-bit" in likelihood_status("discretized_logistic", False, levels=65536).note
+    assert likelihood_status("gaussian_learned", False, levels=None).normalised  # a density of continuous data
+    assert not likelihood_status("gaussian", False, levels=65536).normalised  # a density at the levels
+    bernoulli = likelihood_status("bernoulli", False, levels=None)
+    assert not bernoulli.normalised and "cross-entropy" in bernoulli.note
+
+
+def test_auto_is_a_valid_choice_in_a_run_config_but_not_in_a_saved_model():
+    from vae_lab.artifact import check_config
+    from vae_lab.config import validate
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["dataset=array_file", "dataset.options.path=x.npy"])
+    assert cfg.model.likelihood == "auto"
+    validate(cfg)
+    with pytest.raises(Exception, match="likelihood"):
+        check_config({"in_shape": [1, 4, 4], "likelihood": "auto"}, "config.json")
+
+
+@pytest.fixture
+def served(monkeypatch):
+    """Serve the RawData built from an array file through the real config: dataset=array_file with the file's
+    levels kept (16-bit as int32, float as float32), whatever the reader on this branch does with them."""
+    import vae_lab.data.datamodule as datamodule
+
+    def load(name, root, download, path, **_):
+        a = np.load(path)
+        if a.dtype == np.uint16:
+            return _raw(torch.from_numpy(a.astype(np.int32)).unsqueeze(1), 65536)
+        return _raw(torch.from_numpy(a.astype(np.float32)).unsqueeze(1), None)
+
+    monkeypatch.setattr(datamodule, "load_dataset", load)
+
+
+def _train(tmp_path, array: np.ndarray, *overrides):
+    from vae_lab.cli.train import train
+
+    np.save(tmp_path / "x.npy", array)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[
+            f"paths.output_dir={tmp_path / 'run'}", "print_config=false", "dataset=array_file",
+            f"dataset.options.path={tmp_path / 'x.npy'}", "trainer.max_steps=4", "trainer.max_epochs=-1",
+            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "schedule.batch_size=8",
+            "callbacks=none", "logger=none", "model.latent_dim=2", *overrides])
+    metrics = train(cfg)
+    config = json.loads((tmp_path / "run" / "artifact" / "config.json").read_text())
+    return metrics, config
+
+
+_RNG = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("array, likelihood, levels", [
+    (_RNG.integers(0, 65536, (32, 6, 5)).astype(np.uint16), "discretized_logistic_mixture", 65536),
+    (_RNG.random((32, 6, 5)).astype(np.float32), "gaussian_learned", None),
+    ((_RNG.random((32, 6, 5)) < 0.3).astype(np.float32), "bernoulli", None),
+], ids=["uint16", "float", "binary-float"])
+def test_auto_trains_end_to_end_and_stores_the_resolved_likelihood(tmp_path, served, capsys, array, likelihood,
+                                                                   levels):
+    metrics, config = _train(tmp_path, array)
+    assert f"likelihood auto -> {likelihood} (" in capsys.readouterr().out
+    assert config["likelihood"] == likelihood and config.get("likelihood_levels", 256) == levels
+    assert metrics["log_likelihood"]["normalised"] is True
+    assert math.isfinite(metrics["val"]["val/elbo_nats"]) and "val/bits_per_dim" in metrics["val"]
+
+
+def test_bernoulli_on_float_grey_levels_warns_and_is_not_called_a_log_likelihood(tmp_path, served):
+    with pytest.warns(UserWarning, match="not a normalised log-likelihood: bernoulli on continuous pixels"):
+        metrics, config = _train(tmp_path, _RNG.random((32, 6, 5)).astype(np.float32), "model.likelihood=bernoulli")
+    assert config["likelihood"] == "bernoulli" and metrics["log_likelihood"]["normalised"] is False
+    assert "cross-entropy" in metrics["log_likelihood"]["note"]
+    assert not [k for k in metrics["val"] if "bits_per_dim" in k]
