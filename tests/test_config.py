@@ -46,8 +46,14 @@ def test_binary_likelihood_defaults_binarise_the_data(dataset):
 
 @pytest.mark.parametrize("dataset", ["cifar10", "image_folder", "array_file"])
 def test_eight_bit_datasets_default_to_a_discretised_likelihood(dataset):
+    from vae_lab.build import resolve_likelihood
+    from vae_lab.data.spec import DataSpec
+
     cfg = make_cfg(f"dataset={dataset}")
-    assert (cfg.model.likelihood, cfg.dataset.binarize, cfg.dataset.dequantize) == (
+    # user data say `auto`, which for 8-bit grey levels is the same choice (tests/test_levels.py: other data)
+    assert cfg.model.likelihood == ("discretized_logistic_mixture" if dataset == "cifar10" else "auto")
+    eight_bit = DataSpec(shape=(3, 8, 8), num_classes=None, class_names=None, has_test=False)
+    assert (resolve_likelihood(cfg, eight_bit)[0], cfg.dataset.binarize, cfg.dataset.dequantize) == (
         "discretized_logistic_mixture", "none", "none")
     assert make_cfg("dataset=cifar10", "model.likelihood=gaussian_learned").model.likelihood == "gaussian_learned"
 
@@ -87,7 +93,7 @@ def test_experiments_reproduce_the_seeds_settings():
         ("model.latent_dim=0", "model.latent_dim=0 is invalid: must be an integer >= 1"),
         ("loss.beta=-1", "loss.beta=-1 is invalid: must be a number >= 0"),
         ("loss.beta=abc", "loss.beta='abc' is invalid: must be a number >= 0"),
-        ("model.likelihood=nope", "model.likelihood='nope' is invalid: must be one of: bernoulli, continuous_bernoulli"),
+        ("model.likelihood=nope", "model.likelihood='nope' is invalid: must be one of: auto, bernoulli, continuous_bernoulli"),
         ("schedule.lr=0", "schedule.lr=0 is invalid: must be a number > 0"),
         ("schedule.batch_size=0", "schedule.batch_size=0 is invalid"),
         ("dataset.val_fraction=1.5", "dataset.val_fraction=1.5 is invalid: must be a number > 0 and < 1"),
