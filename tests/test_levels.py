@@ -55,8 +55,9 @@ def test_discretised_bins_have_width_one_over_levels_minus_one(levels):
     for k in range(levels):
         lo = -math.inf if k == 0 else (k - 0.5) / (levels - 1)
         hi = math.inf if k == levels - 1 else (k + 0.5) / (levels - 1)
-        sigmoid = lambda t: 1 / (1 + math.exp(-(t - 0.4) / 0.15)) if math.isfinite(t) else float(t > 0)  # noqa: E731
-        phi = lambda t: 0.5 * math.erfc(-(t - 0.4) / 0.15 / math.sqrt(2)) if math.isfinite(t) else float(t > 0)  # noqa: E731
+        z = lambda t: (t - 0.4) / 0.15  # noqa: E731
+        sigmoid = lambda t: 1 / (1 + math.exp(-z(t))) if math.isfinite(t) else float(t > 0)  # noqa: E731
+        phi = lambda t: 0.5 * math.erfc(-z(t) / math.sqrt(2)) if math.isfinite(t) else float(t > 0)  # noqa: E731
         level = torch.tensor(float(k), dtype=torch.float64)
         assert log_mass_logistic(level, loc, scale, levels).item() == pytest.approx(math.log(sigmoid(hi) - sigmoid(lo)))
         assert log_mass_gaussian(level, loc, scale, levels).item() == pytest.approx(math.log(phi(hi) - phi(lo)))
@@ -66,9 +67,9 @@ def test_mixture_masses_sum_to_one_over_joint_levels_of_rgb():
     """PixelCNN++'s coupled mixture on 4 levels: the 4^3 joint masses of one RGB pixel sum to 1 (brute force)."""
     g = torch.Generator().manual_seed(0)
     k = 3
-    dist = DiscretizedLogisticMixture(torch.randn(k, 1, 1, generator=g), torch.randn(k, 3, 1, 1, generator=g) * 0.4 + 0.5,
-                                      torch.rand(k, 3, 1, 1, generator=g) * 0.3 + 0.05,
-                                      torch.tanh(torch.randn(k, 3, 1, 1, generator=g)), levels=4)
+    logits, loc = torch.randn(k, 1, 1, generator=g), torch.randn(k, 3, 1, 1, generator=g) * 0.4 + 0.5
+    scale, coeffs = torch.rand(k, 3, 1, 1, generator=g) * 0.3 + 0.05, torch.tanh(torch.randn(k, 3, 1, 1, generator=g))
+    dist = DiscretizedLogisticMixture(logits, loc, scale, coeffs, levels=4)
     pixels = torch.tensor(list(itertools.product(range(4), repeat=3)), dtype=torch.float32).div(3)  # (64, 3)
     log_p = dist.log_prob(pixels.view(64, 3, 1, 1)).double()
     assert log_p.shape == (64,) and torch.logsumexp(log_p, 0).exp().item() == pytest.approx(1.0, abs=1e-5)
@@ -83,6 +84,18 @@ def test_discretised_samples_and_means_stay_on_the_datas_grid(levels):
     if levels == 65536:
         assert len(sample.unique()) > 1000  # not rounded to 8 bits
     assert dist.mean[0].item() == pytest.approx(sample.mean().item(), abs=0.01)
+
+
+@pytest.mark.parametrize("cdf", [torch.sigmoid, torch.special.ndtr])
+def test_sixteen_bit_binned_mean_matches_the_sum_over_all_bins(cdf):
+    """Beyond 256 levels the mean is a closed-form integral: against the exact sum over the 65535 bin edges."""
+    from vae_lab.distributions.discretized import binned_mean
+
+    loc = torch.tensor([-0.2, 0.1, 0.5, 0.93, 1.3], dtype=torch.float64)
+    scale = torch.tensor([0.05, 0.2, 0.01, 0.1, 0.3], dtype=torch.float64)
+    edges = (torch.arange(1, 65536, dtype=torch.float64) - 0.5) / 65535
+    exact = cdf((loc - edges[:, None]) / scale).sum(0) / 65535
+    assert torch.allclose(binned_mean(loc, scale, cdf, levels=65536), exact, atol=1e-7)
 
 
 def test_a_discretised_likelihood_refuses_continuous_data_in_one_line():
@@ -165,9 +178,10 @@ def test_binary_data_are_detected_in_any_storage(levels, top):
 
 
 def test_auto_picks_a_normalised_likelihood_for_every_kind_of_data():
-    cases = {(True, 256, "none"): "bernoulli", (True, None, "none"): "bernoulli",
-             (False, 256, "none"): "discretized_logistic_mixture", (False, 65536, "none"): "discretized_logistic_mixture",
-             (False, None, "none"): "gaussian_learned", (False, 65536, "uniform"): "gaussian_learned"}
+    mixture = "discretized_logistic_mixture"
+    cases = {(True, 256, "none"): "bernoulli", (True, None, "none"): "bernoulli", (False, 256, "none"): mixture,
+             (False, 65536, "none"): mixture, (False, None, "none"): "gaussian_learned",
+             (False, 65536, "uniform"): "gaussian_learned"}
     for (binary, levels, dequantize), expected in cases.items():
         name, reason = auto_likelihood(binary, levels, dequantize)
         assert name == expected and name in LIKELIHOODS and reason
@@ -249,3 +263,18 @@ def test_bernoulli_on_float_grey_levels_warns_and_is_not_called_a_log_likelihood
     assert config["likelihood"] == "bernoulli" and metrics["log_likelihood"]["normalised"] is False
     assert "cross-entropy" in metrics["log_likelihood"]["note"]
     assert not [k for k in metrics["val"] if "bits_per_dim" in k]
+
+
+def test_evaluate_refuses_data_of_another_bit_depth_for_a_discretised_model(tmp_path):
+    from vae_lab.evaluation import evaluate_model
+    from vae_lab.errors import DataError
+    from vae_lab.model import VAE
+
+    VAE(in_shape=(1, 6, 5), latent_dim=2, likelihood="discretized_logistic", likelihood_levels=65536).save_pretrained(
+        tmp_path / "model")
+    np.save(tmp_path / "x8.npy", _RNG.integers(0, 256, (20, 6, 5)).astype(np.uint8))  # 8-bit data
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"model={tmp_path / 'model'}", "split=val", f"out={tmp_path / 'e.json'}"])
+    with pytest.raises(DataError, match="bins 65536 grey levels but these data have 256") as caught:
+        evaluate_model(cfg, ["dataset=array_file", f"dataset.options.path={tmp_path / 'x8.npy'}"])
+    assert "\n" not in str(caught.value) and not (tmp_path / "e.json").exists()

@@ -114,7 +114,8 @@ def _check_combinations(cfg: DictConfig) -> None:
 
 
 def _check_dequantize(cfg: DictConfig) -> None:
-    """Uniform dequantisation (x + u)/256 is for a density on 8-bit pixels only (Theis et al. 2016)."""
+    """Uniform dequantisation (k + u)/L is for a density on discrete pixels only (Theis et al. 2016); the datamodule
+    refuses it for continuous data, which it alone sees."""
     if OmegaConf.select(cfg, "dataset.dequantize", default="none") == "none":
         return
     binarize = OmegaConf.select(cfg, "dataset.binarize", default="none")

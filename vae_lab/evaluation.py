@@ -219,6 +219,12 @@ def evaluate_model(cfg, data_overrides: list[str] = ()) -> tuple[dict, "Path"]:
     batches = datamodule.val_dataloader() if cfg.split == "val" else datamodule.test_dataloader()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     h = datamodule.hparams
+    model_levels, data_levels = loaded.model.likelihood_levels, datamodule.spec.levels
+    if loaded.model.likelihood.kind == "discrete" and model_levels != data_levels:
+        from vae_lab.errors import DataError
+
+        raise DataError(f"the model's {loaded.model.likelihood.name} bins {model_levels} grey levels but these data "
+                        f"have {data_levels or 'continuous values'}: evaluate it on data of its own bit depth")
     status = likelihood_status(loaded.model.likelihood.name, binary_data=datamodule.spec.binary,
                                dequantize=h.dequantize, levels=datamodule.spec.levels)
     torch.manual_seed(cfg.seed)

@@ -82,13 +82,15 @@ def _clipped_mean(loc: torch.Tensor, scale: torch.Tensor, cdf) -> torch.Tensor:
     hi, lo = loc / scale, (loc - 1) / scale
     if cdf is torch.sigmoid:  # int sigmoid(u) du = softplus(u)
         return scale * (F.softplus(hi) - F.softplus(lo))
-    # int Phi(u) du = u Phi(u) + phi(u)
-    antiderivative = lambda u: u * torch.special.ndtr(u) + torch.exp(-0.5 * u.square()) / math.sqrt(2 * math.pi)  # noqa: E731
+    def antiderivative(u):  # int Phi(u) du = u Phi(u) + phi(u)
+        return u * torch.special.ndtr(u) + torch.exp(-0.5 * u.square()) / math.sqrt(2 * math.pi)
+
     return scale * (antiderivative(hi) - antiderivative(lo))
 
 
 def binned_mean(loc: torch.Tensor, scale: torch.Tensor, cdf, levels: int = LEVELS) -> torch.Tensor:
-    """E[k / (L-1)] = (1/(L-1)) sum_{j=1}^{L-1} P(k >= j) = (1/(L-1)) sum_j cdf((loc - t_j) / scale), t_j = (j - 1/2)/(L-1).
+    """E[k / (L-1)] = (1/(L-1)) sum_{j=1}^{L-1} P(k >= j) = (1/(L-1)) sum_j cdf((loc - t_j) / scale),
+    t_j = (j - 1/2)/(L-1).
 
     Exact (the identity E[k] = sum_{j>=1} P(k >= j) for k in 0..L-1; cdf symmetric), summed over chunks of levels
     so memory stays a few times that of loc. Beyond 256 levels (16-bit data) the sum is the midpoint rule of

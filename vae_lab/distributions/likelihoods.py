@@ -149,8 +149,8 @@ LIKELIHOODS: dict[str, Likelihood] = {
 }
 
 
-DISCRETE_ON_CONTINUOUS = ("model.likelihood={likelihood} is invalid for continuous (float) data: a discretised likelihood "
-                          "needs grey levels to bin; use model.likelihood=gaussian_learned (or auto)")
+DISCRETE_ON_CONTINUOUS = ("model.likelihood={likelihood} is invalid for continuous (float) data: a discretised "
+                          "likelihood needs grey levels to bin; use model.likelihood=gaussian_learned (or auto)")
 
 
 def build_likelihood(name: str) -> Likelihood:

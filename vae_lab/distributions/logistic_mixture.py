@@ -1,4 +1,5 @@
-"""The discretised mixture of logistics over images of L grey levels (8-bit: L = 256), with channel coupling (PixelCNN++, Salimans et al. 2017).
+"""The discretised mixture of logistics over images of L grey levels (8-bit: L = 256), with channel coupling
+(PixelCNN++, Salimans et al. 2017).
 
 Per pixel, K components; under component i the channels are generated in order, channel c being a discretised
 logistic with mean mu_ic + sum_{j<c} alpha_icj x_j (Salimans et al. 2017, Sec. 2.2: for RGB, G depends on R and B on
@@ -58,7 +59,8 @@ class DiscretizedLogisticMixture(Distribution):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         level = to_level(x, self.levels).unsqueeze(-4)  # (..., 1, C, H, W)
         loc = self._coupled_loc(level / (self.levels - 1))  # coupling on the level values, as the data are k / (L-1)
-        log_pixel = log_mass_logistic(level, loc, self.scale, self.levels).sum(-3)  # (..., K, H, W): channels of one component
+        # (..., K, H, W): the channels of one component
+        log_pixel = log_mass_logistic(level, loc, self.scale, self.levels).sum(-3)
         log_mix = F.log_softmax(self.logits, dim=-3)
         return torch.logsumexp(log_mix + log_pixel, dim=-3).sum((-2, -1))  # (...,)
 
