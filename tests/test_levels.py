@@ -278,3 +278,16 @@ def test_evaluate_refuses_data_of_another_bit_depth_for_a_discretised_model(tmp_
     with pytest.raises(DataError, match="bins 65536 grey levels but these data have 256") as caught:
         evaluate_model(cfg, ["dataset=array_file", f"dataset.options.path={tmp_path / 'x8.npy'}"])
     assert "\n" not in str(caught.value) and not (tmp_path / "e.json").exists()
+
+
+def test_a_config_json_without_levels_is_an_eight_bit_model(tmp_path):
+    from vae_lab import publish
+    from vae_lab.loading import load_artifact
+    from vae_lab.model import VAE
+
+    model = VAE([1, 4, 4], latent_dim=2, net={"hidden_dims": [8]}, likelihood="discretized_logistic").eval()
+    publish.save_artifact(tmp_path / "artifact", model)
+    path = tmp_path / "artifact" / "config.json"
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "likelihood_levels"}))
+    loaded = load_artifact(tmp_path / "artifact")
+    assert loaded.likelihood_levels == 256 and loaded.decode(torch.zeros(1, 2)).base_dist.levels == 256
