@@ -79,7 +79,9 @@ def build_module(cfg: DictConfig, spec):
                          gradient_clip_algorithm=cfg.trainer.gradient_clip_algorithm)
     _, auto_line = resolve_likelihood(cfg, spec)
     if auto_line:
-        print(auto_line)
+        from lightning.pytorch.utilities import rank_zero_only
+
+        rank_zero_only(print)(auto_line)  # once per run, not once per DDP rank
     module = VAEModule(
         model=model_kwargs(cfg, spec),
         objective=objective,
