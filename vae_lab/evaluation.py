@@ -237,6 +237,6 @@ def evaluate_model(cfg, data_overrides: list[str] = ()) -> tuple[dict, "Path"]:
         out = Path(cfg.out).expanduser()
         out = out / "evaluation.json" if out.is_dir() else out
     else:
-        out = (loaded.run_dir if loaded.run_dir is not None else Path.cwd()) / "evaluation.json"
+        out = loaded.default_output("evaluation.json")  # inside the run/artifact dir, links resolved
     atomic_write_json(out, report)
     return report, out
