@@ -109,7 +109,7 @@ def data_config(run_cfg: DictConfig | None, overrides: list[str], *, where: str,
             raise ConfigError(f"{where} has no training config (.hydra/config.yaml or train_config.yaml): name its data "
                               "with dataset=<name> (and dataset.options.* as for train.py)")
         base = compose_train([f"dataset={group[-1]}"])
-        dataset, defaults = base.dataset, base
+        dataset, defaults, trusted = base.dataset, base, True  # composed from our own configs
     else:
         dataset, defaults = run_cfg.dataset, run_cfg
         if not trusted:
@@ -130,12 +130,24 @@ def data_config(run_cfg: DictConfig | None, overrides: list[str], *, where: str,
             OmegaConf.update(dataset, key, None, force_add=True)
         else:
             OmegaConf.update(dataset, key, o.value(), merge=False, force_add=True)
+    found = None if trusted else _interpolation(OmegaConf.to_container(dataset), "dataset")  # literal text
+    if found:  # it would be resolved once it is in the data's DictConfig: refused instead
+        raise ConfigError(f"{where}: its train_config.yaml has {found[0]}={found[1]!r}: a downloaded config is "
+                          "data, its interpolations are never resolved; override the key")
     return OmegaConf.create({
         "dataset": OmegaConf.to_container(dataset),
         "paths": {"data_dir": data_dir if data_dir is not None else OmegaConf.select(defaults, "paths.data_dir")},
         "schedule": {"batch_size": batch_size},
         "seed": seed if seed is not None else OmegaConf.select(defaults, "seed", default=0),
     })
+
+
+def _interpolation(value, key: str) -> tuple[str, str] | None:
+    """(key, text) of the first string holding an OmegaConf interpolation `${` in plain data, or None."""
+    if isinstance(value, str):
+        return (key, value) if "${" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return next((found for k, v in items if (found := _interpolation(v, f"{key}.{k}"))), None)
 
 
 def datamodule_for(loaded: LoadedModel, overrides: list[str], *, stage: str = "test", data_dir: str | None = None,
