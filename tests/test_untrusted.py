@@ -268,3 +268,43 @@ def test_a_server_error_echoing_the_token_is_redacted_on_the_console_and_in_trai
     for text in (proc.stdout, proc.stderr, log):
         assert TOKEN not in text
     assert "Authorization: Bearer ***" in proc.stderr + log  # ... and its error was logged, redacted
+
+
+def test_evaluate_refuses_a_linked_evaluation_json_before_evaluating(tmp_path, digits_artifact, monkeypatch):
+    from vae_lab.evaluation import evaluate_model
+
+    folder = Path(shutil.copytree(digits_artifact, tmp_path / "artifact"))
+    outside = tmp_path / "outside.json"
+    outside.write_text("{}")
+    (folder / "evaluation.json").symlink_to(outside)
+    monkeypatch.setattr("vae_lab.loading.datamodule_for", lambda *a, **k: pytest.fail("evaluated before the check"))
+    with pytest.raises(ConfigError, match="evaluation.json leads out of"):
+        evaluate_model(compose_tool("evaluate", f"model={folder}", "split=val", "iwae_samples=2", "progress=false"))
+    assert outside.read_text() == "{}"
+
+
+def test_every_log_record_has_the_token_blanked(monkeypatch, capsys):
+    """In-process twin of the CLI test below: a message, its %-args and its traceback all pass through redaction."""
+    import logging
+
+    from vae_lab import log_redaction
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    previous = logging.getLogRecordFactory()
+    log_redaction.install()
+    log_redaction.install()  # idempotent
+    logger = logging.getLogger("huggingface_hub.test_untrusted")
+    handler = logging.StreamHandler(sys.stderr)
+    logger.addHandler(handler)
+    try:
+        try:
+            raise RuntimeError(f"server said: Authorization: Bearer {TOKEN}")
+        except RuntimeError:
+            logger.exception("Error while pushing to Hub: %s", f"Bearer {TOKEN}")
+        logger.error("other token hf_%s", "AbCdEfGh12345678")
+    finally:
+        logger.removeHandler(handler)
+        logging.setLogRecordFactory(previous)
+    err = capsys.readouterr().err
+    assert TOKEN not in err and "hf_AbCdEfGh12345678" not in err
+    assert "Bearer ***" in err and "RuntimeError: server said: Authorization: Bearer ***" in err and "hf_***" in err
