@@ -308,3 +308,23 @@ def test_every_log_record_has_the_token_blanked(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert TOKEN not in err and "hf_AbCdEfGh12345678" not in err
     assert "Bearer ***" in err and "RuntimeError: server said: Authorization: Bearer ***" in err and "hf_***" in err
+
+
+@pytest.mark.parametrize("dataset", [5, {"name": "digits", "options": "x"}])
+def test_a_malformed_train_config_is_one_line(tmp_path, digits_artifact, dataset):
+    from vae_lab.loading import datamodule_for
+
+    folder = copy_with_train_config(digits_artifact, tmp_path / "artifact", lambda cfg: cfg.update(dataset=dataset))
+    with pytest.raises(ConfigError, match="has no `dataset` mapping"):
+        datamodule_for(load_model(folder), [], stage="fit")
+
+
+def test_a_checkpoint_whose_init_args_disagree_with_its_weights_is_refused_before_building(tmp_path):
+    run = fake_run(tmp_path)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["model"]["net"] = {"hidden_dims": [30000, 30000]}  # ~3.6 GB if built
+    torch.save(ckpt, run / "checkpoints" / "last.ckpt")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match="does not match its model config"):
+        load_model(run)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000

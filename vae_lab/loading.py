@@ -111,9 +111,13 @@ def data_config(run_cfg: DictConfig | None, overrides: list[str], *, where: str,
         base = compose_train([f"dataset={group[-1]}"])
         dataset, defaults, trusted = base.dataset, base, True  # composed from our own configs
     else:
-        dataset, defaults = run_cfg.dataset, run_cfg
+        dataset, defaults = OmegaConf.select(run_cfg, "dataset"), run_cfg
         if not trusted:
-            chosen = OmegaConf.select(dataset, "options.path", default=None)
+            options = OmegaConf.select(dataset, "options") if OmegaConf.is_dict(dataset) else None
+            if not OmegaConf.is_dict(dataset) or not (options is None or OmegaConf.is_dict(options)):
+                raise ConfigError(f"{where}: its train_config.yaml has no `dataset` mapping (with an `options` "
+                                  "mapping): name the data with dataset=<name>")
+            chosen = options.get("path") if options is not None else None
             if chosen is not None and "dataset.options.path" not in {o.key_or_group for o in parsed}:
                 raise ConfigError(f"{where}: its train_config.yaml names dataset.options.path={chosen!r}; a "
                                   "downloaded config chooses no path: give dataset.options.path=<the data here>")
