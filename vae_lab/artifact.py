@@ -7,7 +7,11 @@ only: it is handed the model class, and never imports the VAE, the Hub or the ru
 
 import json
 import math
+import os
+import re
 import shutil
+import stat
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,8 @@ CARD_NAME = "README.md"
 TRAIN_CONFIG_NAME = "train_config.yaml"  # the run's resolved Hydra config
 SAMPLES_NAME = "samples.png"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+MAX_CONFIG_BYTES = 1 << 20  # config.json and train_config.yaml: a few KB when vae_lab writes them
+MAX_HEADER_BYTES = 100 << 20  # a safetensors JSON header (safetensors' own limit); ~100 bytes per tensor in practice
 
 # The schema of config.json: one rule per VAE init arg (tests check it matches VAE's signature).
 CONFIG_RULES = {rule.key: rule for rule in (*MODEL_RULES, Rule("num_classes", "int", lo=0))}
@@ -56,20 +62,73 @@ def check_config(config: Any, where: str) -> dict:
         raise CheckpointError(f"{where}: missing key(s) {', '.join(missing)}")
     for key, value in config.items():
         rule = CONFIG_RULES.get(key)
-        ok, must = (rule.ok(value), rule.describe()) if rule else (SHAPED_KEYS[key][0](value), SHAPED_KEYS[key][1])
+        ok, must = (_rule_ok(rule, value), rule.describe()) if rule else (SHAPED_KEYS[key][0](value),
+                                                                         SHAPED_KEYS[key][1])
         if not ok or (isinstance(value, float) and not math.isfinite(value)):
             raise CheckpointError(f"{where}: {key}={value!r} is invalid: must be {must}")
     return config
 
 
-def read_config(path: Path) -> dict:
-    """The validated init args in `path` (config.json): plain JSON, nothing executed."""
+def _rule_ok(rule: Rule, value: Any) -> bool:
     try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
+        return rule.ok(value)
+    except TypeError:  # a list or object where a name is expected (`value in choices` cannot hash it)
+        return False
+
+
+def artifact_root(folder: Path) -> Path:
+    """What an artifact's files may resolve into: the folder itself, or for a huggingface_hub cache snapshot
+    (<repo>/snapshots/<commit>/, files linked to <repo>/blobs/) the repo's cache folder."""
+    folder = Path(folder)
+    if folder.parent.name == "snapshots" and (folder.parent.parent / "blobs").is_dir():
+        return folder.parent.parent
+    return folder
+
+
+def _open_regular(path: Path, root: Path, limit: int | None):
+    """`path` opened for reading (binary) if it resolves inside `root` to a regular file of at most `limit` bytes.
+
+    A downloaded artifact is data: a link out of it (/dev/zero, ~/.ssh/...), a FIFO (blocks forever) or a device
+    is refused before it is read.
+    """
+    path = Path(path)
+    try:
+        real = path.resolve(strict=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing: an artifact is config.json + model.safetensors") from None
-    except (ValueError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path} is not valid JSON: {err}") from None
+    except (OSError, RuntimeError) as err:  # a symlink loop
+        raise CheckpointError(f"{path} cannot be resolved: {err}") from None
+    if not real.is_relative_to(Path(root).resolve()):
+        raise CheckpointError(f"{path} links outside the artifact folder (to {real}): refused")
+    if not stat.S_ISREG(os.stat(real).st_mode):  # before open: opening a FIFO waits for a writer
+        raise CheckpointError(f"{path} is not a regular file (a device, FIFO or socket): refused")
+    fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK)  # non-blocking, in case it was swapped for a FIFO meanwhile
+    f = os.fdopen(fd, "rb")
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or (limit is not None and info.st_size > limit):
+        f.close()
+        what = "not a regular file" if not stat.S_ISREG(info.st_mode) else f"{info.st_size} bytes (limit {limit})"
+        raise CheckpointError(f"{path} is {what}: refused")
+    return f
+
+
+def read_bounded(path: Path, root: Path, limit: int = MAX_CONFIG_BYTES) -> bytes:
+    """The bytes of a small artifact file, checked by _open_regular (inside `root`, regular, <= `limit` bytes)."""
+    with _open_regular(path, root, limit) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:  # it grew after the check
+        raise CheckpointError(f"{path} is more than {limit} bytes: refused")
+    return data
+
+
+def read_config(path: Path, root: Path | None = None) -> dict:
+    """The validated init args in `path` (config.json): bounded plain JSON, nothing executed."""
+    path = Path(path)
+    data = read_bounded(path, root or artifact_root(path.parent))
+    try:
+        config = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise CheckpointError(f"{path} is not valid JSON: {str(err).splitlines()[0][:200]}") from None
     return check_config(config, str(path))
 
 
@@ -81,6 +140,12 @@ def build_model(cls: type, config: dict, where: str):
         raise CheckpointError(f"{where}: {err}") from None
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{where}: cannot build the model: {str(err).splitlines()[0]}") from None
+
+
+def expected_shapes(cls: type, config: dict, where: str) -> dict[str, tuple[int, ...]]:
+    """{name: shape} of the state cls(**config) would have, from a build on the `meta` device (no memory used)."""
+    with torch.device("meta"):
+        return shapes(build_model(cls, config, where).state_dict())
 
 
 def model_config(model: torch.nn.Module) -> dict:
@@ -125,6 +190,37 @@ def _looks_pickled(head: bytes) -> bool:
     return head.startswith(b"PK\x03\x04") or (len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
+def _not_safetensors(path: Path, head: bytes, why: str) -> CheckpointError:
+    if _looks_pickled(head):
+        return CheckpointError(f"{path} is a pickle (torch.save) file, not safetensors: "
+                               "vae_lab never unpickles artifacts")
+    return CheckpointError(f"{path} is not a valid safetensors file: {why}")
+
+
+def header_shapes(path: Path, root: Path | None = None) -> dict[str, tuple[int, ...]]:
+    """{name: shape} from a safetensors file's header alone: an 8-byte little-endian length, then that much JSON."""
+    path = Path(path)
+    with _open_regular(path, root or artifact_root(path.parent), None) as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        length = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+        if length is None or length > min(MAX_HEADER_BYTES, size - 8):
+            raise _not_safetensors(path, head, f"its header claims {length} bytes; the file has {size}"
+                                   if length is not None else "shorter than 8 bytes")
+        text = f.read(length)
+    try:
+        header = json.loads(text)
+        return {name: tuple(_shape(entry["shape"])) for name, entry in header.items() if name != "__metadata__"}
+    except (ValueError, UnicodeDecodeError, RecursionError, TypeError, KeyError, AttributeError) as err:
+        raise _not_safetensors(path, head, f"bad header ({type(err).__name__})") from None
+
+
+def _shape(value: Any) -> list[int]:
+    if not (isinstance(value, list) and all(isinstance(n, int) and n >= 0 for n in value)):
+        raise TypeError("a shape is a list of integers >= 0")
+    return value
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file; anything else (a pickle included) is refused, never unpickled."""
     from safetensors.torch import load_file
@@ -134,10 +230,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     except Exception as err:  # safetensors raises its own error type for a bad header or truncated data
         with open(path, "rb") as f:
             head = f.read(8)
-        if _looks_pickled(head):
-            raise CheckpointError(f"{path} is a pickle (torch.save) file, not safetensors: "
-                                  "vae_lab never unpickles artifacts") from None
-        raise CheckpointError(f"{path} is not a valid safetensors file: {str(err).splitlines()[0]}") from None
+        raise _not_safetensors(path, head, str(err).splitlines()[0]) from None
 
 
 def weights_bytes(model: torch.nn.Module) -> bytes:
@@ -150,25 +243,59 @@ def weights_bytes(model: torch.nn.Module) -> bytes:
 def load_artifact(path: Path, cls: type, map_location: str = "cpu"):
     """A model (eval mode) of class `cls` from a local artifact directory, strict about its weights."""
     path = Path(path)
-    config = read_config(path / CONFIG_NAME)
+    root = artifact_root(path)
+    config = read_config(path / CONFIG_NAME, root)
     weights = path / WEIGHTS_NAME
-    if not weights.is_file():
+    if not os.path.lexists(weights):
         pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
         hint = f" (found {', '.join(pickles)}: pickle files are never loaded)" if pickles else ""
         raise CheckpointError(f"{path} has no {WEIGHTS_NAME}{hint}; an artifact is config.json + model.safetensors")
-    model = build_model(cls, config, str(path / CONFIG_NAME))
-    state = read_weights(weights)
-    problem = state_mismatch(shapes(model.state_dict()), shapes(state))
+    # shapes first, from the header and a `meta` build: a tampered config cannot make us allocate a huge model
+    problem = state_mismatch(expected_shapes(cls, config, str(path / CONFIG_NAME)), header_shapes(weights, root))
     if problem:
         raise CheckpointError(f"{weights} does not match its config.json: {problem}")
-    model.load_state_dict(state, strict=True)
+    model = build_model(cls, config, str(path / CONFIG_NAME))
+    state = read_weights(weights)
+    load_state(model, state, str(weights))
     return model.to(map_location).eval()
 
 
+MAX_CONFIG_NODES = 100_000  # values in a train_config.yaml (YAML aliases could otherwise expand exponentially)
+_INTERPOLATION = re.compile(r"(\\*)\$\{")  # `${`, and the backslashes before it
+
+
+def _literal(value: Any, budget: list[int]) -> Any:
+    """`value` (parsed YAML) with every string escaped so that OmegaConf reads it as its literal text: a `${...}`
+    in a downloaded config never reaches a resolver (oc.env would read the environment: HF_TOKEN)."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise CheckpointError(f"more than {MAX_CONFIG_NODES} values")
+    if isinstance(value, str):  # OmegaConf's grammar: \${ is a literal ${, and \\ before it one literal backslash
+        return _INTERPOLATION.sub(lambda m: m[1] * 2 + "\\${", value)
+    if isinstance(value, dict):
+        return {str(k): _literal(v, budget) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_literal(v, budget) for v in value]
+    return value if value is None or isinstance(value, (bool, int, float)) else str(value)
+
+
 def train_config(folder: Path) -> DictConfig | None:
-    """The resolved training config shipped in an artifact (train_config.yaml: plain YAML, never instantiated)."""
+    """The training config shipped in an artifact (train_config.yaml), as data: bounded, safe YAML, every
+    `${...}` kept as literal text (never resolved), never instantiated. None if the artifact has none."""
+    import yaml
+
     path = Path(folder) / TRAIN_CONFIG_NAME
-    return OmegaConf.load(path) if path.is_file() else None
+    if not os.path.lexists(path):
+        return None
+    try:
+        data = yaml.safe_load(read_bounded(path, artifact_root(Path(folder))).decode("utf-8"))
+        if not isinstance(data, dict):
+            raise CheckpointError(f"expected a mapping, got {type(data).__name__}")
+        return OmegaConf.create(_literal(data, [MAX_CONFIG_NODES]))
+    except CheckpointError as err:
+        raise CheckpointError(str(err) if str(err).startswith(str(path)) else f"{path}: {err}") from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError) as err:
+        raise CheckpointError(f"{path} is not valid YAML: {str(err).splitlines()[0][:200]}") from None
 
 
 def write_artifact(out_dir: Path, files: dict[str, bytes]) -> Path:

@@ -214,6 +214,11 @@ def evaluate_model(cfg, data_overrides: list[str] = ()) -> tuple[dict, "Path"]:
         Rule("progress", "bool"),
     ])
     loaded = load_model(cfg.model)
+    if cfg.out is not None:
+        out = Path(cfg.out).expanduser()
+        out = out / "evaluation.json" if out.is_dir() else out
+    else:
+        out = loaded.default_output("evaluation.json")  # inside the run/artifact dir, links resolved: before the work
     datamodule = datamodule_for(loaded, list(data_overrides), data_dir=cfg.paths.data_dir, seed=cfg.data_seed,
                                 batch_size=cfg.batch_size)
     batches = datamodule.val_dataloader() if cfg.split == "val" else datamodule.test_dataloader()
@@ -239,10 +244,5 @@ def evaluate_model(cfg, data_overrides: list[str] = ()) -> tuple[dict, "Path"]:
     if getattr(datamodule.spec, "factor_names", None):  # ground-truth factors: the disentanglement scores too
         report["disentanglement"] = disentanglement_report(loaded.model, datamodule, cfg.seed, device)
     report["wall_time_s"] = round(time.time() - started, 2)
-    if cfg.out is not None:
-        out = Path(cfg.out).expanduser()
-        out = out / "evaluation.json" if out.is_dir() else out
-    else:
-        out = (loaded.run_dir if loaded.run_dir is not None else Path.cwd()) / "evaluation.json"
     atomic_write_json(out, report)
     return report, out

@@ -2,16 +2,18 @@
 and (for tools) the data it was trained on, rebuilt through Hydra with the caller's `dataset.*` overrides.
 
 Nothing here unpickles code: checkpoints are read with torch's weights_only loader, artifacts are JSON +
-safetensors.
+safetensors. A run directory (or its .ckpt) is the user's own; an artifact directory or a Hub download is
+untrusted data: its train_config.yaml is read without resolvers and chooses no path (see data_config).
 """
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from vae_lab import artifact, hub
-from vae_lab.errors import CheckpointError
+from vae_lab.errors import CheckpointError, ConfigError
 from vae_lab.model import VAE
 from vae_lab.run_dir import best_checkpoint, model_state, read_checkpoint, run_config
 
@@ -22,12 +24,28 @@ class LoadedModel:
     cfg: DictConfig | None  # the run's composed config (.hydra/config.yaml or the artifact's train_config.yaml)
     source: Path  # the file the weights came from
     run_dir: Path | None  # where outputs should go by default
+    trusted: bool = True  # cfg is the user's own run's (False: an artifact's or a download's train_config.yaml)
+
+    def default_output(self, *parts: str) -> Path:
+        """<run_dir>/<parts> (the current directory's without a run_dir), refused if links lead it elsewhere."""
+        base = self.run_dir if self.run_dir is not None else Path.cwd()
+        path = base.joinpath(*parts)
+        inside = path.parent.resolve().is_relative_to(base.resolve()) and not (path.is_symlink() or (
+            path.exists() and not path.is_file()))
+        if not inside:
+            raise ConfigError(f"{path} leads out of {base} (a symbolic link) or is not a file: outputs go only "
+                              "inside it; choose where with out=")
+        return path
 
 
 def model_from_checkpoint(path: Path) -> VAE:
     """The VAE inside a VAEModule checkpoint (weights_only, strict key and shape matching)."""
     kwargs, state = model_state(read_checkpoint(Path(path), training=False))
-    model = artifact.build_model(VAE, artifact.check_config(kwargs, f"{path} (hyper_parameters.model)"), str(path))
+    config = artifact.check_config(kwargs, f"{path} (hyper_parameters.model)")
+    problem = artifact.state_mismatch(artifact.expected_shapes(VAE, config, str(path)), artifact.shapes(state))
+    if problem:  # before building: init args that disagree with the weights could ask for any amount of memory
+        raise CheckpointError(f"checkpoint {path} does not match its model config: {problem}")
+    model = artifact.build_model(VAE, config, str(path))
     artifact.load_state(model, state, f"checkpoint {path}")
     return model
 
@@ -46,15 +64,16 @@ def load_model(ref: str | Path, revision: str | None = None) -> LoadedModel:
     if path.is_file() and path.suffix == ".ckpt":
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
         return LoadedModel(model_from_checkpoint(path).eval(), run_config(run_dir), path, run_dir)
-    if path.is_dir() and (path / artifact.CONFIG_NAME).is_file():
-        cfg = run_config(path) or artifact.train_config(path)
-        return LoadedModel(load_artifact(path), cfg, path / artifact.WEIGHTS_NAME, path)
+    if path.is_dir() and os.path.lexists(path / artifact.CONFIG_NAME):  # an artifact: data, whoever wrote it
+        model = load_artifact(path)
+        return LoadedModel(model, artifact.train_config(path), path / artifact.WEIGHTS_NAME, path, trusted=False)
     if path.is_dir():
         ckpt = best_checkpoint(path)
         return LoadedModel(model_from_checkpoint(ckpt).eval(), run_config(path), ckpt, path)
     repo_id, pinned = hub.split_revision(str(ref))  # a Hub id such as "me/vae-mnist"
     folder = hub.download_artifact(repo_id, revision or pinned)
-    return LoadedModel(load_artifact(folder), artifact.train_config(folder), folder / artifact.WEIGHTS_NAME, None)
+    model = load_artifact(folder)
+    return LoadedModel(model, artifact.train_config(folder), folder / artifact.WEIGHTS_NAME, None, trusted=False)
 
 
 def init_weights(model: VAE, ref: str) -> str:
@@ -69,14 +88,17 @@ def init_weights(model: VAE, ref: str) -> str:
 
 
 def data_config(run_cfg: DictConfig | None, overrides: list[str], *, where: str, data_dir: str | None = None,
-                seed: int | None = None, batch_size: int = 100) -> DictConfig:
+                seed: int | None = None, batch_size: int = 100, trusted: bool = True) -> DictConfig:
     """The data settings of a loaded model: its run's `dataset` (or `dataset=<name>` composed through Hydra) with
-    the caller's `dataset.*` overrides applied, in train.py's syntax; `data_dir`/`seed` replace the run's if set."""
+    the caller's `dataset.*` overrides applied, in train.py's syntax; `data_dir`/`seed` replace the run's if set.
+
+    `trusted=False` (an artifact's train_config.yaml): it chooses no path; `paths.data_dir` is `data_dir` or the
+    default of configs/paths, and its `dataset.options.path` is refused unless the caller gives one.
+    """
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
     from vae_lab.configs import compose_train
-    from vae_lab.errors import ConfigError
 
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     group = [o.value() for o in parsed if o.key_or_group == "dataset"]
@@ -87,9 +109,22 @@ def data_config(run_cfg: DictConfig | None, overrides: list[str], *, where: str,
             raise ConfigError(f"{where} has no training config (.hydra/config.yaml or train_config.yaml): name its data "
                               "with dataset=<name> (and dataset.options.* as for train.py)")
         base = compose_train([f"dataset={group[-1]}"])
-        dataset, defaults = base.dataset, base
+        dataset, defaults, trusted = base.dataset, base, True  # composed from our own configs
     else:
-        dataset, defaults = run_cfg.dataset, run_cfg
+        dataset, defaults = OmegaConf.select(run_cfg, "dataset"), run_cfg
+        if not trusted:
+            options = OmegaConf.select(dataset, "options") if OmegaConf.is_dict(dataset) else None
+            if not OmegaConf.is_dict(dataset) or not (options is None or OmegaConf.is_dict(options)):
+                raise ConfigError(f"{where}: its train_config.yaml has no `dataset` mapping (with an `options` "
+                                  "mapping): name the data with dataset=<name>")
+            chosen = options.get("path") if options is not None else None
+            if chosen is not None and "dataset.options.path" not in {o.key_or_group for o in parsed}:
+                raise ConfigError(f"{where}: its train_config.yaml names dataset.options.path={chosen!r}; a "
+                                  "downloaded config chooses no path: give dataset.options.path=<the data here>")
+            run_seed = OmegaConf.select(run_cfg, "seed", default=0)
+            if seed is None and (not isinstance(run_seed, int) or isinstance(run_seed, bool)):
+                raise ConfigError(f"{where}: its train_config.yaml has seed={run_seed!r}, not an integer")
+            defaults = OmegaConf.create({"seed": run_seed, "paths": {"data_dir": compose_train([]).paths.data_dir}})
     dataset = OmegaConf.create(OmegaConf.to_container(dataset, resolve=True))
     for o in parsed:
         if o.key_or_group == "dataset":
@@ -99,12 +134,24 @@ def data_config(run_cfg: DictConfig | None, overrides: list[str], *, where: str,
             OmegaConf.update(dataset, key, None, force_add=True)
         else:
             OmegaConf.update(dataset, key, o.value(), merge=False, force_add=True)
+    found = None if trusted else _interpolation(OmegaConf.to_container(dataset), "dataset")  # literal text
+    if found:  # it would be resolved once it is in the data's DictConfig: refused instead
+        raise ConfigError(f"{where}: its train_config.yaml has {found[0]}={found[1]!r}: a downloaded config is "
+                          "data, its interpolations are never resolved; override the key")
     return OmegaConf.create({
         "dataset": OmegaConf.to_container(dataset),
         "paths": {"data_dir": data_dir if data_dir is not None else OmegaConf.select(defaults, "paths.data_dir")},
         "schedule": {"batch_size": batch_size},
         "seed": seed if seed is not None else OmegaConf.select(defaults, "seed", default=0),
     })
+
+
+def _interpolation(value, key: str) -> tuple[str, str] | None:
+    """(key, text) of the first string holding an OmegaConf interpolation `${` in plain data, or None."""
+    if isinstance(value, str):
+        return (key, value) if "${" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return next((found for k, v in items if (found := _interpolation(v, f"{key}.{k}"))), None)
 
 
 def datamodule_for(loaded: LoadedModel, overrides: list[str], *, stage: str = "test", data_dir: str | None = None,
@@ -114,7 +161,7 @@ def datamodule_for(loaded: LoadedModel, overrides: list[str], *, stage: str = "t
     from vae_lab.errors import DataError
 
     cfg = data_config(loaded.cfg, overrides, where=str(loaded.source), data_dir=data_dir, seed=seed,
-                      batch_size=batch_size)
+                      batch_size=batch_size, trusted=loaded.trusted)
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup(stage)

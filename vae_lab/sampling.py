@@ -198,7 +198,9 @@ def output_path(cfg: DictConfig, loaded, name: str, count: int) -> Path:
         return out / f"{name}.png"
     run_dir = loaded.run_dir  # a training run's directory (not an artifact's or the Hub cache's) takes the pictures
     is_run = run_dir is not None and (run_dir / ".hydra").is_dir() and Path(str(cfg.model)).expanduser().exists()
-    return (run_dir / "images" if is_run else Path.cwd()) / f"{name}.png"
+    if not is_run:
+        return Path.cwd() / f"{name}.png"
+    return loaded.default_output("images", f"{name}.png")  # refused if images/ links out of the run dir
 
 
 def run_sample(cfg: DictConfig, data_overrides: list[str] = ()) -> list[Path]:

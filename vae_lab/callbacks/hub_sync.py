@@ -51,6 +51,9 @@ class HubLogSync(L.Callback):
 
     @rank_zero_only
     def on_fit_start(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+        from vae_lab import log_redaction
+
+        log_redaction.install()  # huggingface_hub logs commit errors, whose text may echo the Authorization header
         self._stop.clear()
         self._thread = threading.Thread(target=self._start, name="hub-log-sync", daemon=True)
         self._thread.start()

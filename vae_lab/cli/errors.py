@@ -14,8 +14,10 @@ def report_user_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
+        from vae_lab import log_redaction
         from vae_lab.errors import VaeLabError
 
+        log_redaction.install()  # after Hydra configured logging: no handler ever prints a token
         try:
             return fn(*args, **kwargs)
         except VaeLabError as err:

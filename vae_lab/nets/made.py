@@ -42,7 +42,7 @@ class MADE(nn.Module):
     def __init__(self, dim: int, hidden_dim: int, hidden_layers: int, context_dim: int, order: Sequence[int]):
         super().__init__()
         in_degrees = torch.as_tensor(list(order), dtype=torch.long) + 1  # (D,) in 1..D
-        if sorted(in_degrees.tolist()) != list(range(1, dim + 1)):
+        if sorted(int(i) for i in order) != list(range(dim)):  # on the list: a `meta` build has no tensor data
             raise ValueError(f"order must be a permutation of 0..{dim - 1}, got {list(order)}")
         degrees = [in_degrees] + [hidden_degrees(dim, hidden_dim) for _ in range(hidden_layers)]
         # hidden unit k may see unit j of the layer below if deg_k >= deg_j (Eq. 13 of Germain et al. 2015)
