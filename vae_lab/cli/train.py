@@ -7,7 +7,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from vae_lab.cli import CONFIG_DIR
-from vae_lab.cli.errors import hydra_errors_in_one_line, report_user_errors
+from vae_lab.cli.errors import hydra_errors_in_one_line, one_line_thread_errors, report_user_errors
 from vae_lab.cli.hydra_callbacks import multirun_job
 
 
@@ -70,6 +70,7 @@ def train(cfg: DictConfig) -> dict:
 
     validate(cfg)
     publish.check_hub_config(cfg)
+    one_line_thread_errors()  # TensorBoard's writer thread on a full disk
     run_dir = Path(cfg.paths.output_dir)
     if cfg.get("print_config"):
         rank_zero_only(print)(OmegaConf.to_yaml(cfg, resolve=True))
