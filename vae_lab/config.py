@@ -36,7 +36,7 @@ def _datasets():
 _MODEL_RULE = {rule.key: rule for rule in MODEL_RULES}
 
 RULES = [
-    Rule("seed", "int", lo=0),
+    Rule("seed", "int", lo=0, hi=2**32 - 1),  # numpy's (and seed_everything's) range
     Rule("dataset.name", "choice", choices=_datasets),
     VAL_FRACTION,
     Rule("dataset.binarize", "choice", choices=_binarize),

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from vae_lab.errors import VaeLabError
+from vae_lab.errors import ConfigError, VaeLabError
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # device or quota full; file over the size limit (ulimit -f)
 
@@ -60,6 +60,22 @@ class _RecordingWriter:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._file, name)
+
+
+def check_writable_dir(path: str | os.PathLike, key: str) -> None:
+    """ConfigError unless `path` is a directory this process can write into, or one it can create (checked before
+    anything is written: a path that is a file, or on a read-only filesystem, is one line at start)."""
+    path = Path(path).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"is below {existing}, a file"
+        raise ConfigError(f"{key}={path} is invalid: it {what}, not a directory")
+    # access(2) also answers EROFS for root on a read-only mount (root passes permission bits, not a ro mount)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "it is" if existing == path else f"{existing} is"
+        raise ConfigError(f"{key}={path} is invalid: {where} not writable (read-only filesystem or permissions)")
 
 
 def _fsync_dir(folder: Path) -> None:
