@@ -129,8 +129,8 @@ def _stopped(stop: Interrupted, cfg: DictConfig, run_dir: Path, step: int) -> No
                                       commit_message=hub.commit_message)
         after = f"metrics.json and {run_dir.resolve() / 'artifact'} are complete; push them with: {retry}"
     else:
-        after = (f"training is complete (step {step}, checkpoints kept); resume={run_dir.resolve()} redoes the end "
-                 "of the run (final validation and test, pictures, metrics.json, artifact)")
+        after = (f"training is complete (step {step}, checkpoints kept); resume={run_dir.resolve()} redoes the final "
+                 "validation and test, metrics.json and the artifact (end-of-training pictures are not redrawn)")
     print(f"{stop}: {after}", file=sys.stderr, flush=True)
     sys.exit(stop.code)
 
