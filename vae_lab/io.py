@@ -127,7 +127,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
                                        no_space_error(recorder.error) else None)
         if full is not None:
             kept = f"the previous {path.name} is intact" if path.exists() else f"nothing was written to {path}"
-            raise DiskFullError(f"{describe_no_space(full, path)}: {kept}; free some space") from err
+            fix = "raise the limit" if full.errno == errno.EFBIG else "free some space"
+            raise DiskFullError(f"{describe_no_space(full, path)}: {kept}; {fix}") from err
         raise
     _fsync_dir(path.parent)
     return path

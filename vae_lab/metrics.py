@@ -174,4 +174,5 @@ class ReconstructionQuality(nn.Module):
 
     def compute(self) -> dict[str, float | None]:
         """name -> value; None for a metric that saw no data (SSIM of images under SSIM_MIN_SIZE pixels)."""
-        return {name: float(metric.compute()) if metric.update_called else None for name, metric in self.metrics.items()}
+        return {name: float(metric.compute()) if metric.update_called else None
+                for name, metric in self.metrics.items()}
