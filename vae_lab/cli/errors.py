@@ -31,8 +31,7 @@ def environment_message(err: BaseException) -> str | None:
         return f"{describe_no_space(full)}; free some space (checkpoints already written are intact)"
     for cause in reversed(chain):
         if isinstance(cause, OSError) and cause.errno in ENVIRONMENT_ERRNOS:
-            where = f" {cause.filename}" if cause.filename else ""
-            return f"cannot write{where}: {cause.strerror or cause}"
+            return f"{cause.strerror or cause}: {cause.filename}" if cause.filename else str(cause.strerror or cause)
     return None
 
 
