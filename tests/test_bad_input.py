@@ -85,6 +85,18 @@ CASES = [
      ["loss.sampling='exact' is invalid: must be one of: mss, mws"]),
     ("cyclical_ratio_zero", ["schedule.kl_annealing=cyclical", "schedule.kl_cycle_ratio=0"],
      ["schedule.kl_cycle_ratio=0 is invalid: must be a number > 0 and <= 1"]),
+    # values that used to slip through (issue 16, item 9): inf trained until the NaN guard stopped it, the rest
+    # traced back
+    ("lr_inf", ["schedule.lr=inf"], ["schedule.lr=inf is invalid: must be a number > 0"]),
+    ("beta_inf", ["loss.beta=inf"], ["loss.beta=inf is invalid: must be a number >= 0"]),
+    ("free_bits_inf", ["loss.free_bits=inf"], ["loss.free_bits=inf is invalid: must be a number >= 0"]),
+    ("likelihood_scale_inf", ["model.likelihood_scale=inf"], ["model.likelihood_scale=inf is invalid"]),
+    ("kl_warmup_epochs_inf", ["schedule.kl_warmup_epochs=inf"],
+     ["schedule.kl_warmup_epochs=inf is invalid: must be a number >= 0"]),
+    ("seed_too_big", ["seed=4294967296"], ["seed=4294967296 is invalid: must be an integer >= 0 and <= 4294967295"]),
+    ("run_dir_is_a_file", ["hydra.run.dir={data}/a_file"],
+     ["hydra.run.dir={data}/a_file is invalid: it is a file, not a directory"]),
+    ("run_dir_below_a_file", ["hydra.run.dir={data}/a_file/run"], ["it is below {data}/a_file, a file"]),
 ]
 # Each case aims at the existing run (resume=) unless it names its own target: the strongest test that nothing
 # written before the check can reach a good run. Cases that start a new run get a fresh hydra.run.dir.
@@ -141,6 +153,7 @@ def write_bad_data(data: Path) -> None:
     write_image_folder(data / "mixed" / "a", classes=None, per_class=2, size=(8, 8))
     write_image_folder(data / "mixed" / "b", classes=None, per_class=2, size=(6, 9))
     (data / "empty").mkdir()
+    (data / "a_file").write_text("not a directory\n")
     write_image_folder(data / "broken", classes=None, per_class=3, size=(8, 8))
     (data / "broken" / "b_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     write_array_file(data / "two_channels.npz", np.zeros((4, 2, 8, 8), np.uint8), np.zeros(4, np.int64))
@@ -175,7 +188,8 @@ def results(tmp_path_factory) -> dict:
     assert (existing_run / "checkpoints" / "last.ckpt").is_file() and (existing_run / "metrics.json").is_file()
     pristine = tree_bytes(existing_run.with_name("run_pristine"))  # copied right after the good run
     assert tree_bytes(existing_run) == pristine  # every file of the good run, byte for byte, and no new ones
-    return {**json.loads(out.read_text()), "_run": str(existing_run)}
+    assert (data / "a_file").read_text() == "not a directory\n"  # a run dir that is a file: left as it was
+    return {**json.loads(out.read_text()), "_run": str(existing_run), "_data": str(data)}
 
 
 @pytest.mark.parametrize(("name", "overrides", "fragments"), CASES, ids=[c[0] for c in CASES])
@@ -187,7 +201,7 @@ def test_bad_input_is_one_clear_line_and_touches_nothing(results, name, override
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, stderr[-3000:]
     for fragment in fragments:
-        assert fragment.format(run=results["_run"]) in errors[0], errors[0]
+        assert fragment.format(run=results["_run"], data=results["_data"]) in errors[0], errors[0]
     assert result["unchanged"], "the existing run directory changed"
 
 
@@ -219,3 +233,28 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == saves[0] == 3
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt"]  # no temp file left
+
+
+def test_read_only_run_dir_is_one_line_at_start(tmp_path):
+    """A run dir on a read-only filesystem (a real ro mount; or permissions, for a user who is not root)."""
+    import os
+    import shlex
+
+    import tiny_fs
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    argv = [sys.executable, "train.py", f"hydra.run.dir={ro / 'run'}", *QUIET]
+    if tiny_fs.available():
+        argv = tiny_fs.in_tmpfs(ro, "ro", " ".join(shlex.quote(a) for a in argv))
+    elif os.geteuid() != 0:
+        ro.chmod(0o555)
+    else:
+        pytest.skip("root without mount namespaces: no read-only directory to test with")
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    ro.chmod(0o755)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: hydra.run.dir={ro / 'run'} is invalid: {ro} is not writable (read-only filesystem or permissions)")
+    assert list(ro.iterdir()) == []

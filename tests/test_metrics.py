@@ -236,3 +236,18 @@ def test_ssim_of_small_images_uses_the_largest_gaussian_window_that_fits():
 
     ref = [reference(a[0].numpy(), b[0].numpy()) for a, b in zip(x_hat, x)]
     torch.testing.assert_close(ssim_per_image(x_hat, x), torch.tensor(ref, dtype=torch.float64))
+
+
+def test_ssim_of_images_under_3x3_pixels_is_absent_not_a_number():
+    """A 1-pixel window has no variance or covariance: SSIM would be its luminance term alone (Wang et al. 2004)."""
+    from vae_lab.metrics import ssim_skip_reason
+
+    x = torch.rand(6, 1, 1, 1, generator=torch.Generator().manual_seed(0))
+    quality = ReconstructionQuality()
+    quality.update(x.flip(0), x)
+    assert [name for name, _ in quality.items()] == ["psnr_db"]  # only what was computed gets logged
+    got = quality.compute()
+    assert got["ssim"] is None
+    mse = (x.flip(0) - x).square().flatten(1).mean(1)
+    assert got["psnr_db"] == pytest.approx((10 * torch.log10(1 / mse)).mean().item(), rel=1e-5)
+    assert "1x1 pixels" in ssim_skip_reason(1, 1) and ssim_skip_reason(3, 3) is None and ssim_skip_reason(2, 9)

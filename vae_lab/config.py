@@ -46,7 +46,7 @@ _RUN_MODEL_RULES = [replace(rule, choices=_likelihoods_or_auto) if rule.key == "
                     for rule in MODEL_RULES]
 
 RULES = [
-    Rule("seed", "int", lo=0),
+    Rule("seed", "int", lo=0, hi=2**32 - 1),  # numpy's (and seed_everything's) range
     Rule("dataset.name", "choice", choices=_datasets),
     VAL_FRACTION,
     Rule("dataset.binarize", "choice", choices=_binarize),

@@ -8,13 +8,74 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from vae_lab.errors import VaeLabError
+from vae_lab.errors import ConfigError, VaeLabError
 
-_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # device or quota full; file over the size limit (ulimit -f)
 
 
 class DiskFullError(VaeLabError):
     """The device (or quota) ran out of space while a file was written; the previous file is untouched."""
+
+
+def no_space_error(err: BaseException | None) -> OSError | None:
+    """The out-of-space OSError (ENOSPC, EDQUOT, EFBIG) in `err` or its causes/contexts, if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in _NO_SPACE:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def describe_no_space(err: OSError, path: str | os.PathLike | None = None) -> str:
+    """'no space left on the device while writing <path>' (or the file-size limit, for EFBIG)."""
+    where = path or err.filename
+    what = ("the file size limit was reached (ulimit -f, or the filesystem's largest file)" if err.errno == errno.EFBIG
+            else "no space left on the device")
+    return f"{what} while writing {where}" if where else what
+
+
+class _RecordingWriter:
+    """A file object that remembers the OSError of a failed write: torch.save reports a full disk as a RuntimeError
+    ('PytorchStreamWriter failed writing file ...', 'unexpected pos ...') without the errno."""
+
+    def __init__(self, file: IO[bytes]):
+        self._file = file
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._file.flush()
+        except OSError as err:
+            self.error = err
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+def check_writable_dir(path: str | os.PathLike, key: str) -> None:
+    """ConfigError unless `path` is a directory this process can write into, or one it can create (checked before
+    anything is written: a path that is a file, or on a read-only filesystem, is one line at start)."""
+    path = Path(path).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"is below {existing}, a file"
+        raise ConfigError(f"{key}={path} is invalid: it {what}, not a directory")
+    # access(2) also answers EROFS for root on a read-only mount (root passes permission bits, not a ro mount)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "it is" if existing == path else f"{existing} is"
+        raise ConfigError(f"{key}={path} is invalid: {where} not writable (read-only filesystem or permissions)")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -49,19 +110,25 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp, recorder = None, None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, _mode(path))  # mkstemp makes 0600 files; keep the usual permissions
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            recorder = _RecordingWriter(f)
+            write(recorder)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.errno in _NO_SPACE:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        full = no_space_error(err) or (recorder.error if recorder is not None and isinstance(err, Exception) and
+                                       no_space_error(recorder.error) else None)
+        if full is not None:
             kept = f"the previous {path.name} is intact" if path.exists() else f"nothing was written to {path}"
-            raise DiskFullError(f"no space left on the device while writing {path}: {kept}; free some space") from err
+            fix = "raise the limit" if full.errno == errno.EFBIG else "free some space"
+            raise DiskFullError(f"{describe_no_space(full, path)}: {kept}; {fix}") from err
         raise
     _fsync_dir(path.parent)
     return path

@@ -1,6 +1,7 @@
 """The LightningModule: one shared step for train/val/test, optimizers, logging. Orchestration only."""
 
 import math
+import sys
 from typing import Any
 
 import lightning as L
@@ -13,7 +14,7 @@ from torchmetrics import MeanMetric
 from vae_lab.data.batches import stream_seed
 from vae_lab.distributions import posterior_code, sample_with_seed
 from vae_lab.errors import ConfigError
-from vae_lab.metrics import ReconstructionQuality, bits_per_dim
+from vae_lab.metrics import ReconstructionQuality, bits_per_dim, ssim_skip_reason
 from vae_lab.model import VAE
 from vae_lab.nets.discriminator import Discriminator
 from vae_lab.objectives import ADVERSARIAL, EXTRA_TERMS, KL_COEFFICIENT, build_objective
@@ -93,6 +94,7 @@ class VAEModule(L.LightningModule):
         )
         # SSIM / PSNR of posterior-mean reconstructions, validation and test only (one extra decoder pass)
         self.quality = nn.ModuleDict({s: ReconstructionQuality() for s in ("val", "test")})
+        self._ssim_noted = False  # images too small for SSIM: said once per run
         self._sums: dict[str, torch.Tensor] = {}  # per stage: this epoch's running sums (see _accumulate)
 
     @property
@@ -222,7 +224,11 @@ class VAEModule(L.LightningModule):
 
     def _log_reconstruction(self, x_hat: torch.Tensor, x: torch.Tensor, stage: str) -> None:
         self.quality[stage].update(x_hat, x)
-        for name, metric in self.quality[stage].items():  # val/ssim, val/psnr_db, test/...
+        skipped = ssim_skip_reason(*x.shape[-2:])
+        if skipped and not self._ssim_noted and self.global_rank == 0:
+            self._ssim_noted = True
+            print(f"note: {skipped}", file=sys.stderr, flush=True)
+        for name, metric in self.quality[stage].items():  # val/ssim, val/psnr_db, test/... (those with data)
             self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True)
 
     def _sample_z(self, q_z, stage: str, batch_idx: int) -> torch.Tensor:

@@ -14,6 +14,9 @@ ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016, Sec. 5.2: unit u is active if
 SSIM_SIGMA = 1.5
 SSIM_RADIUS = int(3.5 * SSIM_SIGMA + 0.5)  # 5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
+# Below a 3x3 window SSIM has no structure: a 1-pixel window's variances and covariance are 0, so Wang et al.
+# 2004's Eq. 13 keeps only its luminance term. Smaller images get no SSIM (absent, not 0).
+SSIM_MIN_SIZE = 3
 
 
 def bits_per_dim(log_px_nats: torch.Tensor, num_dims: int, log_bin_width: float = 0.0) -> torch.Tensor:
@@ -29,6 +32,14 @@ def bits_per_dim(log_px_nats: torch.Tensor, num_dims: int, log_bin_width: float 
 def ssim_radius(height: int, width: int) -> int:
     """Radius of the SSIM window: the standard 5 (11 taps), or the largest that fits images under 11 pixels."""
     return max(0, min(SSIM_RADIUS, (min(height, width) - 1) // 2))
+
+
+def ssim_skip_reason(height: int, width: int) -> str | None:
+    """Why SSIM is not computed for images of this size (None: it is)."""
+    if min(height, width) >= SSIM_MIN_SIZE:
+        return None
+    return (f"SSIM not computed: the images are {height}x{width} pixels, SSIM compares local windows of at least "
+            f"{SSIM_MIN_SIZE}x{SSIM_MIN_SIZE} (it is left out of the metrics, not reported as 0)")
 
 
 def ssim_per_image(x_hat: torch.Tensor, x: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -150,14 +161,18 @@ class ReconstructionQuality(nn.Module):
         )
 
     def update(self, x_hat: torch.Tensor, x: torch.Tensor) -> None:
-        """x_hat, x: (B, C, H, W) in [0, 1]."""
+        """x_hat, x: (B, C, H, W) in [0, 1]; SSIM only of images of at least SSIM_MIN_SIZE pixels a side."""
         # float32 and no autocast: SSIM's convolutions and the log10 of PSNR lose too much in bf16
         with torch.autocast(device_type=x.device.type, enabled=False):
-            for metric in self.metrics.values():
-                metric.update(x_hat.detach().float(), x.float())
+            for name, metric in self.metrics.items():
+                if name != "ssim" or ssim_skip_reason(*x.shape[-2:]) is None:
+                    metric.update(x_hat.detach().float(), x.float())
 
     def items(self):
-        return self.metrics.items()
+        """(name, metric) of the metrics that have seen data (no SSIM of images too small for it)."""
+        return [(name, metric) for name, metric in self.metrics.items() if metric.update_called]
 
-    def compute(self) -> dict[str, float]:
-        return {name: float(metric.compute()) for name, metric in self.metrics.items()}
+    def compute(self) -> dict[str, float | None]:
+        """name -> value; None for a metric that saw no data (SSIM of images under SSIM_MIN_SIZE pixels)."""
+        return {name: float(metric.compute()) if metric.update_called else None
+                for name, metric in self.metrics.items()}

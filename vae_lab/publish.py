@@ -6,7 +6,7 @@ import math
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -195,12 +195,16 @@ def check_hub_config(cfg: DictConfig) -> None:
               "with scripts/push_to_hub.py", file=sys.stderr, flush=True)
 
 
-def finish_run(cfg: DictConfig, run_dir: Path, model: torch.nn.Module) -> Path | None:
-    """End of training (rank zero): write <run dir>/artifact; push it when hub.push. A failed push only warns."""
+def finish_run(cfg: DictConfig, run_dir: Path, model: torch.nn.Module,
+               on_phase: Callable[[str], None] = lambda phase: None) -> Path | None:
+    """End of training (rank zero): write <run dir>/artifact; push it when hub.push. A failed push only warns.
+
+    `on_phase("artifact")` and `on_phase("push")` mark the two steps (the training CLI's signal handling)."""
     hub = cfg.get("hub")
     push = bool(hub and hub.get("push"))
     repo_id = hub.repo_id if push else None
     run_dir = Path(run_dir)
+    on_phase("artifact")
     try:
         artifact = save_run_artifact(run_dir, cfg, model, repo_id=repo_id)
     except VaeLabError as err:  # training itself succeeded: its checkpoints and metrics.json stay
@@ -210,6 +214,7 @@ def finish_run(cfg: DictConfig, run_dir: Path, model: torch.nn.Module) -> Path |
     if not push:
         return artifact
     settings = dict(private=bool(hub.private), revision=hub.revision, commit_message=hub.commit_message)
+    on_phase("push")
     logs = tensorboard_files(run_dir) if hub.push_logs else []
     try:
         info = push_artifact(artifact, repo_id, log_files=logs, **settings)

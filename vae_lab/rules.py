@@ -30,10 +30,11 @@ class Rule:
             return "true or false"
         kind = "an integer" if self.kind == "int" else "a number"
         parts = []
+        show = (lambda v: str(int(v))) if self.kind == "int" else (lambda v: f"{v:g}")  # 4294967295, not 4.29e+09
         if self.lo > -math.inf:
-            parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
+            parts.append(f"{'>' if self.lo_open else '>='} {show(self.lo)}")
         if self.hi < math.inf:
-            parts.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
+            parts.append(f"{'<' if self.hi_open else '<='} {show(self.hi)}")
         return kind + (" " + " and ".join(parts) if parts else "") + (" (or null)" if self.nullable else "")
 
     def ok(self, value: Any) -> bool:

@@ -55,6 +55,12 @@ def images_dir(trainer: "L.Trainer", dirpath: str | None) -> Path:
     return Path(dirpath) if dirpath else Path(trainer.default_root_dir) / "images"
 
 
+def stopping(trainer: "L.Trainer") -> bool:
+    """A signal asked the run to stop (SIGTERM, or Ctrl-C through the Resumable callback): draw nothing more, so the
+    final checkpoint is saved and the run ends promptly."""
+    return bool(getattr(trainer, "received_sigterm", False))
+
+
 def should_draw(trainer: "L.Trainer") -> bool:
     """Rank zero only; not under fast_dev_run (a smoke test of the loop: Lightning skips checkpoints there too)."""
     return trainer.is_global_zero and not trainer.fast_dev_run
@@ -148,11 +154,13 @@ class ImageGrids(L.Callback):
         return grid
 
     def _draw(self, trainer: "L.Trainer", pl_module: "L.LightningModule", label: str) -> None:
-        if not should_draw(trainer):
+        if not should_draw(trainer) or stopping(trainer):
             return
         folder = images_dir(trainer, self.dirpath)
         model = pl_module.model
         for name, draw in (guarded("image grids", lambda: self.drawers(trainer, model)) or {}).items():
+            if stopping(trainer):
+                break
             path = folder / f"{name}_{label}.png"
             if guarded(name, lambda: publish(trainer, f"images/{name}", draw(), path)) is not None:
                 self.written.append(path)

@@ -8,7 +8,7 @@ one that fails is a warning, and neither costs the run its metrics.json or artif
 import lightning as L
 
 from vae_lab import pictures
-from vae_lab.callbacks.images import check_int, guarded, images_dir, publish, should_draw
+from vae_lab.callbacks.images import check_int, guarded, images_dir, publish, should_draw, stopping
 from vae_lab.errors import ConfigError, choices_error
 
 SPLITS = {"val": "val_dataloader", "test": "test_dataloader"}  # split -> the datamodule method serving it
@@ -63,7 +63,7 @@ class LatentPlots(L.Callback):
             raise ConfigError(f"{key}.split=test is invalid: this dataset has no test split; use split=val")
 
     def on_train_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
-        if not should_draw(trainer) or trainer.datamodule is None:
+        if not should_draw(trainer) or trainer.datamodule is None or stopping(trainer):
             return
         datamodule, model = trainer.datamodule, pl_module.model
         spec = getattr(datamodule, "spec", None)
@@ -73,6 +73,8 @@ class LatentPlots(L.Callback):
             self.traversal_dims, self.traversal_steps, self.traversal_range))
         folder = images_dir(trainer, self.dirpath)
         for name, draw in (drawers or {}).items():
+            if stopping(trainer):  # a signal while drawing: the rest are skipped
+                break
             path = folder / f"{name}.png"
             if guarded(name, lambda: publish(trainer, TAGS[name], draw(), path)) is not None:
                 self.written.append(path)

@@ -1,10 +1,57 @@
 """Turn user errors into one line on stderr and a non-zero exit, instead of a stack trace."""
 
+import errno
 import functools
 import sys
 from typing import Callable
 
 EXIT_USER_ERROR = 2
+# Errors of the machine, not of vae_lab: a full disk, a path that cannot be written. One line, exit 2.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EEXIST,
+                      errno.ENOTDIR, errno.EISDIR}
+
+
+def environment_message(err: BaseException) -> str | None:
+    """One line for an error caused by the machine: the first vae_lab error in the chain of `err` (a full disk while
+    saving a checkpoint, even when TensorBoard's flush failed after it and replaced it), else a full disk or an
+    unwritable path anywhere in the chain (Hydra's own writes, TensorBoard's files); None for anything else."""
+    from vae_lab.errors import VaeLabError
+    from vae_lab.io import describe_no_space, no_space_error
+
+    chain, seen, cur = [], set(), err
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    for cause in reversed(chain):  # the earliest: what went wrong first
+        if isinstance(cause, VaeLabError):
+            return str(cause)
+    full = no_space_error(err)
+    if full is not None:
+        return f"{describe_no_space(full)}; free some space (checkpoints already written are intact)"
+    for cause in reversed(chain):
+        if isinstance(cause, OSError) and cause.errno in ENVIRONMENT_ERRNOS:
+            return f"{cause.strerror or cause}: {cause.filename}" if cause.filename else str(cause.strerror or cause)
+    return None
+
+
+def one_line_thread_errors() -> None:
+    """A background thread (TensorBoard's event writer) that dies of a full disk prints one warning line, not a
+    traceback; the main thread then stops with its own one-line error. Other thread errors keep Python's report."""
+    import threading
+
+    default = threading.excepthook
+
+    def hook(args) -> None:
+        message = environment_message(args.exc_value) if isinstance(args.exc_value, Exception) else None
+        if message is None:
+            return default(args)
+        name = args.thread.name if args.thread is not None else "a background thread"
+        print(f"warning: background thread {name} stopped: {message}", file=sys.stderr, flush=True)
+
+    if not getattr(threading.excepthook, "one_line", False):  # once per process
+        hook.one_line = True
+        threading.excepthook = hook
 
 
 def report_user_errors(fn: Callable) -> Callable:
@@ -26,6 +73,10 @@ def report_user_errors(fn: Callable) -> Callable:
             message = f"{err.full_key} is required: set it on the command line ({err.full_key}=...)"
         except (ConfigKeyError, ConfigAttributeError) as err:
             message = f"unknown config key {err.full_key!r}: check the spelling (python train.py --cfg job lists all keys)"
+        except Exception as err:
+            message = environment_message(err)
+            if message is None:
+                raise
         print(f"error: {message}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
 
@@ -68,6 +119,10 @@ def hydra_errors_in_one_line(entry: Callable) -> Callable:
             return entry(*args, **kwargs)
         except (HydraException, OmegaConfBaseException) as err:
             message = _hydra_message(err)
+        except Exception as err:  # Hydra's own writes (.hydra/*.yaml, the log file) on a full or read-only disk
+            message = environment_message(err)
+            if message is None:
+                raise
         finally:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         print(f"error: {message}", file=sys.stderr, flush=True)

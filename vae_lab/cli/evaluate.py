@@ -28,7 +28,7 @@ def print_table(report: dict) -> None:
         *([("ELBO bits/dim", f"{report['elbo_bits_per_dim']:.4f}"),
            (f"IWAE k={k} bits/dim", f"{report['iwae_bits_per_dim']:.4f}")] if "elbo_bits_per_dim" in report else
           [("not a normalised log-likelihood", report["log_likelihood"]["note"])]),
-        ("SSIM", f"{report['ssim']:.4f}"),
+        ("SSIM", f"{report['ssim']:.4f}" if report["ssim"] is not None else "absent (images under 3x3 pixels)"),
         ("PSNR (dB)", f"{report['psnr_db']:.2f}"),
         ("MSE", f"{report['mse']:.5f}"),
         ("rate estimator", report.get("rate_estimator", "analytic_kl")),

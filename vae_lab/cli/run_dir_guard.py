@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf, read_write, open_dict
 
 from vae_lab.cli.errors import report_user_errors
 from vae_lab.errors import ConfigError
+from vae_lab.io import check_writable_dir
 from vae_lab.resume import is_secondary_rank, resolve_resume
 from vae_lab.run_dir import latest_checkpoint, run_contents
 
@@ -39,11 +40,13 @@ class RunDirGuard(Callback):
                 hint if str(ckpt_path) in ("last", "best", "hpc", "registry") else ""))
         if resume is not None:
             run_dir, _ = resolve_resume(resume)
+            check_writable_dir(run_dir, "resume")
             with read_write(config.hydra), open_dict(config.hydra):
                 config.hydra.run.dir = str(run_dir)
                 config.hydra.output_subdir = None  # keep the run's own .hydra/config.yaml and overrides.yaml
             return
         run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir"))).expanduser()
+        check_writable_dir(run_dir, "hydra.run.dir")
         found = run_contents(run_dir)
         if found and not is_secondary_rank():
             raise ConfigError(

@@ -1,5 +1,6 @@
 """`python train.py [overrides]`: compose the config, build everything, fit, evaluate, write metrics.json."""
 
+import signal
 import time
 from pathlib import Path
 
@@ -7,23 +8,27 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from vae_lab.cli import CONFIG_DIR
-from vae_lab.cli.errors import hydra_errors_in_one_line, report_user_errors
+from vae_lab.cli.errors import hydra_errors_in_one_line, one_line_thread_errors, report_user_errors
 from vae_lab.cli.hydra_callbacks import multirun_job
+from vae_lab.cli.interrupts import Interrupted, Phases
 
 
-def _final_metrics(cfg: DictConfig, trainer, module, datamodule) -> dict:
+def _final_metrics(cfg: DictConfig, trainer, module, datamodule, phases: Phases) -> dict:
     """Validation (and test, when the dataset has a test split) metrics of the best checkpoint, if any, and the
     disentanglement scores when the data has ground-truth factors (cfg.disentanglement)."""
     ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     results = {"best_checkpoint": ckpt, "rate_estimator": module.model.rate_estimator}
+    phases.enter("validation")
     results["val"] = trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
     if datamodule.spec.has_test:
+        phases.enter("test")
         results["test"] = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
     scores = cfg.get("disentanglement")
     if getattr(datamodule.spec, "factor_names", None) and scores and scores.enabled and not trainer.fast_dev_run \
             and trainer.is_global_zero:
         from vae_lab.evaluation import disentanglement_report
 
+        phases.enter("disentanglement")
         results["disentanglement"] = disentanglement_report(
             module.model, datamodule, seed=int(cfg.seed), device=module.device, num_train=int(scores.num_train),
             num_test=int(scores.num_test))
@@ -70,6 +75,7 @@ def train(cfg: DictConfig) -> dict:
 
     validate(cfg)
     publish.check_hub_config(cfg)
+    one_line_thread_errors()  # TensorBoard's writer thread on a full disk
     run_dir = Path(cfg.paths.output_dir)
     if cfg.get("print_config"):
         rank_zero_only(print)(OmegaConf.to_yaml(cfg, resolve=True))
@@ -83,21 +89,50 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("init_from"):
         rank_zero_only(print)(f"init_from: weights of {init_weights(module.model, cfg.init_from)}")
     trainer = build_trainer(cfg, extra_callbacks=hub_callbacks(cfg) + reliability_callbacks(cfg))
+    phases = Phases()
+    trainer.callbacks.insert(0, phases)  # first: its on_train_end (the test hook) runs before the pictures
+    phases.install()
     if trainer.is_global_zero:
         record_run(run_dir, ckpt_path)  # run_info.json (a resume appends to it)
         print(f"data: {datamodule.describe()}")
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    metrics = _final_metrics(cfg, trainer, module, datamodule)
-    metrics.update(global_step=trainer.global_step, epochs=trainer.current_epoch,
-                   wall_time_s=round(time.time() - started, 2), run_dir=str(run_dir.resolve()),
-                   log_likelihood=module.status.as_json())
-    if trainer.is_global_zero:
-        atomic_write_json(run_dir / METRICS_NAME, metrics)
-        print(f"\nRun directory: {run_dir.resolve()}")
-        print(f"{final_line(metrics['val'], module.status)}  |  tensorboard --logdir {run_dir}")
-        publish.finish_run(cfg, run_dir, module.model)  # <run dir>/artifact, pushed when hub.push
+    try:
+        if phases.received or trainer.received_sigterm:  # at the end of fit: no step left for Lightning to stop at
+            raise Interrupted(phases.received or signal.SIGTERM, "pictures")
+        metrics = _final_metrics(cfg, trainer, module, datamodule, phases)
+        metrics.update(global_step=trainer.global_step, epochs=trainer.current_epoch,
+                       wall_time_s=round(time.time() - started, 2), run_dir=str(run_dir.resolve()),
+                       log_likelihood=module.status.as_json())
+        if trainer.is_global_zero:
+            phases.enter("metrics")
+            atomic_write_json(run_dir / METRICS_NAME, metrics)
+            print(f"\nRun directory: {run_dir.resolve()}")
+            print(f"{final_line(metrics['val'], module.status)}  |  tensorboard --logdir {run_dir}")
+            publish.finish_run(cfg, run_dir, module.model, on_phase=phases.enter)  # <run dir>/artifact (+ push)
+    except Interrupted as stop:
+        _stopped(stop, cfg, run_dir, trainer.global_step)
     return metrics
+
+
+def _stopped(stop: Interrupted, cfg: DictConfig, run_dir: Path, step: int) -> None:
+    """A signal after training: one line saying what is kept and what resume= redoes; exit 128 + the signal."""
+    import sys
+
+    from vae_lab import publish
+
+    for signum in (signal.SIGTERM, signal.SIGINT):  # a second signal while exiting: ignored, the line still prints
+        signal.signal(signum, signal.SIG_IGN)
+    if stop.phase == "push":
+        hub = cfg.hub
+        retry = publish.retry_command(run_dir, hub.repo_id, private=bool(hub.private), revision=hub.revision,
+                                      commit_message=hub.commit_message)
+        after = f"metrics.json and {run_dir.resolve() / 'artifact'} are complete; push them with: {retry}"
+    else:
+        after = (f"training is complete (step {step}, checkpoints kept); resume={run_dir.resolve()} redoes the final "
+                 "validation and test, metrics.json and the artifact (end-of-training pictures are not redrawn)")
+    print(f"{stop}: {after}", file=sys.stderr, flush=True)
+    sys.exit(stop.code)
 
 
 @hydra_errors_in_one_line  # Hydra's own errors (unknown key/option) as one line too
