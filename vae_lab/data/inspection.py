@@ -79,9 +79,8 @@ def pixel_scale(a: np.ndarray, source: str) -> Pixels:
 def array_layout(shape: tuple[int, ...], source: str) -> str:
     """NHW, NHWC or NCHW for an image stack; a lone image or a flat table is refused with the fix."""
     if len(shape) == 2:
-        hint = ("one image? stack images as (N,H,W)" if shape[0] > 1 and shape[1] > 1 and shape[0] * 4 > shape[1]
-                else "flattened images? reshape them to (N,H,W) with numpy.reshape")
-        raise DataError(f"{source} has shape {shape}: {hint}")
+        raise DataError(f"{source} has shape {shape}: flattened images? reshape them to (N,H,W) (x.reshape(N, H, W)); "
+                        f"one image? stack images as (N,H,W)")
     if len(shape) == 3:
         if shape[2] in (1, 3, 4) and shape[2] < min(shape[:2]):  # (H, W, C): one image, not H images of width C
             raise DataError(f"{source} holds one image of shape {shape} (H, W, C), not a stack; save images as "

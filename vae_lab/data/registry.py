@@ -290,9 +290,10 @@ def load_array_file(
                 raise DataError(f"{file} holds no arrays; save the images with numpy.savez(path, x=images, y=labels)")
             image_key = pick_key(present, key, IMAGE_KEYS)
             if image_key not in present:
-                what = f"no array {key!r} (dataset.options.key)" if key else f"no array named {' or '.join(IMAGE_KEYS)}"
+                what = f"no array {key!r} (dataset.options.key)" if key else f"no array 'x' (nor {', '.join(IMAGE_KEYS[1:])})"
+                stacks = [k for k in present if loaded[k].ndim >= 3]
                 raise DataError(f"{file} has {what}; keys present: {', '.join(present)}; "
-                                f"set dataset.options.key=<the images' key>")
+                                f"set dataset.options.key={stacks[0] if stacks else '<the images key>'}")
             images, source, where = loaded[image_key], f"{file.name}[{image_key!r}]", f"{file}[{image_key!r}]"
             if label_key is not None and label_key not in present:
                 raise DataError(f"{file} has no array {label_key!r} (dataset.options.label_key); "
