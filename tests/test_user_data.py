@@ -259,3 +259,97 @@ def test_streamed_folder_decodes_alpha_as_in_memory(tmp_path):
     source = load_dataset("image_folder", tmp_path, False, path=str(folder), in_memory=False, num_workers=0)
     x, _ = source.decoder(source.train[:])
     assert source.decoder.channels == 1 and np.array_equal(x.numpy(), nchw(INK))
+
+
+# ---------------------------------------------------------------- through the real CLI
+
+DRIVER = r"""
+import contextlib, io, json, sys
+from hydra.core.global_hydra import GlobalHydra
+from vae_lab.cli.train import main
+results = {}
+for name, argv in json.loads(sys.argv[1]):
+    sys.argv, err, code = ["train.py", *argv], io.StringIO(), 0
+    with contextlib.redirect_stderr(err):
+        try:
+            main()
+        except SystemExit as exit_:
+            code = exit_.code
+    GlobalHydra.instance().clear()
+    results[name] = {"code": code, "stderr": err.getvalue()}
+print(json.dumps(results))
+"""
+CLI_CASES = [  # (id, write(tmp) -> path, dataset, the error line's fragment)
+    ("float_0_255", lambda t: npy(t, U8.astype(np.float32)), "array_file", "divide by 255"),
+    ("csv", raw_bytes(b"0,1\n2,3\n", "x.csv"), "array_file", "not a .npy/.npz file (found text (CSV?))"),
+    ("lone_image", lambda t: npy(t, COLOUR[0]), "array_file", "holds one image of shape (5, 7, 3)"),
+    ("folder_to_array_file", lambda t: pngs(t / "f", U8), "array_file", "is a folder, not an array file"),
+    ("zip_to_image_folder", zip_of_pngs, "image_folder", "is a file, not a folder of images: unzip it"),
+]
+
+
+@pytest.mark.slow
+def test_cli_refuses_bad_user_data_in_one_line_and_writes_nothing(tmp_path):
+    cases = []
+    for name, write, dataset, _ in CLI_CASES:
+        (tmp_path / name).mkdir()
+        path = write(tmp_path / name)
+        cases.append((name, [f"dataset={dataset}", f"dataset.options.path={path}", "print_config=false",
+                             "logger=none", f"hydra.run.dir={tmp_path / name / 'run'}"]))
+    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(cases)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, _, _, fragment in CLI_CASES:
+        stderr = results[name]["stderr"]
+        assert results[name]["code"] == 2 and "Traceback" not in stderr, (name, stderr[-2000:])
+        errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and fragment in errors[0], (name, stderr[-2000:])
+        run = tmp_path / name / "run"  # Hydra makes the directory (.hydra/, train.log) before the job starts
+        written = {p.relative_to(run).parts[0] for p in run.rglob("*")} if run.exists() else set()
+        assert written <= {".hydra", "train.log"}, (name, written)  # no checkpoint, metrics or artifact
+
+
+def _cli(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def _tiles(png: Path, rows: int, cols: int, tile: int = 32, padding: int = 2) -> list[np.ndarray]:
+    grid = np.asarray(Image.open(png).convert("L"))
+    return [grid[padding + r * (tile + padding):][:tile, padding + c * (tile + padding):][:, :tile]
+            for r in range(rows) for c in range(cols)]
+
+
+@pytest.mark.slow
+def test_a_trained_model_reads_other_data_through_evaluate_and_sample(tmp_path):
+    """Train on binary 0/1 noise; evaluate/sample with dataset.options.path=<other file> use that file (its all-white
+    or all-black images appear as the originals of the reconstruction grid) and refuse a file of another shape."""
+    train = npy(tmp_path, RNG.integers(0, 2, (100, 8, 8), dtype=np.uint8), "train.npy")
+    white = npy(tmp_path, np.ones((40, 8, 8), np.uint8), "white.npy")  # 0/1 storage: read as binary 255
+    black = npy(tmp_path, np.zeros((40, 8, 8), np.uint8), "black.npy")
+    wrong = npy(tmp_path, np.zeros((40, 12, 12), np.uint8), "wrong.npy")
+    run = tmp_path / "run"
+    proc = _cli("train.py", "dataset=array_file", f"dataset.options.path={train}", f"hydra.run.dir={run}",
+                "print_config=false", "logger=none", "callbacks=no_images", "trainer.max_steps=5",
+                "trainer.max_epochs=-1", "trainer.enable_progress_bar=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "data: array_file train.npy (100, 8, 8) uint8 levels {0,1} -> binary, 1 channel; unlabelled" in proc.stdout
+    for name, path, value in (("white", white, 255), ("black", black, 0)):
+        out = tmp_path / f"{name}.png"
+        proc = _cli("scripts/sample.py", f"model={run}", "mode=reconstruct", "n=4", f"dataset.options.path={path}",
+                    f"out={out}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        uniform = [t for t in _tiles(out, 2, 4) if np.all(t == value)]
+        assert len(uniform) >= 4, name  # the 4 originals come from the other file, not the noise trained on
+        proc = _cli("scripts/evaluate.py", f"model={run}", "split=val", "iwae_samples=2", "progress=false",
+                    f"dataset.options.path={path}", f"out={tmp_path / name}.json")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert json.loads((tmp_path / f"{name}.json").read_text())["num_examples"] == 4  # 10% of 40, not of 100
+    for script in ("scripts/sample.py", "scripts/evaluate.py"):
+        proc = _cli(script, f"model={run}", "mode=reconstruct" if "sample" in script else "split=val",
+                    f"dataset.options.path={wrong}", f"out={tmp_path / 'wrong'}")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert proc.stderr.strip().splitlines() == [
+            "error: the data are (1, 12, 12) images but the model takes (1, 8, 8): point dataset.* at data of the "
+            "model's shape"], proc.stderr
+        assert not (tmp_path / "wrong").exists()
