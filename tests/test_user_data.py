@@ -353,3 +353,20 @@ def test_a_trained_model_reads_other_data_through_evaluate_and_sample(tmp_path):
             "error: the data are (1, 12, 12) images but the model takes (1, 8, 8): point dataset.* at data of the "
             "model's shape"], proc.stderr
         assert not (tmp_path / "wrong").exists()
+
+
+def test_hf_finds_labels_under_common_keys_and_uses_alpha(tmp_path):
+    """hf shares the label keys (any case) and the alpha rule with folders."""
+    import io
+
+    import datasets
+
+    blobs = []
+    for a in RGBA_INK:
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="PNG")
+        blobs.append({"bytes": buf.getvalue(), "path": None})
+    features = datasets.Features({"image": datasets.Image(), "Target": datasets.Value("int64")})
+    datasets.Dataset.from_dict({"image": blobs, "Target": [2, 0, 1]}, features=features).save_to_disk(tmp_path / "d")
+    raw = load_dataset("hf", tmp_path, False, path=str(tmp_path / "d"), num_workers=0)
+    assert raw.train_y.tolist() == [2, 0, 1] and np.array_equal(raw.train_x.numpy(), nchw(INK))

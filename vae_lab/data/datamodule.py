@@ -217,7 +217,8 @@ class VAEDataModule(L.LightningDataModule):
         counts = {split: len(x) for split, (x, _) in self._splits.items()}
         counts.update({split: "?" if n is None else n for split, (_, n) in self._streams.items()})
         sizes = " / ".join(f"{split} {n}" for split, n in counts.items())  # train, val[, test]
-        classes = f"{spec.num_classes} class{'es' if spec.num_classes > 1 else ''}" if spec.num_classes else "unlabelled"
+        n = spec.num_classes
+        classes = f"{n} class{'es' if n > 1 else ''}" if n else "unlabelled"
         test = "" if spec.has_test else " (no test split)"
         where = f", streamed by {self._source.num_workers} workers" if self._streams else ", in memory"
         return f"{self.hparams.name}: {'x'.join(map(str, spec.shape))}, {sizes}{test}, {classes}{where}"

@@ -4,7 +4,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from vae_lab.data.inspection import LABEL_KEYS
+from vae_lab.data.inspection import LABEL_KEYS, image_pixels
 from vae_lab.data.stream import GREY_MODES, Decoder, StreamingBatches, StreamSource, is_table, num_rows, read_image
 from vae_lab.errors import ConfigError, DataError
 
@@ -135,7 +135,8 @@ def make_decoder(rows, image_column, label_column, channels, size, where: str) -
 
         src = source.get("bytes") or source.get("path") if isinstance(source, dict) else source
         with Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src) as img:
-            channels = 1 if img.mode in GREY_MODES else 3
+            # Grey modes, and transparent images whose content is the alpha mask, are 1 channel.
+            channels = 1 if img.mode in GREY_MODES or image_pixels(img, 255)[0].ndim == 2 else 3
     elif channels not in (1, 3):
         raise ConfigError(f"dataset.options.channels={channels!r}: expected 1, 3 or null (from the first image)")
     a = read_image(source, "L" if channels == 1 else "RGB", size, name)

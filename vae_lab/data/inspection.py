@@ -58,7 +58,8 @@ def pixel_scale(a: np.ndarray, source: str) -> Pixels:
             return Pixels(a.astype(np.uint8) * 255, 256, f"{dtype} levels {{0,1}} -> binary")
         steps = a * np.float32(255)
         if float(np.abs(steps - np.rint(steps)).max()) <= ON_GRID:  # saved as x / 255: exactly 8-bit
-            return Pixels(np.rint(steps).astype(np.uint8), 256, f"{dtype} in [{lo:g}, {hi:g}] on the k/255 grid -> 8-bit")
+            note = f"{dtype} in [{lo:g}, {hi:g}] on the k/255 grid -> 8-bit"
+            return Pixels(np.rint(steps).astype(np.uint8), 256, note)
         return Pixels(a.astype(np.float32), None, f"{dtype} in [{lo:g}, {hi:g}], off the 8-bit grid -> continuous")
     if dtype.kind not in "iu":
         raise DataError(f"{source} holds dtype {dtype}; expected integer pixels (uint8 0..255, uint16 0..65535), "

@@ -182,9 +182,11 @@ def _images_in_memory(files: list[Path], channels, background: int, size) -> tup
     arrays = [to_channels(a, chosen).astype(np.int32) * (257 if d < depth else 1) if depth == 16
               else to_channels(a, chosen) for a, d, _ in decoded]
     x = _uint8_nchw(np.stack(arrays), "NHW" if chosen == 1 else "NHWC")
-    seen = f"{depth}-bit" + (" (8-bit images scaled x257)" if depth == 16 and min(d for _, d, _ in decoded) < 16 else "")
+    mixed = depth == 16 and min(d for _, d, _ in decoded) < 16
+    seen = f"{depth}-bit" + (" (8-bit images scaled x257)" if mixed else "")
+    bg = "white" if background else "black"
     for use, said in (("alpha", "alpha used as the image (colour constant)"),
-                      ("composited", f"composited on {'white' if background else 'black'} (dataset.options.background)")):
+                      ("composited", f"composited on {bg} (dataset.options.background)")):
         count = sum(alpha == use for _, _, alpha in decoded)
         seen += f", {count} {said}" if count else ""
     return x, 65536 if depth == 16 else 256, f"{seen} -> {chosen} channel{'s' if chosen == 3 else ''} ({how})"
@@ -233,7 +235,8 @@ def load_image_folder(
             channels = 1 if is_grey(_read_file(files[0], bg, size)[0]) else 3
         rows = file_rows(files, labels)
         decoder = make_decoder(rows, "image", "label" if labels else None, channels, size, str(folder))
-        summary = f"data: image_folder {folder} {len(files)} images, streamed, {channels} channel(s) from the first image; {said}"
+        summary = (f"data: image_folder {folder} {len(files)} images, streamed, {channels} channel(s) "
+                   f"(from the first image); {said}")
         return StreamSource(rows, None, decoder, class_names, num_workers, shuffle_buffer, summary=summary)
     x, levels, seen = _images_in_memory(files, channels, bg, size)
     n = f"{len(files)} image{'s' if len(files) > 1 else ''}"
@@ -290,7 +293,8 @@ def load_array_file(
                 raise DataError(f"{file} holds no arrays; save the images with numpy.savez(path, x=images, y=labels)")
             image_key = pick_key(present, key, IMAGE_KEYS)
             if image_key not in present:
-                what = f"no array {key!r} (dataset.options.key)" if key else f"no array 'x' (nor {', '.join(IMAGE_KEYS[1:])})"
+                what = (f"no array {key!r} (dataset.options.key)" if key
+                        else f"no array 'x' (nor {', '.join(IMAGE_KEYS[1:])})")
                 stacks = [k for k in present if loaded[k].ndim >= 3]
                 raise DataError(f"{file} has {what}; keys present: {', '.join(present)}; "
                                 f"set dataset.options.key={stacks[0] if stacks else '<the images key>'}")
