@@ -10,6 +10,7 @@ from vae_lab.errors import ConfigError, DataError
 LABEL_KEYS = ("y", "label", "labels", "target", "targets", "class", "classes")  # matched case-insensitively
 IMAGE_KEYS = ("x", "images", "image", "imgs", "data")
 BACKGROUNDS = {"white": 255, "black": 0}  # where transparent pixels are composited (dataset.options.background)
+SAMPLE = 1 << 20  # values looked at first when checking that an array holds only a few levels
 ON_GRID = 1e-3  # a float within this fraction of an 8-bit step of k/255 is on the 8-bit grid (float32 round trip)
 HIGH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # PIL modes of 16-bit grey images (PNG 16-bit opens as I;16/I)
 FILE_KINDS = (  # magic bytes of files people save images in, for "not a .npy/.npz file (found <kind>)"
@@ -28,13 +29,26 @@ class Pixels:
     note: str  # what was understood, for the summary line
 
 
+def _only(a: np.ndarray, values: tuple) -> bool:
+    """Every value of `a` is one of `values` (a sample first: most arrays fail fast)."""
+    flat = a.reshape(-1)
+    for part in (flat[:SAMPLE], flat):
+        hit = part == values[0]
+        for v in values[1:]:
+            hit |= part == v
+        if not hit.all():
+            return False
+    return True
+
+
 def _levels_text(a: np.ndarray, lo: int, hi: int) -> str:
-    """`levels {0,1}` for a few distinct values, `levels 0..255 (241 distinct)` otherwise."""
-    counts = np.bincount(a.ravel(), minlength=hi + 1) if hi < 65536 else None
-    distinct = np.flatnonzero(counts) if counts is not None else None
-    if distinct is not None and len(distinct) <= 4:
-        return "levels {" + ",".join(map(str, distinct.tolist())) + "}"
-    return f"levels {lo}..{hi}" + (f" ({len(distinct)} distinct)" if distinct is not None else "")
+    """`levels {0,1}` for binary-looking data, `levels 0..255` otherwise (no full count: arrays can be large)."""
+    if hi - lo <= 1:  # integers: nothing in between
+        return "levels {" + ",".join(map(str, sorted({lo, hi}))) + "}"
+    for values in ((0, 255), (0, 65535)):
+        if lo in values and hi in values and _only(a, values):
+            return "levels {" + ",".join(map(str, sorted(set(values) & {lo, hi}))) + "}"
+    return f"levels {lo}..{hi}"
 
 
 def pixel_scale(a: np.ndarray, source: str) -> Pixels:
@@ -45,7 +59,8 @@ def pixel_scale(a: np.ndarray, source: str) -> Pixels:
     if dtype.kind == "b":
         return Pixels(a.astype(np.uint8) * 255, 256, "bool -> binary")
     if dtype.kind == "f":
-        for name, bad in (("NaN", np.isnan(a)), ("inf", np.isinf(a))):
+        for name, bad in (("NaN", np.isnan), ("inf", np.isinf)) if not np.isfinite(a).all() else ():
+            bad = bad(a)
             if bad.any():
                 raise DataError(f"{source} holds {name} in {int(bad.sum())} of {a.size} values; "
                                 f"replace or drop those images (numpy.isfinite finds them)")
@@ -54,7 +69,7 @@ def pixel_scale(a: np.ndarray, source: str) -> Pixels:
             fix = "divide by 255 (x / 255)" if 0 <= lo and hi <= 255 else "rescale them to [0, 1]"
             raise DataError(f"{source} holds {dtype} values in [{lo:g}, {hi:g}]; float pixels must lie in [0, 1]: "
                             f"{fix}, or store uint8 0..255")
-        if np.all((a == 0) | (a == 1)):
+        if _only(a, (0, 1)):
             return Pixels(a.astype(np.uint8) * 255, 256, f"{dtype} levels {{0,1}} -> binary")
         steps = a * np.float32(255)
         if float(np.abs(steps - np.rint(steps)).max()) <= ON_GRID:  # saved as x / 255: exactly 8-bit
@@ -72,7 +87,7 @@ def pixel_scale(a: np.ndarray, source: str) -> Pixels:
     if hi <= 1:  # 0/1 in any integer dtype is binary, never 0..255 nearly-black
         return Pixels(a.astype(np.uint8) * 255, 256, f"{dtype} {levels} -> binary")
     if hi <= 255:
-        binary = " -> binary" if np.all((a == 0) | (a == 255)) else " -> 8-bit"
+        binary = " -> binary" if levels == "levels {0,255}" else " -> 8-bit"
         return Pixels(a.astype(np.uint8, copy=False), 256, f"{dtype} {levels}{binary}")
     return Pixels(a.astype(np.int32), 65536, f"{dtype} {levels} -> 16-bit (65536 levels)")
 

@@ -165,6 +165,8 @@ def _read_file(f: Path, background: int, size) -> tuple[np.ndarray, int, str | N
             a, depth, alpha = image_pixels(img, background)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
         raise DataError(f"cannot read image {f}: {err}") from err
+    except DataError as err:
+        raise DataError(f"{f}: {err}") from err
     return (a if size is None else resize(a, size)), depth, alpha
 
 
