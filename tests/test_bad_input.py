@@ -49,7 +49,7 @@ CASES = [
     ("unreadable_image", ["dataset=image_folder", "dataset.options.path={data}/broken"],
      ["cannot read image", "b_broken.png"]),
     ("npz_without_x", ["dataset=array_file", "dataset.options.path={data}/no_x.npz"],
-     ["has no array 'x'; keys present: pixels"]),
+     ["has no array 'x' (nor images, image, imgs, data); keys present: pixels; set dataset.options.key=pixels"]),
     ("md5_mismatch", ["dataset=cifar10", "paths.data_dir={data}/cifar", "dataset.download=false"],
      ["CIFAR10: ", "data_batch_1 fails its md5 check (expected c99cafc152244af753f735de768cd75f, found "]),
     ("truncated_checkpoint", ["ckpt_path={data}/truncated.ckpt"],

@@ -200,9 +200,9 @@ def test_image_folder_unlabelled(tmp_path):
     options = {"path": str(tmp_path), "image_size": 4}
     dm = VAEDataModule("image_folder", data_dir="unused", batch_size=2, val_fraction=0.25, options=options)
     dm.setup()
-    assert dm.spec.shape == (3, 4, 4) and dm.spec.num_classes is None
+    assert dm.spec.shape == (1, 4, 4) and dm.spec.num_classes is None  # grey files: channels auto -> 1
     x, y = next(iter(dm.train_dataloader()))
-    assert x.shape == (2, 3, 4, 4) and y.tolist() == [-1, -1]
+    assert x.shape == (2, 1, 4, 4) and y.tolist() == [-1, -1]
 
 
 def test_image_folder_errors(tmp_path):
@@ -235,7 +235,10 @@ def test_array_file_layouts(tmp_path):
     path = write_array_file(tmp_path / "b.npz", nhwc, key="images")
     raw = load_dataset("array_file", "unused", False, path=str(path))
     assert raw.train_x.shape == (5, 3, 4, 6) and raw.train_y is None
-    assert np.array_equal(raw.train_x.permute(0, 2, 3, 1).numpy(), np.rint(nhwc * 255).astype(np.uint8))
+    assert raw.levels is None and np.array_equal(raw.train_x.permute(0, 2, 3, 1).numpy(), nhwc)  # never rounded
+    on_grid = np.rint(nhwc * 255).astype(np.float32) / 255  # saved as x / 255: read back as the 8-bit values
+    raw = load_dataset("array_file", "unused", False, path=str(write_array_file(tmp_path / "g.npz", on_grid)))
+    assert raw.levels == 256 and np.array_equal(raw.train_x.permute(0, 2, 3, 1).numpy(), np.rint(nhwc * 255))
 
     nchw = rng.integers(0, 256, (5, 3, 7, 7), dtype=np.uint8)
     raw = load_dataset("array_file", "unused", False, path=str(write_array_file(tmp_path / "c.npy", nchw)))
@@ -251,8 +254,8 @@ def test_array_file_errors(tmp_path):
     assert raw.train_y.tolist() == [0, 0, 0]
     with pytest.raises(DataError, match=r"float64 values in \[0, 1.84"):
         load_dataset("array_file", "unused", False, path=str(write_array_file(tmp_path / "f.npy", x / 127.5)))
-    with pytest.raises(DataError, match="dtype int64"):
-        load_dataset("array_file", "unused", False, path=str(write_array_file(tmp_path / "i.npy", x.astype(np.int64))))
+    raw = load_dataset("array_file", "unused", False, path=str(write_array_file(tmp_path / "i.npy", x.astype(np.int64))))
+    assert raw.train_x.dtype == torch.uint8 and np.array_equal(raw.train_x[:, 0].numpy(), x)  # int64 0..235: 8-bit
     with pytest.raises(DataError, match=r"\(3, 4, 4, 5\)"):
         path = write_array_file(tmp_path / "s.npy", np.zeros((3, 4, 4, 5), np.uint8))
         load_dataset("array_file", "unused", False, path=str(path))

@@ -210,21 +210,6 @@ def test_auto_is_a_valid_choice_in_a_run_config_but_not_in_a_saved_model():
         check_config({"in_shape": [1, 4, 4], "likelihood": "auto"}, "config.json")
 
 
-@pytest.fixture
-def served(monkeypatch):
-    """Serve the RawData built from an array file through the real config: dataset=array_file with the file's
-    levels kept (16-bit as int32, float as float32), whatever the reader on this branch does with them."""
-    import vae_lab.data.datamodule as datamodule
-
-    def load(name, root, download, path, **_):
-        a = np.load(path)
-        if a.dtype == np.uint16:
-            return _raw(torch.from_numpy(a.astype(np.int32)).unsqueeze(1), 65536)
-        return _raw(torch.from_numpy(a.astype(np.float32)).unsqueeze(1), None)
-
-    monkeypatch.setattr(datamodule, "load_dataset", load)
-
-
 def _train(tmp_path, array: np.ndarray, *overrides):
     from vae_lab.cli.train import train
 
@@ -246,10 +231,9 @@ _RNG = np.random.default_rng(0)
 @pytest.mark.parametrize("array, likelihood, levels", [
     (_RNG.integers(0, 65536, (32, 6, 5)).astype(np.uint16), "discretized_logistic_mixture", 65536),
     (_RNG.random((32, 6, 5)).astype(np.float32), "gaussian_learned", None),
-    ((_RNG.random((32, 6, 5)) < 0.3).astype(np.float32), "bernoulli", None),
+    ((_RNG.random((32, 6, 5)) < 0.3).astype(np.float32), "bernoulli", 256),  # read as 0/255 uint8
 ], ids=["uint16", "float", "binary-float"])
-def test_auto_trains_end_to_end_and_stores_the_resolved_likelihood(tmp_path, served, capsys, array, likelihood,
-                                                                   levels):
+def test_auto_trains_end_to_end_and_stores_the_resolved_likelihood(tmp_path, capsys, array, likelihood, levels):
     metrics, config = _train(tmp_path, array)
     assert f"likelihood auto -> {likelihood} (" in capsys.readouterr().out
     assert config["likelihood"] == likelihood and config.get("likelihood_levels", 256) == levels
@@ -257,7 +241,7 @@ def test_auto_trains_end_to_end_and_stores_the_resolved_likelihood(tmp_path, ser
     assert math.isfinite(metrics["val"]["val/elbo_nats"]) and "val/bits_per_dim" in metrics["val"]
 
 
-def test_bernoulli_on_float_grey_levels_warns_and_is_not_called_a_log_likelihood(tmp_path, served):
+def test_bernoulli_on_float_grey_levels_warns_and_is_not_called_a_log_likelihood(tmp_path):
     with pytest.warns(UserWarning, match="not a normalised log-likelihood: bernoulli on continuous pixels"):
         metrics, config = _train(tmp_path, _RNG.random((32, 6, 5)).astype(np.float32), "model.likelihood=bernoulli")
     assert config["likelihood"] == "bernoulli" and metrics["log_likelihood"]["normalised"] is False

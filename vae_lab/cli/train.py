@@ -95,6 +95,8 @@ def train(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         record_run(run_dir, ckpt_path)  # run_info.json (a resume appends to it)
         print(f"data: {datamodule.describe()}")
+        if datamodule.summary:
+            print(datamodule.summary)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     try:

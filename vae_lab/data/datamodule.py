@@ -96,6 +96,7 @@ class VAEDataModule(L.LightningDataModule):
         self._factors: dict[str, torch.Tensor] = {}  # per split: ground-truth factor classes (factor datasets)
         self._factor_names: tuple[str, ...] | None = None
         self._levels: int | None = 256  # RawData.levels of the in-memory splits
+        self.summary: str | None = None
 
     def _load(self) -> RawData | StreamSource:
         h = self.hparams
@@ -157,6 +158,7 @@ class VAEDataModule(L.LightningDataModule):
             return
         raw = self._raw if self._raw is not None else self._load()
         self._raw = None
+        self.summary = raw.summary if raw.summary else None  # the loader's one line: what it understood
         if isinstance(raw, StreamSource):
             return self._setup_stream(raw)
         h = self.hparams
@@ -221,7 +223,8 @@ class VAEDataModule(L.LightningDataModule):
         counts = {split: len(x) for split, (x, _) in self._splits.items()}
         counts.update({split: "?" if n is None else n for split, (_, n) in self._streams.items()})
         sizes = " / ".join(f"{split} {n}" for split, n in counts.items())  # train, val[, test]
-        classes = f"{spec.num_classes} classes" if spec.num_classes else "unlabelled"
+        n = spec.num_classes
+        classes = f"{n} class{'es' if n > 1 else ''}" if n else "unlabelled"
         test = "" if spec.has_test else " (no test split)"
         where = f", streamed by {self._source.num_workers} workers" if self._streams else ", in memory"
         # 8-bit grey levels are the default and go unsaid; other scales are named
@@ -258,7 +261,7 @@ class VAEDataModule(L.LightningDataModule):
         self.setup()
         if "test" not in self._splits and "test" not in self._streams:
             raise DataError(
-                f"dataset {self.hparams.name!r} has no test split (evaluate on the validation split instead)"
+                f"dataset {self.hparams.name!r} has no test split: evaluate the validation split with split=val"
             )
         return self._batches("test", self.hparams.eval_batch_size or self.hparams.batch_size, False, "none")
 

@@ -4,6 +4,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from vae_lab.data.inspection import LABEL_KEYS, image_pixels
 from vae_lab.data.stream import GREY_MODES, Decoder, StreamingBatches, StreamSource, is_table, num_rows, read_image
 from vae_lab.errors import ConfigError, DataError
 
@@ -92,7 +93,8 @@ def _columns(rows, image_column: str, label_column: str | None, where: str) -> t
         dtype = str(getattr(feature, "dtype", ""))
         return isinstance(feature, datasets.ClassLabel) or dtype.startswith(("int", "uint"))
     if label_column is None:
-        label_column = next((c for c in ("label", "labels") if c in features and is_ids(features[c])), None)
+        lower = {c.lower(): c for c in features if c != image_column}  # y, label(s), target(s), class(es)
+        label_column = next((lower[k] for k in LABEL_KEYS if k in lower and is_ids(features[lower[k]])), None)
         if label_column is None:
             return None, None
     elif label_column not in features:
@@ -133,7 +135,8 @@ def make_decoder(rows, image_column, label_column, channels, size, where: str) -
 
         src = source.get("bytes") or source.get("path") if isinstance(source, dict) else source
         with Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src) as img:
-            channels = 1 if img.mode in GREY_MODES else 3
+            # Grey modes, and transparent images whose content is the alpha mask, are 1 channel.
+            channels = 1 if img.mode in GREY_MODES or image_pixels(img, 255)[0].ndim == 2 else 3
     elif channels not in (1, 3):
         raise ConfigError(f"dataset.options.channels={channels!r}: expected 1, 3 or null (from the first image)")
     a = read_image(source, "L" if channels == 1 else "RGB", size, name)

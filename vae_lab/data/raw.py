@@ -24,6 +24,7 @@ class RawData:
     factors: torch.Tensor | None = None  # int64 (N, F) ground-truth factor classes of train_x (factor datasets)
     factor_names: tuple[str, ...] | None = None
     levels: int | None = 256  # discrete values per pixel on the storage scale; None: continuous float32 in [0, 1]
+    summary: str | None = None  # one line: what the loader understood (dtype, levels, channels, labels)
 
     def __post_init__(self):
         for x, y in ((self.train_x, self.train_y), (self.test_x, self.test_y)):

@@ -9,15 +9,17 @@ import torch
 from torchvision import datasets as tv
 
 from vae_lab.data.hf import load_hf
+from vae_lab.data.inspection import (IMAGE_KEYS, LABEL_KEYS, array_layout, background_option, file_kind, image_pixels,
+                                     is_grey, pick_key, pixel_scale, read_labels, resize, to_channels)
 from vae_lab.data.raw import RawData, image_size_option as _image_size  # noqa: F401 (RawData re-exported)
-from vae_lab.data.stream import StreamSource, read_image, size_mismatch
+from vae_lab.data.stream import StreamSource, size_mismatch
 from vae_lab.errors import ConfigError, DataError, choices_error
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def _uint8_nchw(images: np.ndarray, layout: str) -> torch.Tensor:
-    """(N, H, W), (N, H, W, C) or (N, C, H, W) uint8 array -> contiguous uint8 tensor (N, C, H, W)."""
+    """(N, H, W), (N, H, W, C) or (N, C, H, W) array -> contiguous tensor (N, C, H, W) of the same dtype."""
     x = torch.from_numpy(np.ascontiguousarray(images))
     if layout == "NHW":
         return x.unsqueeze(1)
@@ -125,27 +127,92 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+def _wrong_source(path: Path, wanted: str) -> DataError:
+    """The one line for a file given to image_folder or a folder given to array_file: which dataset to use."""
+    if path.is_dir():
+        hf = any((path / f).is_file() for f in ("dataset_info.json", "dataset_dict.json", "state.json"))
+        use = "dataset=hf (a saved Hugging Face dataset)" if hf else "dataset=image_folder"
+        return DataError(f"{path} is a folder, not {wanted}: use {use} dataset.options.path={path}")
+    suffix = path.suffix.lower()
+    if suffix in (".npy", ".npz"):
+        use = "dataset=array_file"
+    elif suffix == ".zip":
+        use = f"unzip it (python -m zipfile -e {path.name} DIR) and use dataset=image_folder dataset.options.path=DIR"
+    elif suffix in (".parquet", ".arrow"):
+        use = "dataset=hf"
+    elif suffix in IMAGE_EXTENSIONS:
+        use = f"one image; point dataset.options.path at its folder {path.parent}"
+    else:
+        use = "point dataset.options.path at the folder holding the images"
+    return DataError(f"{path} is a file, not {wanted}: {use}")
+
+
+def _class_folders(folder: Path) -> dict[str, list[Path]]:
+    """Class subfolders with their images; numeric names in numeric order (2 before 10), others as text."""
+    dirs = [d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    numeric = bool(dirs) and all(d.name.isdigit() for d in dirs)
+    dirs.sort(key=(lambda d: (int(d.name), d.name)) if numeric else (lambda d: d.name))
+    classes = {d.name: sorted(p for p in d.rglob("*") if _is_image(p)) for d in dirs}
+    return {name: files for name, files in classes.items() if files}
+
+
+def _read_file(f: Path, background: int, size) -> tuple[np.ndarray, int, str | None]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(f) as img:
+            img.load()  # decodes the whole file, so truncated files fail here
+            a, depth, alpha = image_pixels(img, background)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+        raise DataError(f"cannot read image {f}: {err}") from err
+    except DataError as err:
+        raise DataError(f"{f}: {err}") from err
+    return (a if size is None else resize(a, size)), depth, alpha
+
+
+def _images_in_memory(files: list[Path], channels, background: int, size) -> tuple[torch.Tensor, int, str]:
+    """Every file decoded: (N, C, H, W) on one scale (uint8, or int32 when any image is 16-bit), and what was seen."""
+    decoded = [_read_file(f, background, size) for f in files]
+    for f, (a, _, _) in zip(files, decoded):
+        if a.shape[:2] != decoded[0][0].shape[:2]:
+            raise DataError(size_mismatch(str(files[0]), decoded[0][0].shape, str(f), a.shape))
+    depth = max(d for _, d, _ in decoded)
+    grey = all(is_grey(a) for a, _, _ in decoded)
+    chosen = (1 if grey else 3) if channels == "auto" else channels
+    how = f"auto: {'all images grey' if grey else 'colour images'}" if channels == "auto" else "dataset.options"
+    # 8-bit images beside 16-bit ones: k * 257 maps 0..255 exactly onto 0..65535.
+    arrays = [to_channels(a, chosen).astype(np.int32) * (257 if d < depth else 1) if depth == 16
+              else to_channels(a, chosen) for a, d, _ in decoded]
+    x = _uint8_nchw(np.stack(arrays), "NHW" if chosen == 1 else "NHWC")
+    mixed = depth == 16 and min(d for _, d, _ in decoded) < 16
+    seen = f"{depth}-bit" + (" (8-bit images scaled x257)" if mixed else "")
+    bg = "white" if background else "black"
+    for use, said in (("alpha", "alpha used as the image (colour constant)"),
+                      ("composited", f"composited on {bg} (dataset.options.background)")):
+        count = sum(alpha == use for _, _, alpha in decoded)
+        seen += f", {count} {said}" if count else ""
+    return x, 65536 if depth == 16 else 256, f"{seen} -> {chosen} channel{'s' if chosen == 3 else ''} ({how})"
+
+
 def load_image_folder(
-    root: Path, download: bool, path: str, image_size: int | Sequence[int] | None = None, channels: int = 3,
-    in_memory: bool = True, num_workers: int = 2, shuffle_buffer: int = 10_000,
+    root: Path, download: bool, path: str, image_size: int | Sequence[int] | None = None, channels="auto",
+    background: str = "white", in_memory: bool = True, num_workers: int = 2, shuffle_buffer: int = 10_000,
 ) -> RawData | StreamSource:
-    """Images under `path`: one class per subfolder (sorted names), or unlabelled when they sit directly in it.
+    """Images under `path`: one class per subfolder (numeric names in numeric order), or unlabelled when loose.
 
     `in_memory=false` leaves the files on disk: DataLoader workers decode them batch by batch (vae_lab.data.stream).
     """
     folder = Path(path).expanduser().resolve()
-    if channels not in (1, 3):
-        raise ConfigError(f"dataset.options.channels={channels!r}: expected 1 or 3")
+    if channels not in ("auto", 1, 3) or isinstance(channels, bool):
+        raise ConfigError(f"dataset.options.channels={channels!r} is invalid: must be auto, 1 or 3")
+    bg = background_option(background)
     size = _image_size(image_size)
+    if folder.is_file():
+        raise _wrong_source(folder, "a folder of images")
     if not folder.is_dir():
         raise DataError(f"image folder {folder} does not exist (dataset.options.path)")
     loose = sorted(p for p in folder.iterdir() if _is_image(p))
-    classes = {
-        d.name: sorted(p for p in d.rglob("*") if _is_image(p))
-        for d in sorted(folder.iterdir())
-        if d.is_dir() and not d.name.startswith(".")
-    }
-    classes = {name: files for name, files in classes.items() if files}
+    classes = _class_folders(folder)
     if loose and classes:
         raise DataError(
             f"{folder} has images both directly inside ({loose[0].name}, ...) and in class subfolders "
@@ -159,90 +226,101 @@ def load_image_folder(
     files = loose or [f for names in classes.values() for f in names]
     labels = None if loose else [k for k, names in enumerate(classes.values()) for _ in names]
     class_names = None if loose else tuple(classes)
-    mode = "L" if channels == 1 else "RGB"
+    order = " (numeric order)" if classes and all(c.isdigit() for c in classes) else ""
+    said = "unlabelled" if loose else f"{len(classes)} class{'es' if len(classes) > 1 else ''} from subfolders{order}"
+    if len(classes) == 1:
+        said += " (1 class: no more than unlabelled)"
     if not in_memory:
         from vae_lab.data.hf import file_rows, make_decoder
 
+        if channels == "auto":
+            channels = 1 if is_grey(_read_file(files[0], bg, size)[0]) else 3
         rows = file_rows(files, labels)
         decoder = make_decoder(rows, "image", "label" if labels else None, channels, size, str(folder))
-        return StreamSource(rows, None, decoder, class_names, num_workers, shuffle_buffer)
-    arrays = [read_image(f, mode, size, str(f)) for f in files]
-    for f, a in zip(files, arrays):
-        if a.shape != arrays[0].shape:
-            raise DataError(size_mismatch(str(files[0]), arrays[0].shape, str(f), a.shape))
-    images = np.stack(arrays)  # (N, H, W) or (N, H, W, 3)
-    x = _uint8_nchw(images, "NHW" if channels == 1 else "NHWC")
-    return RawData(train_x=x, train_y=None if loose else _labels(labels), class_names=class_names)
+        summary = (f"data: image_folder {folder} {len(files)} images, streamed, {channels} channel(s) "
+                   f"(from the first image); {said}")
+        return StreamSource(rows, None, decoder, class_names, num_workers, shuffle_buffer, summary=summary)
+    x, levels, seen = _images_in_memory(files, channels, bg, size)
+    n = f"{len(files)} image{'s' if len(files) > 1 else ''}"
+    summary = f"data: image_folder {folder} {n} {x.shape[2]}x{x.shape[3]} (HxW) {seen}; {said}"
+    return RawData(train_x=x, train_y=None if loose else _labels(labels), class_names=class_names, levels=levels,
+                   summary=summary)
 
 
 # ---------------------------------------------------------------- array file (hf: vae_lab/data/hf.py)
 
 
-def _layout(shape: tuple[int, ...], source: str) -> str:
-    if len(shape) == 3:
-        return "NHW"
-    if len(shape) == 4:
-        last, first = shape[3] in (1, 3), shape[1] in (1, 3)
-        if last != first:
-            return "NHWC" if last else "NCHW"
-        hint = "ambiguous channel axis" if last else "no channel axis of size 1 or 3"
-    else:
-        hint = f"{len(shape)} dims"
-    raise DataError(
-        f"{source} has shape {shape} ({hint}); expected (N,H,W), (N,H,W,C) or (N,C,H,W) with C in {{1, 3}}"
-    )
+def _open_arrays(file: Path):
+    """np.load of a checked file: an ndarray (.npy) or an NpzFile; anything else refused with what it is."""
+    if file.is_dir():
+        raise _wrong_source(file, "an array file")
+    if not file.is_file():
+        raise DataError(f"array file {file} does not exist (dataset.options.path)")
+    if file.stat().st_size == 0:
+        raise DataError(f"array file {file} is empty (0 bytes); save the images with numpy.save or numpy.savez")
+    kind = file_kind(file)
+    if kind == "zip":
+        import zipfile
 
-
-def _to_uint8(a: np.ndarray, source: str) -> np.ndarray:
-    if a.dtype == np.uint8:
-        return a
-    if np.issubdtype(a.dtype, np.floating) and a.size:
-        lo, hi = float(np.min(a)), float(np.max(a))
-        if 0.0 <= lo and hi <= 1.0:  # NaN fails both comparisons
-            return np.rint(a * 255.0).astype(np.uint8)
-        found = f"{a.dtype} values in [{lo:g}, {hi:g}]"
-    else:
-        found = f"dtype {a.dtype}"
-    raise DataError(f"{source} holds {found}; expected uint8 (0..255) or float in [0, 1]")
+        try:
+            with zipfile.ZipFile(file) as z:
+                names = z.namelist()
+        except zipfile.BadZipFile as err:
+            raise DataError(f"cannot read array file {file}: a damaged zip/.npz archive ({err})") from err
+        if names and not any(n.endswith(".npy") for n in names):
+            kind = f"a zip archive of {names[0]}, ...; unzip it and use dataset=image_folder for image files"
+    if kind not in ("npy", "zip"):
+        raise DataError(f"{file} is not a .npy/.npz file (found {kind or 'unrecognised data'}): convert it with "
+                        f"numpy.save / numpy.savez, or use dataset=image_folder for image files")
+    try:
+        return np.load(file, allow_pickle=False)  # never unpickle user files
+    except (OSError, ValueError, EOFError) as err:
+        hint = "object arrays (dtype=object) cannot be read: save numeric arrays" if "pickle" in str(err) else err
+        raise DataError(f"cannot read array file {file}: {hint}") from err
 
 
 def load_array_file(
     root: Path, download: bool, path: str, key: str | None = None, label_key: str | None = None
 ) -> RawData:
-    """Images from a .npy array or a .npz archive (images under `key`, default x or images; labels under y)."""
+    """Images from a .npy array or a .npz archive (images under `key`, default x or images; labels under y, ...)."""
     file = Path(path).expanduser().resolve()
-    if not file.is_file():
-        raise DataError(f"array file {file} does not exist (dataset.options.path)")
-    try:
-        loaded = np.load(file, allow_pickle=False)  # never unpickle user files
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read array file {file}: {err}") from err
-    labels = None
+    loaded = _open_arrays(file)
+    labels, said = None, "unlabelled"
     if isinstance(loaded, np.ndarray):
-        images, source = loaded, str(file)
+        images, source, where = loaded, file.name, str(file)
     else:
         with loaded:
             present = list(loaded.files)
-            image_key = key or next((k for k in ("x", "images") if k in present), "x")
+            if not present:
+                raise DataError(f"{file} holds no arrays; save the images with numpy.savez(path, x=images, y=labels)")
+            image_key = pick_key(present, key, IMAGE_KEYS)
             if image_key not in present:
-                raise DataError(f"{file} has no array {image_key!r}; keys present: {', '.join(present) or 'none'}")
-            wanted_labels = label_key or next((k for k in ("y", "labels") if k in present), None)
+                what = (f"no array {key!r} (dataset.options.key)" if key
+                        else f"no array 'x' (nor {', '.join(IMAGE_KEYS[1:])})")
+                stacks = [k for k in present if loaded[k].ndim >= 3]
+                raise DataError(f"{file} has {what}; keys present: {', '.join(present)}; "
+                                f"set dataset.options.key={stacks[0] if stacks else '<the images key>'}")
+            images, source, where = loaded[image_key], f"{file.name}[{image_key!r}]", f"{file}[{image_key!r}]"
             if label_key is not None and label_key not in present:
-                raise DataError(f"{file} has no array {label_key!r}; keys present: {', '.join(present)}")
-            images, source = loaded[image_key], f"{file}[{image_key!r}]"
-            if wanted_labels is not None:
-                labels = loaded[wanted_labels]
-    x = _uint8_nchw(_to_uint8(images, source), _layout(images.shape, source))
-    y = None
-    if labels is not None:
-        integers = np.issubdtype(labels.dtype, np.integer)
-        if labels.shape != (len(x),) or not integers or (labels.size and labels.min() < 0):
-            raise DataError(
-                f"labels in {file} must be non-negative integers of shape ({len(x)},); "
-                f"found {labels.dtype} of shape {labels.shape}"
-            )
-        y = _labels(labels)
-    return RawData(train_x=x, train_y=y)
+                raise DataError(f"{file} has no array {label_key!r} (dataset.options.label_key); "
+                                f"keys present: {', '.join(present)}")
+            others = [k for k in present if k != image_key]
+            wanted = pick_key(others, label_key, LABEL_KEYS)
+            if wanted is not None:
+                labels, said = read_labels(loaded[wanted], len(images), f"{wanted!r} in {file}")
+                said = f"y {wanted!r} {said}"
+            else:
+                ids = [k for k in others if loaded[k].shape == (len(images),) and loaded[k].dtype.kind in "iu"]
+                if ids:
+                    said += f"; found {ids[0]!r} ({len(images)},) ints: set dataset.options.label_key={ids[0]}"
+    layout = array_layout(images.shape, where)
+    pixels = pixel_scale(images, where)
+    x = _uint8_nchw(pixels.values, layout)
+    c = x.shape[1]
+    summary = (f"data: array_file {source} {tuple(images.shape)} {pixels.note}, {c} channel{'s' if c > 1 else ''}; "
+               f"{said}")
+    return RawData(train_x=x, train_y=None if labels is None else torch.from_numpy(labels), levels=pixels.levels,
+                   summary=summary)
 
 
 # ---------------------------------------------------------------- factor datasets

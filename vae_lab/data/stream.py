@@ -19,13 +19,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from vae_lab.data.batches import ResumableOrder
+from vae_lab.data.inspection import HIGH_MODES, image_pixels, to_channels
 from vae_lab.errors import ConfigError, DataError
 
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes decoded as 1 channel when `channels` is not given
+ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 SHARDS_PER_RANK = 16  # contiguous shards per rank: their order is shuffled each epoch, on top of the buffer
 
 
-def read_image(source, mode: str, size: tuple[int, int] | None, name: str) -> np.ndarray:
+def read_image(source, mode: str, size: tuple[int, int] | None, name: str, background: int = 255) -> np.ndarray:
     """One image (a path, bytes, or a {"bytes", "path"} row) -> uint8 (H, W) or (H, W, 3), resized if asked."""
     from PIL import Image, UnidentifiedImageError
 
@@ -35,6 +37,12 @@ def read_image(source, mode: str, size: tuple[int, int] | None, name: str) -> np
         source = io.BytesIO(source)
     try:
         with Image.open(source) as img:
+            if img.mode in HIGH_MODES:
+                raise DataError(f"{name} is a 16-bit image ({img.mode}): this path decodes 8-bit images only; "
+                                f"set dataset.options.in_memory=true (image_folder keeps all 16 bits there)")
+            if img.mode in ALPHA_MODES or img.mode == "P" and "transparency" in img.info:
+                a, _, _ = image_pixels(img, background)  # alpha as the picture, or composited: never black
+                img = Image.fromarray(to_channels(a, 1 if mode == "L" else 3))
             img = img.convert(mode)  # decodes the whole file, so truncated files fail here
             if size is not None and img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)  # PIL sizes are (W, H)
@@ -111,6 +119,7 @@ class StreamSource:
     class_names: tuple[str, ...] | None
     num_workers: int = 2
     shuffle_buffer: int = 10_000
+    summary: str | None = None  # one line: what the loader understood
 
     def __post_init__(self):
         for key in ("num_workers", "shuffle_buffer"):

@@ -1,0 +1,372 @@
+"""A user's own data is read right or refused in one line (issue 15): a table of odd inputs, each written by the
+test in its official format (np.save / np.savez, PIL PNGs of every mode), and the outcome it must give."""
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vae_lab.data.registry import load_dataset
+from vae_lab.errors import ConfigError, DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+RNG = np.random.default_rng(0)
+U8 = RNG.integers(0, 256, (6, 5, 7), dtype=np.uint8)  # 6 images 5x7, 8-bit
+BITS = RNG.integers(0, 2, (202, 28, 20), dtype=np.uint8)  # binary glyphs stored as 0/1
+WIDE = RNG.integers(0, 65536, (6, 5, 7)).astype(np.uint16)
+GRID = np.arange(2001, dtype=np.float32)[RNG.permutation(2001)][:1600].reshape(4, 20, 20) / 2000  # 2001 levels
+
+
+def npy(tmp: Path, x, name="x.npy") -> Path:
+    np.save(tmp / name, x)
+    return tmp / name
+
+
+def npz(tmp: Path, name="x.npz", **arrays) -> Path:
+    np.savez(tmp / name, **arrays)
+    return tmp / name
+
+
+def raw_bytes(data: bytes, name: str):
+    def write(tmp: Path) -> Path:
+        (tmp / name).write_bytes(data)
+        return tmp / name
+    return write
+
+
+def zip_of_pngs(tmp: Path) -> Path:
+    Image.fromarray(U8[0]).save(tmp / "a.png")
+    with zipfile.ZipFile(tmp / "imgs.zip", "w") as z:
+        z.write(tmp / "a.png", "a.png")
+    return tmp / "imgs.zip"
+
+
+def nchw(x: np.ndarray) -> np.ndarray:
+    return x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+
+
+# (id, write(tmp) -> path, options, expected): expected is the error text (a fragment of the one line) or a dict
+# with the tensor's dtype/levels/values (N, C, H, W), the labels, and fragments of the summary line.
+ARRAY_CASES = [
+    ("uint8_0_1_is_binary", lambda t: npz(t, x=BITS, labels=np.arange(202) % 101), {},
+     dict(levels=256, values=nchw(BITS) * 255, labels=(np.arange(202) % 101).tolist(),
+          summary="array_file x.npz['x'] (202, 28, 20) uint8 levels {0,1} -> binary, 1 channel; "
+                  "y 'labels' 0..100 (101 classes)")),
+    ("bool_is_binary", lambda t: npy(t, BITS.astype(bool)), {}, dict(levels=256, values=nchw(BITS) * 255,
+                                                                     summary="bool -> binary")),
+    ("float_0_1_is_binary", lambda t: npy(t, BITS.astype(np.float32)), {},
+     dict(levels=256, values=nchw(BITS) * 255, summary="float32 levels {0,1} -> binary")),
+    ("uint8_0_255_stays", lambda t: npy(t, BITS * 255), {}, dict(levels=256, values=nchw(BITS) * 255,
+                                                                  summary="levels {0,255} -> binary")),
+    ("int64_0_255_is_8bit", lambda t: npy(t, U8.astype(np.int64)), {}, dict(levels=256, values=nchw(U8),
+                                                                            summary="int64 levels")),
+    ("uint16_is_16bit", lambda t: npy(t, WIDE), {}, dict(levels=65536, values=nchw(WIDE.astype(np.int32)),
+                                                         summary="-> 16-bit (65536 levels)")),
+    ("negative_ints", lambda t: npy(t, U8.astype(np.int16) - 3), {}, f"int16 values in [-3, {U8.max() - 3}]; integer "
+                                                                     f"pixels must lie in 0..255 (8-bit) or 0..65535"),
+    ("ints_over_16bit", lambda t: npy(t, WIDE.astype(np.int32) + 70000), {}, "or 0..65535 (16-bit)"),
+    ("float_on_k_over_255", lambda t: npy(t, U8.astype(np.float32) / 255), {},
+     dict(levels=256, values=nchw(U8), summary="on the k/255 grid -> 8-bit")),
+    ("float_2001_levels_stay_continuous", lambda t: npy(t, GRID), {},
+     dict(levels=None, values=nchw(GRID), summary="off the 8-bit grid -> continuous")),
+    ("float_0_255", lambda t: npy(t, U8.astype(np.float32)), {}, "float pixels must lie in [0, 1]: divide by 255"),
+    ("float_nan", lambda t: npy(t, np.where(U8 == U8.max(), np.nan, U8 / 255)), {},
+     f"holds NaN in {int((U8 == U8.max()).sum())} of {U8.size} values"),
+    ("float_inf", lambda t: npy(t, np.where(U8 == U8.max(), np.inf, U8 / 255)), {}, "holds inf in"),
+    ("lone_rgb_image", lambda t: npy(t, RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8)), {},
+     "holds one image of shape (32, 32, 3) (H, W, C), not a stack; save images as (N,H,W,C)"),
+    ("lone_grey_image", lambda t: npy(t, U8[0]), {}, "has shape (5, 7): flattened images? reshape them to (N,H,W)"),
+    ("flattened_images", lambda t: npy(t, BITS.reshape(202, -1)), {}, "one image? stack images as (N,H,W)"),
+    ("nhwc_colour", lambda t: npy(t, U8.reshape(2, 5, 7, 3)), {}, dict(levels=256, values=nchw(U8.reshape(2, 5, 7, 3)),
+                                                                       summary="3 channels; unlabelled")),
+    ("rgba_array", lambda t: npy(t, np.zeros((3, 8, 8, 4), np.uint8)), {}, "4 channels: RGBA?"),
+    ("empty_npy", lambda t: npy(t, np.zeros((0, 8, 8), np.uint8)), {}, "is empty (shape (0, 8, 8))"),
+    ("empty_npz", lambda t: npz(t), {}, "holds no arrays; save the images with numpy.savez"),
+    ("zero_bytes", raw_bytes(b"", "x.npy"), {}, "is empty (0 bytes)"),
+    ("csv", raw_bytes(b"0,1,2\n3,4,5\n", "x.csv"), {}, "is not a .npy/.npz file (found text (CSV?)): convert it"),
+    ("png", lambda t: (Image.fromarray(U8[0]).save(t / "a.png"), t / "a.png")[1], {},
+     "not a .npy/.npz file (found a PNG image)"),
+    ("hdf5", raw_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64), "x.h5"), {}, "not a .npy/.npz file (found an HDF5 file)"),
+    ("mat", raw_bytes(b"MATLAB 5.0 MAT-file" + bytes(64), "x.mat"), {}, "(found a MATLAB .mat file)"),
+    ("zip_of_images", zip_of_pngs, {}, "a zip archive of a.png, ...; unzip it and use dataset=image_folder"),
+    ("folder_given", lambda t: t, {}, "is a folder, not an array file: use dataset=image_folder"),
+    ("object_array", lambda t: (np.save(t / "o.npy", np.array([U8, None], dtype=object)), t / "o.npy")[1], {},
+     "object arrays (dtype=object) cannot be read"),
+    ("images_and_Targets_keys", lambda t: npz(t, images=U8, Targets=np.arange(6) % 2), {},
+     dict(levels=256, values=nchw(U8), labels=[0, 1, 0, 1, 0, 1], summary="y 'Targets' 0..1 (2 classes)")),
+    ("float_integral_labels", lambda t: npz(t, x=U8, label=np.array([0., 1, 2, 0, 1, 2])), {},
+     dict(levels=256, values=nchw(U8), labels=[0, 1, 2, 0, 1, 2], summary="y 'label' 0..2 (3 classes)")),
+    ("one_based_labels", lambda t: npz(t, x=U8, y=np.array([1, 2, 3, 1, 2, 3])), {},
+     dict(levels=256, values=nchw(U8), labels=[0, 1, 2, 0, 1, 2], summary="1-based: remapped 1..3 -> 0..2")),
+    ("labels_under_unknown_key", lambda t: npz(t, x=U8, digit=np.arange(6)), {},
+     dict(levels=256, values=nchw(U8), labels=None,
+          summary="unlabelled; found 'digit' (6,) ints: set dataset.options.label_key=digit")),
+    ("label_key_option", lambda t: npz(t, x=U8, digit=np.arange(6)), {"label_key": "digit"},
+     dict(levels=256, values=nchw(U8), labels=list(range(6)), summary="y 'digit' 0..5 (6 classes)")),
+    ("one_class", lambda t: npz(t, x=U8, y=np.zeros(6, np.int64)), {},
+     dict(levels=256, values=nchw(U8), labels=[0] * 6, summary="1 class (no more than unlabelled)")),
+    ("no_image_key", lambda t: npz(t, pixels=U8), {}, "has no array 'x' (nor images, image, imgs, data); keys "
+                                                      "present: pixels; set dataset.options.key=pixels"),
+    ("key_option_missing", lambda t: npz(t, x=U8), {"key": "imgs2"}, "no array 'imgs2' (dataset.options.key)"),
+    ("label_key_option_missing", lambda t: npz(t, x=U8), {"label_key": "lab"},
+     "no array 'lab' (dataset.options.label_key)"),
+    ("fractional_labels", lambda t: npz(t, x=U8, y=np.full(6, 0.5)), {}, "non-integer values"),
+    ("negative_labels", lambda t: npz(t, x=U8, y=np.arange(6) - 1), {}, "negative values (min -1)"),
+    ("labels_of_wrong_length", lambda t: npz(t, x=U8, y=np.arange(5)), {}, "have shape (5,); expected (6,)"),
+]
+
+
+def check(raw, expected: dict) -> None:
+    """The tensor, its scale and labels, and the summary line, against the expected outcome."""
+    values = expected["values"]
+    assert raw.levels == expected["levels"]
+    assert raw.train_x.dtype == {256: torch.uint8, 65536: torch.int32, None: torch.float32}[expected["levels"]]
+    assert tuple(raw.train_x.shape) == values.shape and np.array_equal(raw.train_x.numpy(), values)
+    labels = expected.get("labels", None)
+    assert (raw.train_y is None) if labels is None else raw.train_y.tolist() == labels
+    assert raw.summary.startswith("data: ") and "\n" not in raw.summary
+    assert expected["summary"] in raw.summary, raw.summary
+
+
+@pytest.mark.parametrize(("name", "write", "options", "expected"), ARRAY_CASES, ids=[c[0] for c in ARRAY_CASES])
+def test_array_file_reads_right_or_refuses_in_one_line(tmp_path, name, write, options, expected):
+    path = write(tmp_path)
+    if isinstance(expected, str):
+        with pytest.raises(DataError) as err:
+            load_dataset("array_file", tmp_path, False, path=str(path), **options)
+        message = str(err.value)
+        assert expected in message and "\n" not in message and "allow_pickle" not in message, message
+        assert "[nan" not in message
+        return
+    check(load_dataset("array_file", tmp_path, False, path=str(path), **options), expected)
+
+
+# ---------------------------------------------------------------- image folders
+
+
+def pngs(folder: Path, arrays, mode=None) -> Path:
+    """Save each array as folder/NN.png (mode None: PIL's default for the dtype and shape)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, a in enumerate(arrays):
+        Image.fromarray(a, mode).save(folder / f"{i:02d}.png")
+    return folder
+
+
+GREY_RGB = np.repeat(U8[..., None], 3, axis=3)  # RGB files whose channels are equal
+COLOUR = RNG.integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)
+INK = RNG.integers(0, 256, (3, 6, 6), dtype=np.uint8)  # alpha masks: black ink on a transparent background
+HALF = np.concatenate([np.zeros((3, 3, 6), np.uint8), np.full((3, 3, 6), 255, np.uint8)], axis=1)  # top transparent
+RGBA_INK = np.concatenate([np.zeros((3, 6, 6, 3), np.uint8), INK[..., None]], axis=3)
+RGBA_HALF = np.concatenate([RNG.integers(0, 256, (3, 6, 6, 3), dtype=np.uint8), HALF[..., None]], axis=3)
+
+
+def composite(bg: int) -> np.ndarray:
+    a = HALF[..., None] / 255
+    return nchw(np.rint(a * RGBA_HALF[..., :3] + (1 - a) * bg).astype(np.uint8))
+
+
+def palette_with_transparency(folder: Path) -> Path:
+    folder.mkdir()
+    img = Image.fromarray(np.array([[0, 1], [1, 0]], np.uint8), "P")
+    img.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    img.save(folder / "p.png", transparency=0)  # palette entry 0 (red) is transparent
+    return folder
+
+
+def classes(folder: Path, names) -> Path:
+    for k, name in enumerate(names):
+        pngs(folder / name, U8[k : k + 1])
+    return folder
+
+
+FOLDER_CASES = [
+    ("png_16bit_keeps_its_levels", lambda t: pngs(t / "f", WIDE), {},
+     dict(levels=65536, values=nchw(WIDE.astype(np.int32)), summary="6 images 5x7 (HxW) 16-bit -> 1 channel")),
+    ("grey_L_is_one_channel", lambda t: pngs(t / "f", U8), {},
+     dict(levels=256, values=nchw(U8), summary="-> 1 channel (auto: all images grey)")),
+    ("rgb_with_equal_channels_is_grey", lambda t: pngs(t / "f", GREY_RGB), {},
+     dict(levels=256, values=nchw(U8), summary="-> 1 channel (auto: all images grey)")),
+    ("colour_is_three_channels", lambda t: pngs(t / "f", COLOUR), {},
+     dict(levels=256, values=nchw(COLOUR), summary="-> 3 channels (auto: colour images)")),
+    ("channels_1_on_colour_is_luma", lambda t: pngs(t / "f", COLOUR), {"channels": 1},
+     dict(levels=256, values=nchw(np.stack([np.asarray(Image.fromarray(c).convert("L")) for c in COLOUR])),
+          summary="-> 1 channel (dataset.options)")),
+    ("channels_3_on_grey", lambda t: pngs(t / "f", U8), {"channels": 3},
+     dict(levels=256, values=nchw(GREY_RGB), summary="-> 3 channels (dataset.options)")),
+    ("rgba_content_in_alpha", lambda t: pngs(t / "f", RGBA_INK), {},
+     dict(levels=256, values=nchw(INK), summary="3 alpha used as the image (colour constant) -> 1 channel")),
+    ("la_content_in_alpha", lambda t: pngs(t / "f", RGBA_INK[..., 2:], "LA"), {},
+     dict(levels=256, values=nchw(INK), summary="alpha used as the image")),
+    ("rgba_composited_on_white", lambda t: pngs(t / "f", RGBA_HALF), {},
+     dict(levels=256, values=composite(255), summary="3 composited on white (dataset.options.background)")),
+    ("rgba_composited_on_black", lambda t: pngs(t / "f", RGBA_HALF), {"background": "black"},
+     dict(levels=256, values=composite(0), summary="composited on black")),
+    ("palette_with_transparency", lambda t: palette_with_transparency(t / "f"), {},
+     dict(levels=256, values=np.array([[[[255, 0], [0, 255]], [[255, 0], [0, 255]], [[255, 255], [255, 255]]]],
+                                      np.uint8), summary="1 composited on white")),
+    ("numeric_class_folders", lambda t: classes(t / "f", ["10", "2", "0", "1"]), {},
+     dict(levels=256, values=nchw(U8[[2, 3, 1, 0]]), labels=[0, 1, 2, 3], class_names=("0", "1", "2", "10"),
+          summary="4 classes from subfolders (numeric order)")),
+    ("mixed_class_names_as_text", lambda t: classes(t / "f", ["10", "2", "a"]), {},
+     dict(levels=256, values=nchw(U8[[0, 1, 2]]), labels=[0, 1, 2], class_names=("10", "2", "a"),
+          summary="1 channel (auto: all images grey); 3 classes from subfolders")),
+    ("one_class_folder", lambda t: classes(t / "f", ["only"]), {},
+     dict(levels=256, values=nchw(U8[:1]), labels=[0], summary="1 class from subfolders (1 class: no more than")),
+    ("8bit_beside_16bit", lambda t: (pngs(t / "f", WIDE[:2]), Image.fromarray(U8[0]).save(t / "f" / "z.png"),
+                                     t / "f")[2], {},
+     dict(levels=65536, values=nchw(np.concatenate([WIDE[:2].astype(np.int32), U8[:1].astype(np.int32) * 257])),
+          summary="16-bit (8-bit images scaled x257)")),
+    ("file_given", lambda t: pngs(t / "f", U8[:1]) / "00.png", {}, "is a file, not a folder of images: one image"),
+    ("zip_given", zip_of_pngs, {}, "imgs.zip is a file, not a folder of images: unzip it"),
+    ("npz_given", lambda t: npz(t, x=U8), {}, "is a file, not a folder of images: dataset=array_file"),
+    ("16bit_streamed", lambda t: pngs(t / "f", WIDE), {"in_memory": False},
+     "is a 16-bit image (I;16): this path decodes 8-bit images only; set dataset.options.in_memory=true"),
+]
+
+
+@pytest.mark.parametrize(("name", "write", "options", "expected"), FOLDER_CASES, ids=[c[0] for c in FOLDER_CASES])
+def test_image_folder_reads_right_or_refuses_in_one_line(tmp_path, name, write, options, expected):
+    path = write(tmp_path)
+    if isinstance(expected, str):
+        with pytest.raises(DataError) as err:
+            load_dataset("image_folder", tmp_path, False, path=str(path), **options)
+        assert expected in str(err.value) and "\n" not in str(err.value), str(err.value)
+        assert "does not exist" not in str(err.value)
+        return
+    raw = load_dataset("image_folder", tmp_path, False, path=str(path), **options)
+    check(raw, expected)
+    assert raw.class_names == expected.get("class_names", raw.class_names)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"background": "pink"}, "dataset.options.background='pink' is invalid: must be one of white, black"),
+    ({"channels": 2}, "dataset.options.channels=2 is invalid: must be auto, 1 or 3"),
+])
+def test_bad_folder_options_are_config_errors(tmp_path, options, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_dataset("image_folder", tmp_path, False, path=str(pngs(tmp_path / "f", U8)), **options)
+
+
+def test_streamed_folder_decodes_alpha_as_in_memory(tmp_path):
+    """in_memory=false: the DataLoader workers' decoder uses alpha the same way (never black)."""
+    folder = pngs(tmp_path / "f", RGBA_INK)
+    source = load_dataset("image_folder", tmp_path, False, path=str(folder), in_memory=False, num_workers=0)
+    x, _ = source.decoder(source.train[:])
+    assert source.decoder.channels == 1 and np.array_equal(x.numpy(), nchw(INK))
+
+
+# ---------------------------------------------------------------- through the real CLI
+
+DRIVER = r"""
+import contextlib, io, json, sys
+from hydra.core.global_hydra import GlobalHydra
+from vae_lab.cli.train import main
+results = {}
+for name, argv in json.loads(sys.argv[1]):
+    sys.argv, err, code = ["train.py", *argv], io.StringIO(), 0
+    with contextlib.redirect_stderr(err):
+        try:
+            main()
+        except SystemExit as exit_:
+            code = exit_.code
+    GlobalHydra.instance().clear()
+    results[name] = {"code": code, "stderr": err.getvalue()}
+print(json.dumps(results))
+"""
+CLI_CASES = [  # (id, write(tmp) -> path, dataset, the error line's fragment)
+    ("float_0_255", lambda t: npy(t, U8.astype(np.float32)), "array_file", "divide by 255"),
+    ("csv", raw_bytes(b"0,1\n2,3\n", "x.csv"), "array_file", "not a .npy/.npz file (found text (CSV?))"),
+    ("lone_image", lambda t: npy(t, COLOUR[0]), "array_file", "holds one image of shape (5, 7, 3)"),
+    ("folder_to_array_file", lambda t: pngs(t / "f", U8), "array_file", "is a folder, not an array file"),
+    ("zip_to_image_folder", zip_of_pngs, "image_folder", "is a file, not a folder of images: unzip it"),
+]
+
+
+@pytest.mark.slow
+def test_cli_refuses_bad_user_data_in_one_line_and_writes_nothing(tmp_path):
+    cases = []
+    for name, write, dataset, _ in CLI_CASES:
+        (tmp_path / name).mkdir()
+        path = write(tmp_path / name)
+        cases.append((name, [f"dataset={dataset}", f"dataset.options.path={path}", "print_config=false",
+                             "logger=none", f"hydra.run.dir={tmp_path / name / 'run'}"]))
+    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(cases)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, _, _, fragment in CLI_CASES:
+        stderr = results[name]["stderr"]
+        assert results[name]["code"] == 2 and "Traceback" not in stderr, (name, stderr[-2000:])
+        errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and fragment in errors[0], (name, stderr[-2000:])
+        run = tmp_path / name / "run"  # Hydra makes the directory (.hydra/, train.log) before the job starts
+        written = {p.relative_to(run).parts[0] for p in run.rglob("*")} if run.exists() else set()
+        assert written <= {".hydra", "train.log"}, (name, written)  # no checkpoint, metrics or artifact
+
+
+def _cli(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def _tiles(png: Path, rows: int, cols: int, tile: int = 32, padding: int = 2) -> list[np.ndarray]:
+    grid = np.asarray(Image.open(png).convert("L"))
+    return [grid[padding + r * (tile + padding):][:tile, padding + c * (tile + padding):][:, :tile]
+            for r in range(rows) for c in range(cols)]
+
+
+@pytest.mark.slow
+def test_a_trained_model_reads_other_data_through_evaluate_and_sample(tmp_path):
+    """Train on binary 0/1 noise; evaluate/sample with dataset.options.path=<other file> use that file (its all-white
+    or all-black images appear as the originals of the reconstruction grid) and refuse a file of another shape."""
+    train = npy(tmp_path, RNG.integers(0, 2, (100, 8, 8), dtype=np.uint8), "train.npy")
+    white = npy(tmp_path, np.ones((40, 8, 8), np.uint8), "white.npy")  # 0/1 storage: read as binary 255
+    black = npy(tmp_path, np.zeros((40, 8, 8), np.uint8), "black.npy")
+    wrong = npy(tmp_path, np.zeros((40, 12, 12), np.uint8), "wrong.npy")
+    run = tmp_path / "run"
+    proc = _cli("train.py", "dataset=array_file", f"dataset.options.path={train}", f"hydra.run.dir={run}",
+                "print_config=false", "logger=none", "callbacks=no_images", "trainer.max_steps=5",
+                "trainer.max_epochs=-1", "trainer.enable_progress_bar=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "data: array_file train.npy (100, 8, 8) uint8 levels {0,1} -> binary, 1 channel; unlabelled" in proc.stdout
+    for name, path, value in (("white", white, 255), ("black", black, 0)):
+        out = tmp_path / f"{name}.png"
+        proc = _cli("scripts/sample.py", f"model={run}", "mode=reconstruct", "n=4", f"dataset.options.path={path}",
+                    f"out={out}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        uniform = [t for t in _tiles(out, 2, 4) if np.all(t == value)]
+        assert len(uniform) >= 4, name  # the 4 originals come from the other file, not the noise trained on
+        proc = _cli("scripts/evaluate.py", f"model={run}", "split=val", "iwae_samples=2", "progress=false",
+                    f"dataset.options.path={path}", f"out={tmp_path / name}.json")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert json.loads((tmp_path / f"{name}.json").read_text())["num_examples"] == 4  # 10% of 40, not of 100
+    for script in ("scripts/sample.py", "scripts/evaluate.py"):
+        proc = _cli(script, f"model={run}", "mode=reconstruct" if "sample" in script else "split=val",
+                    f"dataset.options.path={wrong}", f"out={tmp_path / 'wrong'}")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert proc.stderr.strip().splitlines() == [
+            "error: the data are (1, 12, 12) images but the model takes (1, 8, 8): point dataset.* at data of the "
+            "model's shape"], proc.stderr
+        assert not (tmp_path / "wrong").exists()
+
+
+def test_hf_finds_labels_under_common_keys_and_uses_alpha(tmp_path):
+    """hf shares the label keys (any case) and the alpha rule with folders."""
+    import io
+
+    import datasets
+
+    blobs = []
+    for a in RGBA_INK:
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="PNG")
+        blobs.append({"bytes": buf.getvalue(), "path": None})
+    features = datasets.Features({"image": datasets.Image(), "Target": datasets.Value("int64")})
+    datasets.Dataset.from_dict({"image": blobs, "Target": [2, 0, 1]}, features=features).save_to_disk(tmp_path / "d")
+    raw = load_dataset("hf", tmp_path, False, path=str(tmp_path / "d"), num_workers=0)
+    assert raw.train_y.tolist() == [2, 0, 1] and np.array_equal(raw.train_x.numpy(), nchw(INK))
