@@ -104,10 +104,19 @@ def test_evaluation_sides_report_flops_and_the_share_of_the_yardstick(tmp_path, 
     """The IWAE sides alone (no training side): the same model, its FLOPs counted once, FLOP/s and share each."""
     k = 16
     proc = run_benchmark(tmp_path, f"paths.data_dir={mnist_dir}", "sides=[]", "repeats=1", "evaluation.num_images=6",
-                         f"evaluation.iwae_samples={k}", "evaluation.batch_size=3", "evaluation.max_decoded=24")
+                         f"evaluation.iwae_samples={k}", "evaluation.batch_size=3", "evaluation.max_decoded=24",
+                         'evaluation.families=["prior=vamp"]', "evaluation.family_images=3")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / "b.json").read_text())
-    assert set(result["runs"]) == {"imports", "eval_vae_lab", "eval_loop"}
+    family = ("eval_vae_lab prior=vamp", "eval_loop prior=vamp")
+    assert set(result["runs"]) == {"imports", "eval_vae_lab", "eval_loop", *family}
+    # a family's rows: its own model (the VampPrior's pseudo-inputs: more weights), same FLOP/s bookkeeping
+    vamp = result["runs"]["eval_vae_lab prior=vamp"] + result["runs"]["eval_loop prior=vamp"]
+    assert len({r["num_params"] for r in vamp}) == 1
+    assert vamp[0]["num_params"] > result["runs"]["eval_loop"][0]["num_params"]
+    assert result["summary"]["sides"]["eval_loop prior=vamp"]["share_of_peak"] > 0
+    assert "eval_vae_lab_over_loop prior=vamp" in result["summary"]["ratios"]
+    assert "IWAE vae_lab prior=vamp" in proc.stdout
     sides, evals = result["summary"]["sides"], result["runs"]["eval_vae_lab"] + result["runs"]["eval_loop"]
     assert len({r["weights_checksum"] for r in evals}) == 1
     loop = sides["eval_loop"]
