@@ -143,11 +143,12 @@ def _onednn_linear(linear: nn.Linear, attr: str):
 
 @contextmanager
 def _onednn_linears(model: nn.Module, enabled: bool = True):
-    """Every float32 CPU nn.Linear through oneDNN while the block runs, a ReLU right after it fused in; as before after.
+    """Each nn.Linear of an nn.Sequential through oneDNN while the block runs, a ReLU right after it fused in.
 
     Same maths, another GEMM: on the 2-core AMD EPYC dev VM oneDNN's fp32 GEMM reaches ~35 GFLOP/s against MKL's
     ~28-31 at the MLP decoder's shapes, and the fused ReLU saves one pass over the activations. Modules are only
-    given an instance `forward` (deleted after); a ReLU registered in more than one place is never fused away.
+    given an instance `forward` (deleted after: the model is as before); a ReLU registered in more than one place is
+    never fused away; float32 CPU inputs only (anything else, autocast included, takes F.linear).
     """
     if not (enabled and torch.backends.mkldnn.is_available()):
         yield
@@ -159,7 +160,8 @@ def _onednn_linears(model: nn.Module, enabled: bool = True):
     for module in model.modules():
         children = list(module.children()) if isinstance(module, nn.Sequential) else []
         for linear, after in zip(children, children[1:] + [None]):
-            if not isinstance(linear, nn.Linear) or linear.weight.device.type != "cpu" or "forward" in vars(linear):
+            # exactly nn.Linear: a subclass (the MADE's MaskedLinear) has its own forward
+            if type(linear) is not nn.Linear or linear.weight.device.type != "cpu" or "forward" in vars(linear):
                 continue
             fuse = type(after) is nn.ReLU and uses[id(after)] == 1 and "forward" not in vars(after)
             linear.forward = _onednn_linear(linear, "relu" if fuse else "none")
