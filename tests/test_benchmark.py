@@ -82,7 +82,8 @@ def test_training_sides_on_mnist(tmp_path, mnist_dir):
 def test_every_side_with_evaluation_and_repeats(tmp_path, mnist_dir):
     proc = run_benchmark(tmp_path, f"paths.data_dir={mnist_dir}", "batch_size=32", "steps=5", "warmup_steps=2",
                          "repeats=2", "evaluation.num_images=20", "evaluation.iwae_samples=64",
-                         "evaluation.batch_size=10", "evaluation.max_decoded=320", timeout=1200)
+                         "evaluation.batch_size=10", "evaluation.max_decoded=320", "evaluation.families=[]",
+                         timeout=1200)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / "b.json").read_text())
     sides = result["summary"]["sides"]
@@ -147,7 +148,9 @@ def test_synthetic_data_and_bf16(tmp_path):
 
 
 @pytest.mark.parametrize("override, key", [("arch=nope", "arch"), ("device=tpu", "device"), ("steps=0", "steps"),
-                                           ("sides=[a,z]", "sides"), ("dataset=digits", "dataset")])
+                                           ("sides=[a,z]", "sides"), ("dataset=digits", "dataset"),
+                                           ("evaluation.families=all", "evaluation.families"),
+                                           ("evaluation.family_images=0", "evaluation.family_images")])
 def test_bad_option_is_one_clear_line(tmp_path, override, key):
     proc = run_benchmark(tmp_path, override, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
