@@ -101,6 +101,18 @@ def test_onednn_linears_give_the_same_bound_and_leave_the_model_as_it_was(activa
     assert not any("forward" in vars(m) for m in model.modules())  # every instance forward removed after the call
 
 
+def test_onednn_swap_leaves_a_linear_subclass_its_own_forward():
+    """The MADE's MaskedLinear (an nn.Linear subclass) in a Sequential keeps its mask inside the oneDNN context."""
+    from vae_lab.estimators import _onednn_linears
+    from vae_lab.nets.made import MaskedLinear
+
+    masked = MaskedLinear(4, 3, torch.tensor([[True, False, False, False]] * 3))
+    net, h = nn.Sequential(masked, nn.ReLU()), torch.randn(5, 4)
+    expected = net(h)
+    with _onednn_linears(net):
+        assert "forward" not in vars(masked) and torch.equal(net(h), expected)
+
+
 @pytest.mark.parametrize("name", ["standard_normal", "mog", "vamp"])
 def test_prior_log_prob_equals_the_distributions(name):
     torch.manual_seed(0)
