@@ -82,7 +82,8 @@ def test_training_sides_on_mnist(tmp_path, mnist_dir):
 def test_every_side_with_evaluation_and_repeats(tmp_path, mnist_dir):
     proc = run_benchmark(tmp_path, f"paths.data_dir={mnist_dir}", "batch_size=32", "steps=5", "warmup_steps=2",
                          "repeats=2", "evaluation.num_images=20", "evaluation.iwae_samples=64",
-                         "evaluation.batch_size=10", "evaluation.max_decoded=320", timeout=1200)
+                         "evaluation.batch_size=10", "evaluation.max_decoded=320", "evaluation.families=[]",
+                         timeout=1200)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / "b.json").read_text())
     sides = result["summary"]["sides"]
@@ -104,10 +105,19 @@ def test_evaluation_sides_report_flops_and_the_share_of_the_yardstick(tmp_path, 
     """The IWAE sides alone (no training side): the same model, its FLOPs counted once, FLOP/s and share each."""
     k = 16
     proc = run_benchmark(tmp_path, f"paths.data_dir={mnist_dir}", "sides=[]", "repeats=1", "evaluation.num_images=6",
-                         f"evaluation.iwae_samples={k}", "evaluation.batch_size=3", "evaluation.max_decoded=24")
+                         f"evaluation.iwae_samples={k}", "evaluation.batch_size=3", "evaluation.max_decoded=24",
+                         'evaluation.families=["prior=vamp"]', "evaluation.family_images=3")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / "b.json").read_text())
-    assert set(result["runs"]) == {"imports", "eval_vae_lab", "eval_loop"}
+    family = ("eval_vae_lab prior=vamp", "eval_loop prior=vamp")
+    assert set(result["runs"]) == {"imports", "eval_vae_lab", "eval_loop", *family}
+    # a family's rows: its own model (the VampPrior's pseudo-inputs: more weights), same FLOP/s bookkeeping
+    vamp = result["runs"]["eval_vae_lab prior=vamp"] + result["runs"]["eval_loop prior=vamp"]
+    assert len({r["num_params"] for r in vamp}) == 1
+    assert vamp[0]["num_params"] > result["runs"]["eval_loop"][0]["num_params"]
+    assert result["summary"]["sides"]["eval_loop prior=vamp"]["share_of_peak"] > 0
+    assert "eval_vae_lab_over_loop prior=vamp" in result["summary"]["ratios"]
+    assert "IWAE vae_lab prior=vamp" in proc.stdout
     sides, evals = result["summary"]["sides"], result["runs"]["eval_vae_lab"] + result["runs"]["eval_loop"]
     assert len({r["weights_checksum"] for r in evals}) == 1
     loop = sides["eval_loop"]
@@ -138,7 +148,9 @@ def test_synthetic_data_and_bf16(tmp_path):
 
 
 @pytest.mark.parametrize("override, key", [("arch=nope", "arch"), ("device=tpu", "device"), ("steps=0", "steps"),
-                                           ("sides=[a,z]", "sides"), ("dataset=digits", "dataset")])
+                                           ("sides=[a,z]", "sides"), ("dataset=digits", "dataset"),
+                                           ("evaluation.families=all", "evaluation.families"),
+                                           ("evaluation.family_images=0", "evaluation.family_images")])
 def test_bad_option_is_one_clear_line(tmp_path, override, key):
     proc = run_benchmark(tmp_path, override, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]

@@ -9,7 +9,9 @@ from torch import nn
 from torch.distributions import MultivariateNormal
 
 from oracles import LinearGaussian
-from vae_lab.distributions import LIKELIHOODS
+from vae_lab.distributions import LIKELIHOODS, POSTERIORS, PRIORS
+from vae_lab.distributions.posterior import rsample_with_log_prob
+from vae_lab.distributions.prior import gaussian_mixture, prior_log_prob
 from vae_lab.estimators import decoded_bytes_per_sample, iwae_log_px, samples_per_chunk
 from vae_lab.model import VAE
 
@@ -58,6 +60,93 @@ def test_fast_estimator_equals_the_straightforward_loop(likelihood, architecture
     torch.testing.assert_close(fast.bound(), bound, rtol=1e-6, atol=1e-4)
     torch.testing.assert_close(fast.mean_log_px_given_z(), mean_log_px, rtol=1e-6, atol=1e-4)
     assert all(p.is_contiguous() for p in model.parameters())  # the NHWC layout is undone after the call
+
+
+def spread_prior(model: VAE) -> VAE:
+    """Prior weights off their initial values (a mixture's components apart, some narrow; pseudo-inputs random)."""
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, p in model.prior_module.named_parameters():
+            p.copy_(torch.rand(p.shape, generator=g) if name == "pseudo_inputs" else torch.randn(p.shape, generator=g))
+        if hasattr(model.prior_module, "raw_scale"):
+            model.prior_module.raw_scale[0] = -4.0  # a component of scale ~0.02
+    return model
+
+
+@pytest.mark.parametrize("posterior", sorted(POSTERIORS))
+@pytest.mark.parametrize("prior", sorted(PRIORS))
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian_learned"])
+def test_fast_estimator_equals_the_loop_for_every_prior_and_posterior(prior, posterior, likelihood):
+    torch.manual_seed(0)
+    model = VAE((1, 6, 6), latent_dim=4, net={"hidden_dims": [32, 16]}, likelihood=likelihood, prior=prior,
+                prior_components=5, prior_init="random", posterior=posterior, posterior_steps=2,
+                posterior_hidden_dim=16, posterior_context_dim=8)
+    model = spread_prior(model).eval()
+    x = images((1, 6, 6), binary=likelihood == "bernoulli")
+    fast, (bound, mean_log_px) = fast_and_loop(model, x)
+    torch.testing.assert_close(fast.bound(), bound, rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(fast.mean_log_px_given_z(), mean_log_px, rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])  # relu: fused into oneDNN's linear; tanh: applied after it
+def test_onednn_linears_give_the_same_bound_and_leave_the_model_as_it_was(activation):
+    torch.manual_seed(0)
+    model = VAE((1, 8, 8), latent_dim=5, net={"hidden_dims": [48, 24], "activation": activation}).eval()
+    x = images((1, 8, 8), binary=True)
+    torch.manual_seed(4)
+    with_layout = iwae_log_px(model, x, None, 200).bound()
+    torch.manual_seed(4)
+    without = iwae_log_px(model, x, None, 200, cpu_layout=False).bound()
+    torch.testing.assert_close(with_layout, without, rtol=1e-6, atol=1e-4)
+    assert not any("forward" in vars(m) for m in model.modules())  # every instance forward removed after the call
+
+
+def test_onednn_swap_leaves_a_linear_subclass_its_own_forward():
+    """The MADE's MaskedLinear (an nn.Linear subclass) in a Sequential keeps its mask inside the oneDNN context."""
+    from vae_lab.estimators import _onednn_linears
+    from vae_lab.nets.made import MaskedLinear
+
+    masked = MaskedLinear(4, 3, torch.tensor([[True, False, False, False]] * 3))
+    net, h = nn.Sequential(masked, nn.ReLU()), torch.randn(5, 4)
+    expected = net(h)
+    with _onednn_linears(net):
+        assert "forward" not in vars(masked) and torch.equal(net(h), expected)
+
+
+@pytest.mark.parametrize("name", ["standard_normal", "mog", "vamp"])
+def test_prior_log_prob_equals_the_distributions(name):
+    torch.manual_seed(0)
+    model = spread_prior(VAE((1, 5, 5), latent_dim=3, net={"hidden_dims": [8]}, prior=name, prior_components=6,
+                             prior_init="random")).eval()
+    p_z = model.prior()
+    z = torch.randn(7, 4, 3) * 2
+    if name == "mog":  # samples on top of the narrow component: the quadratic expansion's worst case
+        z[0] = p_z.component_distribution.base_dist.loc[0] + 1e-3 * torch.randn(4, 3)
+    torch.testing.assert_close(prior_log_prob(p_z, z).double(), p_z.log_prob(z).double(), rtol=1e-6, atol=1e-4)
+
+
+def test_mixture_log_prob_far_from_every_component():
+    """Large quadratic forms: the float64 expansion keeps the log-density to float32 precision."""
+    p_z = gaussian_mixture(torch.randn(4), torch.randn(4, 10) * 3, torch.rand(4, 10) * 0.5 + 0.01)
+    z = torch.randn(50, 10) * 20
+    torch.testing.assert_close(prior_log_prob(p_z, z).double(), p_z.log_prob(z).double(), rtol=1e-6, atol=1e-3)
+
+
+@pytest.mark.parametrize("posterior", [*sorted(POSTERIORS), "full_covariance"])
+def test_rsample_with_log_prob_draws_rsample_and_its_log_prob(posterior):
+    torch.manual_seed(0)
+    if posterior == "full_covariance":  # any other Distribution: rsample, then log_prob
+        q_z = MultivariateNormal(torch.randn(3, 4), scale_tril=torch.eye(4) * 0.5)
+    else:
+        model = VAE((1, 5, 5), latent_dim=4, net={"hidden_dims": [8]}, posterior=posterior, posterior_steps=2,
+                    posterior_hidden_dim=8, posterior_context_dim=4).eval()
+        q_z = model.encode(images((1, 5, 5), n=3))
+    torch.manual_seed(9)
+    z, log_q = rsample_with_log_prob(q_z, (6,))
+    torch.manual_seed(9)
+    expected = q_z.rsample((6,))
+    assert z.shape == (6, 3, 4) and torch.equal(z, expected)
+    torch.testing.assert_close(log_q, q_z.log_prob(expected.clone()), rtol=1e-5, atol=1e-5)  # clone: no IAF cache
 
 
 def test_fast_estimator_equals_the_loop_for_a_conditional_model():
@@ -131,9 +220,10 @@ def test_likelihood_log_prob_equals_its_distribution(name, shape):
     torch.testing.assert_close(got.double(), expected, rtol=2e-6, atol=1e-3)
 
 
-def test_bernoulli_has_a_fused_log_prob():
-    """The default likelihood takes the fused path (otherwise the test above compares log_prob with itself)."""
-    assert LIKELIHOODS["bernoulli"].fused_log_prob is not None
+@pytest.mark.parametrize("name", ["bernoulli", "gaussian", "gaussian_learned"])
+def test_likelihoods_with_a_fused_log_prob(name):
+    """These take the fused path (otherwise the test above compares log_prob with itself)."""
+    assert LIKELIHOODS[name].fused_log_prob is not None
 
 
 def test_chunk_size_follows_the_memory_budget_and_max_decoded():

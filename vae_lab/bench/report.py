@@ -22,6 +22,17 @@ def _median(reports: list[dict], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
+def families(runs: dict) -> list[str]:
+    """The model families with their own IWAE rows, as the suffix of their side names (" prior=vamp")."""
+    return [key[len("eval_vae_lab"):] for key in runs if key.startswith("eval_vae_lab ")]
+
+
+def side_name(side: str) -> str:
+    """A side's label in the table; a family's IWAE rows carry the family."""
+    base, _, family = side.partition(" ")
+    return f"{NAMES[base]} {family}".rstrip() if base in NAMES else side
+
+
 def targets(cfg) -> dict:
     """cfg.targets with each null throughput threshold taken from issue_targets[device][arch] (else the fallback)."""
     from omegaconf import OmegaConf
@@ -63,13 +74,21 @@ def summary(cfg, runs: dict[str, list[dict]]) -> dict:
             if side in sides:
                 sides[side]["tflops"] = sides[side]["images_per_s"] * flops / 1e12
                 sides[side]["share_of_peak"] = sides[side]["tflops"] / peak
-    flops = sides.get("eval_loop", {}).get("flops_per_image")
-    if flops:  # the same for the IWAE sides: FLOPs of the estimator (one count), yardstick of the eval child
-        peak = cfg.peak_tflops or sides["eval_loop"]["matmul_tflops"]
-        for side in ("eval_vae_lab", "eval_loop"):
-            if side in sides:
-                sides[side]["tflops"] = sides[side]["images_per_s"] * flops / 1e12
-                sides[side]["share_of_peak"] = sides[side]["tflops"] / peak
+    for family in ["", *families(runs)]:  # the same for the IWAE sides: FLOPs of the loop, yardstick of its child
+        fast, loop = f"eval_vae_lab{family}", f"eval_loop{family}"
+        flops = sides.get(loop, {}).get("flops_per_image")
+        if flops:
+            peak = cfg.peak_tflops or sides[loop]["matmul_tflops"]
+            for side in (fast, loop):
+                if side in sides:
+                    sides[side]["tflops"] = sides[side]["images_per_s"] * flops / 1e12
+                    sides[side]["share_of_peak"] = sides[side]["tflops"] / peak
+        if family and fast in sides and loop in sides:  # shown, not judged: a family's evaluation overhead
+            name = f"eval_vae_lab_over_loop{family}"
+            ratios[name] = sides[fast]["images_per_s"] / sides[loop]["images_per_s"]
+            ratios[f"{name}_per_repeat"] = [a["images_per_s"] / b["images_per_s"]
+                                            for a, b in zip(runs[fast], runs[loop])]
+            ratios[f"{name}_cpu"] = sides[fast]["images_per_cpu_s"] / sides[loop]["images_per_cpu_s"]
     return {"sides": sides, "ratios": ratios,
             "targets": {k: {"value": v, "target": s, "met": ok} for k, (v, s, ok) in verdicts.items()}}
 
@@ -82,7 +101,7 @@ def table(result: dict) -> str:
         f"{s['steps']} timed steps after {s['warmup_steps']}, {s['device']} {s['precision']}, "
         f"median of {s['repeats']}; torch threads {s['torch_threads']}",
         f"load average (1, 5, 15 min): before {result['load_before']}, after {result['load_after']}",
-        f"{'side':<22}{'images/s':>10}{'per CPU-s':>11}{'step ms':>9}{'first step s':>14}{'peak RSS MB':>13}"
+        f"{'side':<36}{'images/s':>10}{'per CPU-s':>11}{'step ms':>9}{'first step s':>14}{'peak RSS MB':>13}"
         f"{'TFLOP/s':>9}{'of peak':>9}",
     ]
     shown = lambda v, key, fmt: format(v[key], fmt) if key in v else "-"  # noqa: E731
@@ -90,7 +109,8 @@ def table(result: dict) -> str:
         first = shown(v, "first_step_s", ".2f") if "first_step_s" in v else shown(v, "import_s", ".2f")
         share = f"{100 * v['share_of_peak']:.1f}%" if "share_of_peak" in v else "-"
         step = f"{1000 * v['median_step_s']:.2f}" if "median_step_s" in v else "-"
-        lines.append(f"{NAMES[side]:<22}{shown(v, 'images_per_s', '.1f'):>10}{shown(v, 'images_per_cpu_s', '.1f'):>11}"
+        lines.append(f"{side_name(side):<36}{shown(v, 'images_per_s', '.1f'):>10}"
+                     f"{shown(v, 'images_per_cpu_s', '.1f'):>11}"
                      f"{step:>9}{first:>14}{v['peak_rss_mb']:>13.0f}{shown(v, 'tflops', '.4f'):>9}{share:>9}")
     b = result["summary"]["sides"].get("b", {})
     if "flops_per_image" in b:
@@ -112,7 +132,8 @@ def table(result: dict) -> str:
         verdict = "ok  " if target["met"] else "MISS"
         extra = f"; {details(name)}" if name in RATIOS else ""
         lines.append(f"  {verdict} {name:<26} {target['value']:.3f}  (target {target['target']}{extra})")
-    for name in RATIOS:
+    shown_ratios = [*RATIOS, *(f"eval_vae_lab_over_loop{family}" for family in families(result["runs"]))]
+    for name in shown_ratios:
         if name in ratios and name not in result["summary"]["targets"]:
             lines.append(f"  info {name:<26} {ratios[name]:.3f}  ({details(name)})")
     per_repeat = {side: ", ".join(f"{r['images_per_s']:.0f}" for r in reports)

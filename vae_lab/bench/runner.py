@@ -38,8 +38,11 @@ def check(cfg) -> None:
     for side in cfg.sides:
         if side not in SIDES:
             raise choices_error("sides", side, SIDES)
+    if cfg.evaluation.families != "auto" and not OmegaConf.is_list(cfg.evaluation.families):
+        raise ConfigError(f"evaluation.families={cfg.evaluation.families} is invalid: must be auto or a list of "
+                          "train.py overrides, one model family each (e.g. [prior=vamp, posterior=iaf])")
     positive = ["batch_size", "steps", "warmup_steps", "repeats", "evaluation.iwae_samples",
-                "evaluation.num_images", "evaluation.batch_size", "evaluation.max_decoded"]
+                "evaluation.num_images", "evaluation.batch_size", "evaluation.max_decoded", "evaluation.family_images"]
     for key in positive:
         value = OmegaConf.select(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -119,8 +122,28 @@ def _launch(cmd: list[str], log: Path, report: Path) -> dict:
     return result
 
 
-def _run_side(side: str, repeat: int, cfg, base_spec: dict, overrides: list[str], work: Path) -> dict:
-    report, log = work / f"{side}_r{repeat}.json", work / f"{side}_r{repeat}.log"
+def _model_spec(train_cfg) -> dict:
+    """The composed model, prior and posterior configs: what every side needs to build side a's VAE."""
+    from omegaconf import OmegaConf
+
+    return {key: OmegaConf.to_container(train_cfg[key], resolve=True) for key in ("model", "prior", "posterior")}
+
+
+def _families(cfg, train_cfg) -> list[str]:
+    """evaluation.families; `auto`: every prior and posterior of vae_lab's registries other than the run's own."""
+    if cfg.evaluation.families != "auto":
+        return list(cfg.evaluation.families)
+    from vae_lab.distributions import POSTERIORS, PRIORS
+
+    return [f"{group}={name}" for group, names in (("prior", PRIORS), ("posterior", POSTERIORS))
+            for name in names if name != train_cfg[group].name]
+
+
+def _run_side(side: str, repeat: int, cfg, base_spec: dict, overrides: list[str], work: Path,
+              key: str | None = None) -> dict:
+    """One child of `side` (key: its name in the report, a model family's evaluation rows: "eval_loop prior=vamp")."""
+    stem = "".join(c if c.isalnum() or c in "_-" else "_" for c in (key or side))
+    report, log = work / f"{stem}_r{repeat}.json", work / f"{stem}_r{repeat}.log"
     if side == "a":
         run_dir = work / f"a_r{repeat}"
         total = cfg.warmup_steps + cfg.steps
@@ -157,7 +180,7 @@ def run(cfg, work: Path) -> dict:
     train_cfg = compose("train", overrides=overrides)  # what side a composes, for the models of b and c
     base_spec = {
         "data": data,
-        "model": OmegaConf.to_container(train_cfg.model, resolve=True),
+        **_model_spec(train_cfg),
         "loss": OmegaConf.to_container(train_cfg.loss, resolve=True),
         "optimizer": OmegaConf.to_container(train_cfg.schedule.optimizer, resolve=True),
         "seed": cfg.seed,
@@ -171,14 +194,19 @@ def run(cfg, work: Path) -> dict:
     order = [*cfg.sides, "imports"]
     if cfg.evaluation.enabled:
         order += ["eval_vae_lab", "eval_loop"]
-    runs: dict[str, list[dict]] = {side: [] for side in order}
+    jobs = [(side, side, base_spec) for side in order]  # (name in the report, side, spec)
+    for family in _families(cfg, train_cfg) if cfg.evaluation.enabled else []:  # "prior=vamp": its own model
+        spec = {**base_spec, **_model_spec(compose("train", overrides=[*overrides, *family.split()]))}
+        spec["evaluation"] = {**spec["evaluation"], "num_images": cfg.evaluation.family_images}
+        jobs += [(f"{side} {family}", side, spec) for side in ("eval_vae_lab", "eval_loop")]
+    runs: dict[str, list[dict]] = {key: [] for key, _, _ in jobs}
     for repeat in range(cfg.repeats):
-        for side in order:
-            report = _run_side(side, repeat, cfg, base_spec, overrides, work)
-            runs[side].append(report)
+        for key, side, spec in jobs:
+            report = _run_side(side, repeat, cfg, spec, overrides, work, key)
+            runs[key].append(report)
             ips = report.get("images_per_s")
             shown = f"{ips:.1f} images/s" if ips is not None else f"{report['import_s']:.2f} s to import"
-            print(f"repeat {repeat + 1}/{cfg.repeats} side {side}: {shown}", flush=True)
+            print(f"repeat {repeat + 1}/{cfg.repeats} side {key}: {shown}", flush=True)
 
     import torch
 

@@ -58,7 +58,8 @@ def build_model(spec: dict, shape, num_classes: int):
 
     torch.manual_seed(spec["seed"])
     data_spec = DataSpec(shape=tuple(shape), num_classes=num_classes or None, class_names=None, has_test=False)
-    model = VAE(**model_kwargs(OmegaConf.create({"model": spec["model"]}), data_spec))
+    model_cfg = OmegaConf.create({key: spec[key] for key in ("model", "prior", "posterior") if key in spec})
+    model = VAE(**model_kwargs(model_cfg, data_spec))
     return model.to(spec["device"])
 
 

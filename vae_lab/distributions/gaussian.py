@@ -1,9 +1,13 @@
 """The diagonal Gaussian posterior q(z|x) = N(mu(x), diag sigma(x)^2): today's default, and the IAF's base."""
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Independent, Normal
+from torch.distributions import Distribution, Independent, Normal
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def diagonal_gaussian(params: torch.Tensor, min_scale: float = 1e-4) -> Independent:
@@ -32,3 +36,30 @@ class GaussianPosterior(nn.Module):
 
     def forward(self, params: torch.Tensor) -> Independent:
         return diagonal_gaussian(params, self.min_scale)
+
+
+def is_diagonal_normal(dist: Distribution) -> bool:
+    """True for Independent(Normal) over exactly the last dim: a diagonal Gaussian with event shape (D,)."""
+    return isinstance(dist, Independent) and type(dist.base_dist) is Normal and dist.reinterpreted_batch_ndims == 1
+
+
+def standardised_log_prob(u: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, diag sigma^2) from u = (z - mu) / sigma: sum(-u^2/2 - log sigma - log(2 pi)/2) over the last dim."""
+    return -0.5 * torch.linalg.vecdot(u, u) - scale.log().sum(-1) - u.shape[-1] * _HALF_LOG_2PI
+
+
+def diagonal_normal_rsample_with_log_prob(q_z: Independent, sample_shape=torch.Size()):
+    """(z, log q(z)) of a diagonal Gaussian: z = mu + sigma eps, log q from the noise eps itself (no Normal rebuilt).
+
+    eps is drawn exactly as Normal.rsample draws it (an empty tensor's normal_()), so a seed gives the same z.
+    """
+    base = q_z.base_dist
+    eps = torch.empty(base._extended_shape(torch.Size(sample_shape)), dtype=base.loc.dtype,
+                      device=base.loc.device).normal_()  # (..., B, D)
+    return base.loc + eps * base.scale, standardised_log_prob(eps, base.scale)
+
+
+def diagonal_normal_log_prob(p: Independent, z: torch.Tensor) -> torch.Tensor:
+    """log p(z) of a diagonal Gaussian in two passes over z, the same numbers as p.log_prob(z): (..., D) -> (...)."""
+    base = p.base_dist
+    return standardised_log_prob((z - base.loc) / base.scale, base.scale)

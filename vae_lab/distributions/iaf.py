@@ -76,6 +76,11 @@ class IAFDistribution(Distribution):
         eps = torch.randn(torch.Size(sample_shape) + loc.shape, device=loc.device, dtype=loc.dtype)
         return self.from_noise(eps)
 
+    def rsample_with_log_prob(self, sample_shape: torch.Size = torch.Size()) -> tuple[Tensor, Tensor]:
+        """(z, log q(z|x)) of one rsample: the flow's log-density is a by-product of drawing z (Algorithm 1)."""
+        z = self.rsample(sample_shape)
+        return z, self._cache[1]
+
     def inverse(self, z: Tensor) -> Tensor:
         """The base sample z_0 = flow^-1(z) (..., B, D)."""
         for made in reversed(self.steps):

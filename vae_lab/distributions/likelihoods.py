@@ -5,6 +5,7 @@ with every normalising constant included. What that number is a log-probability 
 and on the data (binary, 8-bit, dequantised): vae_lab.units.likelihood_status says.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -59,12 +60,6 @@ def _per_channel(n: int) -> Callable[[int, int], int]:
 def _independent(base: Distribution) -> Distribution:
     return Independent(base, _IMAGE_DIMS)
 
-    def log_prob(self, p_x: Distribution, x: torch.Tensor) -> torch.Tensor:
-        """log p(x|z) per image for p_x built by this likelihood: (..., C, H, W) -> (...); fused when available."""
-        if self.fused_log_prob is None:
-            return p_x.log_prob(x)
-        return self.fused_log_prob(p_x.base_dist, x)
-
 
 def _bernoulli(raw, **_):
     # logits form: stable, and allowed under autocast (F.binary_cross_entropy is not).
@@ -72,6 +67,7 @@ def _bernoulli(raw, **_):
     return _independent(Bernoulli(logits=raw, validate_args=False))
 
 
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _PRODUCT_GROUP = 112  # factors in [1/2, 1] per product: 2^-112 stays a normal float32 (> 2^-126)
 
 
@@ -96,6 +92,13 @@ def _bernoulli_log_prob(dist: Bernoulli, x: torch.Tensor) -> torch.Tensor:
     x = x.to(logits.dtype).flatten(-_IMAGE_DIMS).expand_as(logits)
     x_dot_l = torch.linalg.vecdot(logits, x)  # (...): one pass, no (..., N) temporary
     return x_dot_l - torch.relu(logits).sum(-1) + _sum_log_sigmoid(logits)
+
+
+def _normal_log_prob(dist: Normal, x: torch.Tensor) -> torch.Tensor:
+    """sum log N(x; mu, sigma^2) over the image from u = (x - mu) / sigma: (..., C, H, W) -> (...)."""
+    loc, scale = dist.loc.flatten(-_IMAGE_DIMS), dist.scale.flatten(-_IMAGE_DIMS)  # (..., N)
+    u = (x.to(loc.dtype).flatten(-_IMAGE_DIMS) - loc).div_(scale)
+    return -0.5 * torch.linalg.vecdot(u, u) - scale.log().sum(-1) - loc.shape[-1] * _HALF_LOG_2PI
 
 
 def _continuous_bernoulli(raw, **_):
@@ -138,8 +141,9 @@ def _logistic_mixture(raw, min_scale: float = 1e-3, channels: int = 1, component
 LIKELIHOODS: dict[str, Likelihood] = {
     "bernoulli": Likelihood("bernoulli", "binary", _per_channel(1), _bernoulli, _bernoulli_log_prob),
     "continuous_bernoulli": Likelihood("continuous_bernoulli", "density", _per_channel(1), _continuous_bernoulli),
-    "gaussian": Likelihood("gaussian", "density", _per_channel(1), _gaussian_fixed),
-    "gaussian_learned": Likelihood("gaussian_learned", "density", _per_channel(2), _gaussian_learned),
+    "gaussian": Likelihood("gaussian", "density", _per_channel(1), _gaussian_fixed, _normal_log_prob),
+    "gaussian_learned": Likelihood("gaussian_learned", "density", _per_channel(2), _gaussian_learned,
+                                   _normal_log_prob),
     "discretized_logistic": Likelihood("discretized_logistic", "discrete", _per_channel(2),
                                        _discretized("logistic")),
     "discretized_gaussian": Likelihood("discretized_gaussian", "discrete", _per_channel(2),

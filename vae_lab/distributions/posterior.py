@@ -8,14 +8,19 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from vae_lab.distributions.gaussian import GaussianPosterior, diagonal_gaussian
+from vae_lab.distributions.gaussian import (
+    GaussianPosterior,
+    diagonal_gaussian,
+    diagonal_normal_rsample_with_log_prob,
+    is_diagonal_normal,
+)
 from vae_lab.distributions.iaf import IAFDistribution, IAFPosterior
 from vae_lab.errors import ConfigError, choices_error
 
 POSTERIORS: dict[str, type[nn.Module]] = {"gaussian": GaussianPosterior, "iaf": IAFPosterior}
 
 __all__ = ["POSTERIORS", "build_posterior", "diagonal_gaussian", "posterior_code", "reparameterise",
-           "sample_with_seed"]
+           "rsample_with_log_prob", "sample_with_seed"]
 
 
 def build_posterior(name: str, **kwargs) -> nn.Module:
@@ -50,3 +55,17 @@ def posterior_code(q_z: Distribution) -> Tensor:
         loc = q_z.base.base_dist.loc
         return q_z.from_noise(torch.zeros_like(loc))
     return q_z.mean
+
+
+def rsample_with_log_prob(q_z: Distribution, sample_shape: torch.Size = torch.Size()) -> tuple[Tensor, Tensor]:
+    """(z, log q(z|x)) for z = q_z.rsample(sample_shape), the same z, from the noise where the family allows it.
+
+    A diagonal Gaussian's log-density from its standard normal noise, an IAF's as a by-product of its flow
+    (Kingma et al. 2016, Algorithm 1); any other Distribution: rsample, then log_prob.
+    """
+    if isinstance(q_z, IAFDistribution):
+        return q_z.rsample_with_log_prob(sample_shape)
+    if is_diagonal_normal(q_z):
+        return diagonal_normal_rsample_with_log_prob(q_z, sample_shape)
+    z = q_z.rsample(sample_shape)
+    return z, q_z.log_prob(z)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
 
+from vae_lab.distributions.gaussian import diagonal_normal_log_prob, is_diagonal_normal
 from vae_lab.errors import ConfigError, choices_error
 
 MIN_SCALE = 1e-4  # floor of the mixture's component scales: softplus(raw) + floor never reaches 0
@@ -150,3 +151,34 @@ def build_prior(name: str, **kwargs) -> nn.Module:
     if name != "standard_normal" and kwargs.get("num_components", 1) < 1:
         raise ConfigError(f"prior.num_components={kwargs['num_components']} is invalid: must be an integer >= 1")
     return PRIORS[name](**kwargs)
+
+
+def mixture_log_prob(p_z: MixtureSameFamily, z: Tensor) -> Tensor:
+    """log sum_k pi_k N(z; mu_k, diag s_k^2) with the K quadratic forms as two matmuls: (..., D) -> (...).
+
+    sum_d (z_d - mu_kd)^2 / s_kd^2 = z^2 . (1/s_k^2) - 2 z . (mu_k/s_k^2) + sum_d mu_kd^2/s_kd^2, so the (N, K, D)
+    tensor of MixtureSameFamily.log_prob becomes (N, D) x (D, K) products (the VampPrior's K = 500: ~D x fewer
+    passes over memory). In float64: the expansion cancels where z is near a narrow component's mean.
+    """
+    base = p_z.component_distribution.base_dist
+    loc, inv_var = base.loc.double(), base.scale.double().pow(-2)  # (K, D)
+    const = (p_z.mixture_distribution.logits.double().log_softmax(-1) - base.scale.double().log().sum(-1)
+             - 0.5 * (loc.pow(2) * inv_var).sum(-1) - loc.shape[-1] * 0.5 * math.log(2 * math.pi))  # (K,)
+    weighted_loc = loc * inv_var  # (K, D)
+    parts = []
+    for part in z.reshape(-1, z.shape[-1]).split(max(1, LOG_PROB_CHUNK // (8 * loc.shape[0]))):  # (n, D) each
+        part = part.double()
+        quadratic = part.pow(2) @ inv_var.T - 2 * part @ weighted_loc.T  # (n, K)
+        parts.append(torch.logsumexp(const - 0.5 * quadratic, -1))
+    return torch.cat(parts).to(z.dtype).reshape(z.shape[:-1])
+
+
+def prior_log_prob(p_z: Distribution, z: Tensor) -> Tensor:
+    """log p(z), the same numbers as p_z.log_prob(z) in fewer passes: a diagonal Gaussian from (z - mu) / sigma,
+    a mixture of diagonal Gaussians (mog, vamp) by matmuls; any other prior by its log_prob."""
+    if is_diagonal_normal(p_z):
+        return diagonal_normal_log_prob(p_z, z)
+    if isinstance(p_z, MixtureSameFamily) and is_diagonal_normal(p_z.component_distribution) \
+            and p_z.component_distribution.base_dist.loc.dim() == 2:
+        return mixture_log_prob(p_z, z)
+    return p_z.log_prob(z)
