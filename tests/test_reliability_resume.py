@@ -221,8 +221,9 @@ def test_resume_with_changed_training_settings_warns_in_one_line(reference):
     changed = cli(f"resume={run_dir}", "schedule.lr=0.0003", "schedule.batch_size=32", "seed=7")
     assert changed.returncode == 0, changed.stderr[-3000:]
     warnings = [line for line in changed.stderr.splitlines() if line.startswith("warning: resume=")]
-    assert warnings == [f"warning: resume={run_dir} continues with changed training settings: schedule.batch_size "
-                        "64 → 32, schedule.lr 0.001 → 0.0003, seed 42 → 7 (.hydra/config.yaml keeps the first run's)"]
+    assert warnings == [f"warning: resume={run_dir} continues with changed training settings: "
+                        "schedule.batch_size 64 → 32, schedule.lr 0.001 → 0.0003, seed 42 → 7 "
+                        "(.hydra/config.yaml keeps the first run's)"]
     same = cli(f"resume={run_dir}")
     assert same.returncode == 0 and "warning: resume=" not in same.stderr
     shape = cli(f"resume={run_dir}", "model.latent_dim=8")

@@ -119,8 +119,10 @@ def set_aside_leftovers(run_dir: Path) -> Path | None:
     leftovers = [run_dir / name for name in LEFTOVERS if (run_dir / name).exists()]
     if not leftovers:
         return None
-    aside = run_dir / f"{ABORTED_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}"
-    aside = next(p for i in range(1000) if not (p := aside.with_name(f"{aside.name}{'' if i == 0 else f'_{i}'}")).exists())
+    stamp = f"{ABORTED_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}"
+    aside, n = run_dir / stamp, 1
+    while aside.exists():  # two dead starts within one second
+        aside, n = run_dir / f"{stamp}_{n}", n + 1
     aside.mkdir()
     for path in leftovers:
         path.rename(aside / path.name)

@@ -145,6 +145,8 @@ class Resumable(L.Callback):
             # max_steps reached: Lightning would not enter the loop; one more allowed step lets it run the redone
             # validation (advance returns before training), and on_validation_end restores the limit
             self._max_steps, loop.max_steps = loop.max_steps, self._redo_step + 1
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -160,8 +162,6 @@ class Resumable(L.Callback):
             self._phase, self._redo_step = "idle", None
             if self._max_steps is not None:
                 trainer.fit_loop.epoch_loop.max_steps, self._max_steps = self._max_steps, None
-        if threading.current_thread() is threading.main_thread():
-            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
