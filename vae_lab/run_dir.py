@@ -45,8 +45,10 @@ LOCK_NAME = ".run.lock"
 _HELD_LOCKS: dict[str, tuple] = {}  # run dir -> (its FileLock, created by us), held until this process ends
 
 
-def lock_run_dir(run_dir: Path) -> None:
+def lock_run_dir(run_dir: Path) -> bool:
     """Hold `run_dir`'s exclusive OS lock (flock) for the rest of this process, or refuse naming its holder's PID.
+
+    True if this call took it, False if this process already held it.
 
     The kernel releases the lock when the holder dies, however it dies: no stale lock survives a SIGKILL.
     """
@@ -54,7 +56,7 @@ def lock_run_dir(run_dir: Path) -> None:
 
     run_dir = Path(run_dir).expanduser().resolve()
     if str(run_dir) in _HELD_LOCKS:
-        return
+        return False
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_NAME
     created = not path.exists()
@@ -67,6 +69,7 @@ def lock_run_dir(run_dir: Path) -> None:
                           "end or choose another directory") from None
     path.write_text(f"{os.getpid()}\n")  # the contenders read it; filelock never truncates the file
     _HELD_LOCKS[str(run_dir)] = (lock, created)
+    return True
 
 
 def run_dir_busy(run_dir: Path) -> bool:

@@ -53,9 +53,10 @@ class RunDirGuard(Callback):
         run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir"))).expanduser()
         if is_secondary_rank():
             return
-        lock_run_dir(run_dir)  # before any check or marker: a second start waits for nothing, it is refused
+        took = lock_run_dir(run_dir)  # before any check or marker: a second start waits for nothing, it is refused
         if run_results(run_dir):
-            unlock_run_dir(run_dir)  # the refused start leaves the directory as it found it
+            if took:
+                unlock_run_dir(run_dir)  # the refused start leaves the directory as it found it
             raise ConfigError(
                 f"hydra.run.dir={run_dir} already holds a run ({', '.join(run_results(run_dir))}); "
                 f"choose a new directory, or continue that run with resume={run_dir}"
