@@ -17,8 +17,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_STEPS = 200  # 8 epochs of digits at batch 64: the kill lands soon after the first checkpoint (step 35)
-# Periodic checkpoints every 35 steps, validation every 50: they never coincide before step 350, so every
-# checkpoint a kill can leave behind is one Lightning restarts from without skipping a validation.
+# Periodic checkpoints every 35 steps, validation every 50: they never coincide before step 350 (checkpoints that
+# fall on a validation step, whose validation resume redoes, are tested in test_reliability_resume.py).
 RUN = [f"trainer.max_steps={MAX_STEPS}", "trainer.max_epochs=-1", "trainer.val_check_interval=50",
        "trainer.check_val_every_n_epoch=null", "callbacks=no_images",
        "callbacks.periodic_checkpoint.every_n_train_steps=35", "trainer.enable_progress_bar=false",

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from vae_lab.model_args import MODEL_RULES
 from vae_lab.rules import Rule
 from vae_lab.errors import CheckpointError, VaeLabError
-from vae_lab.io import atomic_write_bytes
+from vae_lab.io import _fsync_dir, atomic_write_bytes
 
 CONFIG_NAME = "config.json"  # the model's init args
 WEIGHTS_NAME = "model.safetensors"
@@ -298,13 +298,21 @@ def train_config(folder: Path) -> DictConfig | None:
         raise CheckpointError(f"{path} is not valid YAML: {str(err).splitlines()[0][:200]}") from None
 
 
+def _swap_names(out_dir: Path) -> tuple[Path, Path, Path]:
+    """(being written, complete and waiting to be swapped in, the previous one being swapped out) beside out_dir."""
+    return tuple(out_dir.parent / f".{out_dir.name}.{tag}" for tag in ("tmp", "new", "old"))
+
+
 def write_artifact(out_dir: Path, files: dict[str, bytes]) -> Path:
     """Write `files` as the artifact directory `out_dir`, replacing any previous one whole.
 
-    Built aside in a hidden sibling, then swapped in: readers never see a half-written artifact.
+    Built in `.<name>.tmp` (each file fsync'ed), renamed to `.<name>.new` once complete (the rename is the mark of
+    completeness), then swapped in: readers never see a half-written artifact, and a crash at any point leaves
+    a state `recover_artifact` completes.
     """
     out_dir = Path(out_dir)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp"
+    recover_artifact(out_dir)
+    tmp, new, old = _swap_names(out_dir)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         for name, data in files.items():
@@ -312,10 +320,38 @@ def write_artifact(out_dir: Path, files: dict[str, bytes]) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = out_dir.parent / f".{out_dir.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
+    tmp.rename(new)
+    _fsync_dir(out_dir.parent)
+    return _swap_in(out_dir)
+
+
+def _swap_in(out_dir: Path) -> Path:
+    """Replace out_dir by the complete `.<name>.new` (out_dir -> .old, .new -> out_dir), then drop the .old."""
+    _, new, old = _swap_names(out_dir)
     if out_dir.exists():
+        shutil.rmtree(old, ignore_errors=True)
         out_dir.rename(old)
-    tmp.rename(out_dir)
+    new.rename(out_dir)
+    _fsync_dir(out_dir.parent)
     shutil.rmtree(old, ignore_errors=True)
     return out_dir
+
+
+def recover_artifact(out_dir: Path) -> Path | None:
+    """Finish a swap a crash interrupted; returns out_dir if it exists afterwards.
+
+    `.<name>.new` is complete (renamed only after every file was fsync'ed): it is swapped in. Without it, a lone
+    `.<name>.old` (out_dir missing) is the previous complete artifact and is put back. A `.tmp` is a half-written
+    copy and is removed.
+    """
+    out_dir = Path(out_dir)
+    tmp, new, old = _swap_names(out_dir)
+    if new.is_dir():
+        _swap_in(out_dir)
+    elif old.is_dir():
+        if out_dir.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.rename(out_dir)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir if out_dir.is_dir() else None

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from vae_lab import artifact, hub
 from vae_lab.errors import CheckpointError, ConfigError
 from vae_lab.model import VAE
-from vae_lab.run_dir import best_checkpoint, model_state, read_checkpoint, run_config
+from vae_lab.run_dir import best_checkpoint, model_state, read_checkpoint, run_config, run_dir_busy
 
 
 @dataclass
@@ -61,6 +61,8 @@ def load_model(ref: str | Path, revision: str | None = None) -> LoadedModel:
     A Hub id's revision (branch, tag or commit) is pinned by `revision` or as 'owner/name@revision'.
     """
     path = Path(ref).expanduser()
+    if (path.is_dir() or not path.exists()) and path.parent.is_dir() and not run_dir_busy(path.parent):
+        artifact.recover_artifact(path)  # finish an artifact swap a crash interrupted (a no-op without its debris)
     if path.is_file() and path.suffix == ".ckpt":
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
         return LoadedModel(model_from_checkpoint(path).eval(), run_config(run_dir), path, run_dir)

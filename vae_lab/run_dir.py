@@ -7,16 +7,18 @@
   metrics.json                                 final metrics of the best checkpoint (`best_checkpoint` names it)
   artifact/                                    the shareable model (vae_lab.artifact)
   images/, tensorboard/, train.log
+  .run.lock                                    the running process's exclusive lock (its PID inside)
 """
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from vae_lab.errors import CheckpointError
+from vae_lab.errors import CheckpointError, ConfigError
 from vae_lab.io import atomic_write_json
 
 CHECKPOINT_DIR = "checkpoints"
@@ -30,9 +32,69 @@ OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 # What a started run leaves behind; a directory holding any of them belongs to that run.
 RUN_FILES = (METRICS_NAME, RUN_INFO_NAME)
 RUN_GLOBS = (f"{CHECKPOINT_DIR}/*.ckpt", "tensorboard/events.out.tfevents.*")
+# What makes a run worth keeping: a checkpoint to resume or results. A directory with none of them holds only
+# the leftovers of a start that died early; a new start there sets these aside (ABORTED_PREFIX<time>/) and begins.
+RESULT_FILES = (METRICS_NAME, ARTIFACT_DIR)
+RESULT_GLOBS = (f"{CHECKPOINT_DIR}/*.ckpt", "hpc_ckpt_*.ckpt")
+LEFTOVERS = (".hydra", "train.log", RUN_INFO_NAME, "tensorboard", "csv", IMAGES_DIR, CHECKPOINT_DIR)
+ABORTED_PREFIX = ".aborted_"
 # Checkpoint keys only a training checkpoint has (a weights-only or foreign file lacks them).
 TRAINING_KEYS = ("state_dict", "hyper_parameters", "optimizer_states", "loops", "global_step")
 MODEL_PREFIX = "model."  # VAEModule keeps the VAE at `self.model`
+LOCK_NAME = ".run.lock"
+_HELD_LOCKS: dict[str, tuple] = {}  # run dir -> (its FileLock, created by us), held until this process ends
+
+
+def lock_run_dir(run_dir: Path) -> bool:
+    """Hold `run_dir`'s exclusive OS lock (flock) for the rest of this process, or refuse naming its holder's PID.
+
+    True if this call took it, False if this process already held it.
+
+    The kernel releases the lock when the holder dies, however it dies: no stale lock survives a SIGKILL.
+    """
+    from filelock import FileLock, Timeout
+
+    run_dir = Path(run_dir).expanduser().resolve()
+    if str(run_dir) in _HELD_LOCKS:
+        return False
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_NAME
+    created = not path.exists()
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        holder = path.read_text().strip() if path.is_file() else ""
+        raise ConfigError(f"{run_dir} is in use by another run (PID {holder or 'unknown, starting'}); wait for it to "
+                          "end or choose another directory") from None
+    path.write_text(f"{os.getpid()}\n")  # the contenders read it; filelock never truncates the file
+    _HELD_LOCKS[str(run_dir)] = (lock, created)
+    return True
+
+
+def run_dir_busy(run_dir: Path) -> bool:
+    """Whether another live process holds `run_dir`'s lock (it may be writing there right now)."""
+    from filelock import FileLock, Timeout
+
+    path = Path(run_dir).expanduser().resolve() / LOCK_NAME
+    if str(path.parent) in _HELD_LOCKS or not path.is_file():
+        return False
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def unlock_run_dir(run_dir: Path) -> None:
+    """Release the lock taken by lock_run_dir (a refused start), removing its file if this process created it."""
+    lock, created = _HELD_LOCKS.pop(str(Path(run_dir).expanduser().resolve()), (None, False))
+    if lock is not None:
+        if created:
+            (Path(lock.lock_file)).unlink(missing_ok=True)
+        lock.release()
 
 
 def run_contents(run_dir: Path) -> list[str]:
@@ -44,6 +106,30 @@ def run_contents(run_dir: Path) -> list[str]:
         if next(iter(run_dir.glob(pattern)), None) is not None:
             found.append(pattern.split("/")[0] + "/")
     return found
+
+
+def run_results(run_dir: Path) -> list[str]:
+    """The checkpoints and results in `run_dir` (empty: nothing there is worth keeping or resuming)."""
+    if not run_dir.is_dir():
+        return []
+    found = [name for name in RESULT_FILES if (run_dir / name).exists()]
+    return found + [pattern for pattern in RESULT_GLOBS if next(iter(run_dir.glob(pattern)), None) is not None]
+
+
+def set_aside_leftovers(run_dir: Path) -> Path | None:
+    """Move the files of a start that left no checkpoint and no results into `<run dir>/.aborted_<time>/`
+    (None: there were none). Nothing is deleted; the caller holds the directory's lock and checked run_results."""
+    leftovers = [run_dir / name for name in LEFTOVERS if (run_dir / name).exists()]
+    if not leftovers:
+        return None
+    stamp = f"{ABORTED_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}"
+    aside, n = run_dir / stamp, 1
+    while aside.exists():  # two dead starts within one second
+        aside, n = run_dir / f"{stamp}_{n}", n + 1
+    aside.mkdir()
+    for path in leftovers:
+        path.rename(aside / path.name)
+    return aside
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

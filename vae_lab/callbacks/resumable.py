@@ -83,26 +83,85 @@ class Resumable(L.Callback):
         self._signal: int | None = None  # the signal that asked the run to stop
         self._saved_step: int | None = None  # global step of the checkpoint written for that request
         self._previous_sigint: Any = None
+        self._trainer: L.Trainer | None = None
+        self._phase = "idle"  # batch_end: after a step's update, before its validation; validating: inside it
+        self._redo_step: int | None = None  # global step of a restored checkpoint whose validation is redone
+        self._max_steps: int | None = None  # trainer's max_steps while a final-step validation is redone
 
     @property
     def state_key(self) -> str:
         return "Resumable"
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": rng_state()}
+        return {"rng": rng_state(), "pending_validation": self._validation_pending()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Called while Lightning restores a checkpoint, before the first resumed step draws any noise.
         set_rng_state(state_dict["rng"])
+
+    def _validation_pending(self) -> bool:
+        """Whether a checkpoint taken now precedes the end of a validation due at this step (it must be redone)."""
+        if self._phase == "validating":
+            return True
+        trainer = self._trainer
+        if self._phase != "batch_end" or trainer is None:
+            return False
+        # Lightning's own test, the one it applies right after on_train_batch_end (where step checkpoints are taken)
+        return bool(trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        # A checkpoint taken after step G's update but before G's validation ended (a step checkpoint, or a signal
+        # inside that validation): Lightning would skip that validation on resume (it assumes it ran), so the
+        # published metrics and best checkpoint would miss it. Rewrite the loop counters to Lightning's
+        # "restarted mid-evaluation" state, with the validation's progress at zero: it is redone whole.
+        loops = checkpoint["loops"]["fit_loop"]
+        if not (checkpoint.get("callbacks", {}).get(self.state_key) or {}).get("pending_validation"):
+            epoch = loops["epoch_progress"]["current"]
+            if trainer.max_steps != -1 and checkpoint["global_step"] >= trainer.max_steps \
+                    and epoch["processed"] < epoch["started"]:
+                # Saved inside the epoch loop (a step or validation end), before Lightning's end-of-step
+                # `_batches_that_stepped += 1`, which a resumed loop replays but a finished run (fit skipped) never
+                # reaches: the final validation would be logged at the last validation's step again.
+                loops["epoch_loop.state_dict"]["_batches_that_stepped"] += 1
+            return
+        train = loops["epoch_loop.batch_progress"]
+        for part in ("total", "current"):  # the step's hooks had finished: completed == processed
+            train[part]["completed"] = train[part]["processed"]
+        val = loops["epoch_loop.val_loop.batch_progress"]
+        done = val["total"]["completed"]
+        val["total"] = {"ready": done + 1, "started": done + 1, "processed": done, "completed": done}
+        val["current"] = {"ready": 0, "started": 0, "processed": 0, "completed": 0}
+        val["is_last_batch"] = False
+        self._redo_step = int(checkpoint["global_step"])
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # leave special strategies' IO alone
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._signal, self._saved_step = None, None
+        self._signal, self._saved_step, self._trainer = None, None, trainer
+        loop = trainer.fit_loop.epoch_loop
+        if self._redo_step is not None and loop.max_steps != -1 and self._redo_step >= loop.max_steps:
+            # max_steps reached: Lightning would not enter the loop; one more allowed step lets it run the redone
+            # validation (advance returns before training), and on_validation_end restores the limit
+            self._max_steps, loop.max_steps = loop.max_steps, self._redo_step + 1
         if threading.current_thread() is threading.main_thread():
             self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._phase = "idle"
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self._phase = "validating"
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # runs before ModelCheckpoint's (Lightning orders checkpoint callbacks last): its save sees no pending work
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self._phase, self._redo_step = "idle", None
+            if self._max_steps is not None:
+                trainer.fit_loop.epoch_loop.max_steps, self._max_steps = self._max_steps, None
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
@@ -124,6 +183,7 @@ class Resumable(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        self._phase = "batch_end"
         # One process: save right after the step. Under DDP the ranks agree on stopping only at Lightning's
         # broadcast, so the checkpoint (a collective call) waits for on_exception.
         if trainer.world_size == 1 and self._stop_requested(trainer) and self._saved_step is None:

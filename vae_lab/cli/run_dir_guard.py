@@ -1,5 +1,6 @@
 """Hydra callback: validate the config and pick the run directory before Hydra writes anything into it."""
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +11,18 @@ from vae_lab.cli.errors import report_user_errors
 from vae_lab.errors import ConfigError
 from vae_lab.io import check_writable_dir
 from vae_lab.resume import is_secondary_rank, resolve_resume
-from vae_lab.run_dir import latest_checkpoint, run_contents
+from vae_lab.run_dir import (latest_checkpoint, lock_run_dir, run_contents, run_results, set_aside_leftovers,
+                             unlock_run_dir)
 
 
 class RunDirGuard(Callback):
     """Hydra callback: validate the config and pick the run directory before Hydra writes anything into it.
 
-    A fresh run whose `hydra.run.dir` already holds a run is refused; `resume=<run dir>` points hydra.run.dir
-    at that run and leaves its `.hydra/` as it was (the resumed config is checked against its checkpoint).
+    The run directory's lock is taken first (a second process there is refused, naming the holder's PID). A fresh
+    run whose `hydra.run.dir` holds a checkpoint or results is refused; one that holds only the leftovers of a
+    start that died before its first checkpoint sets them aside and starts there. `resume=<run dir>` points
+    hydra.run.dir at that run and leaves its `.hydra/` as it was (the resumed config is checked against its
+    checkpoint).
     """
 
     @report_user_errors
@@ -27,7 +32,7 @@ class RunDirGuard(Callback):
         validate(config)
         if config.get("resume") == "auto":  # same command line for the first start and every requeue (SLURM)
             run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir"))).expanduser()
-            config.resume = str(run_dir) if latest_checkpoint(run_dir) else None
+            config.resume = str(run_dir) if latest_checkpoint(run_dir) else None  # no checkpoint: start fresh there
         resume, ckpt_path = config.get("resume"), config.get("ckpt_path")
         if resume is not None and ckpt_path is not None:
             raise ConfigError(f"resume={resume} and ckpt_path={ckpt_path}: set one of them")
@@ -41,18 +46,28 @@ class RunDirGuard(Callback):
         if resume is not None:
             run_dir, _ = resolve_resume(resume)
             check_writable_dir(run_dir, "resume")
+            if not is_secondary_rank():  # DDP's other ranks run in rank 0's directory, under its lock
+                lock_run_dir(run_dir)
             with read_write(config.hydra), open_dict(config.hydra):
                 config.hydra.run.dir = str(run_dir)
                 config.hydra.output_subdir = None  # keep the run's own .hydra/config.yaml and overrides.yaml
             return
         run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir"))).expanduser()
         check_writable_dir(run_dir, "hydra.run.dir")
-        found = run_contents(run_dir)
-        if found and not is_secondary_rank():
+        if is_secondary_rank():
+            return
+        took = lock_run_dir(run_dir)  # before any check or marker: a second start waits for nothing, it is refused
+        if run_results(run_dir):
+            if took:
+                unlock_run_dir(run_dir)  # the refused start leaves the directory as it found it
             raise ConfigError(
-                f"hydra.run.dir={run_dir} already holds a run ({', '.join(found)}); choose a new directory, "
-                f"or continue that run with resume={run_dir}"
+                f"hydra.run.dir={run_dir} already holds a run ({', '.join(run_results(run_dir))}); "
+                f"choose a new directory, or continue that run with resume={run_dir}"
             )
+        aside = set_aside_leftovers(run_dir)
+        if aside is not None:
+            print(f"{run_dir} held a start that left no checkpoint: its files are now in {aside}; starting fresh",
+                  file=sys.stderr, flush=True)
 
     @report_user_errors
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
