@@ -114,6 +114,7 @@ def test_what_several_steps_per_call_cannot_keep_is_refused_in_one_line(tmp_path
         validate(cfg)
 
 
+@pytest.mark.slow  # three CLI runs: ~1 min alone, ~3 min on the shared machine
 def test_resume_midway_with_eight_steps_per_call_matches_the_uninterrupted_run(tmp_path):
     """A run stopped at step 40 (mid-epoch: batch 14 of 26) and resumed ends where the uninterrupted one does."""
     common = ["schedule.steps_per_call=8", "trainer.max_epochs=-1", "callbacks=no_images",

@@ -56,8 +56,15 @@ class StepClock:
     def done(self) -> bool:
         return self.elapsed is not None
 
-    def stepped(self, num_images: int) -> None:
-        """Call after every optimizer step with the batch's number of images."""
+    def stepped(self, num_images: int, steps: int = 1) -> None:
+        """Call after every optimizer step with the batch's number of images, or once after a call of `steps`
+        optimizer steps (schedule.steps_per_call), whose wall time is then shared equally among them."""
+        step_end = time.perf_counter()
+        share = None if self._last is None else (step_end - self._last) / steps
+        for _ in range(steps):
+            self._count_step(num_images, share, step_end)
+
+    def _count_step(self, num_images: int, step_s: float | None, step_end: float) -> None:
         self.count += 1
         if self.count == 1:
             self.first_step_s = since_launch()
@@ -69,9 +76,8 @@ class StepClock:
             self._last = self.started[0]
         elif self.warmup < self.count <= self.warmup + self.steps:
             # Per-step times on the CPU only, which runs synchronously: on a GPU they would need a sync per step.
-            step_end = time.perf_counter()
-            if self._last is not None and self.device == "cpu":
-                self.step_s.append(step_end - self._last)
+            if step_s is not None and self.device == "cpu":
+                self.step_s.append(step_s)
             self._last = step_end
             if self.count == self.warmup + self.steps:
                 sync(self.device)
@@ -132,12 +138,15 @@ def step_timer(report: str, warmup: int, steps: int, device: str = "cpu"):
         def __init__(self):
             self.clock = StepClock(warmup, steps, device)
             self.extra: dict = {}
+            self.global_step = 0
 
         def on_fit_start(self, trainer, pl_module):
             self.extra = weights_fingerprint(pl_module.model)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.clock.stepped(len(batch[0]))
+            # optimizer steps of this call (schedule.steps_per_call), each counted with the size of its last batch
+            steps, self.global_step = trainer.global_step - self.global_step, trainer.global_step
+            self.clock.stepped(len(batch[0]), steps)
 
         def on_validation_start(self, trainer, pl_module):
             self.clock.pause()
@@ -146,6 +155,8 @@ def step_timer(report: str, warmup: int, steps: int, device: str = "cpu"):
             self.clock.resume()
 
         def on_train_end(self, trainer, pl_module):
-            write_report(report, self.clock.report(side="a", **self.extra))
+            side = "s" if getattr(pl_module, "steps_per_call", 1) > 1 else "a"
+            write_report(report, self.clock.report(side=side, steps_per_call=getattr(pl_module, "steps_per_call", 1),
+                                                   **self.extra))
 
     return StepTimer()

@@ -38,7 +38,7 @@ def check(cfg) -> None:
     for side in cfg.sides:
         if side not in SIDES:
             raise choices_error("sides", side, SIDES)
-    positive = ["batch_size", "steps", "warmup_steps", "repeats", "evaluation.iwae_samples",
+    positive = ["batch_size", "steps_per_call", "steps", "warmup_steps", "repeats", "evaluation.iwae_samples",
                 "evaluation.num_images", "evaluation.batch_size", "evaluation.max_decoded"]
     for key in positive:
         value = OmegaConf.select(cfg, key)
@@ -121,10 +121,11 @@ def _launch(cmd: list[str], log: Path, report: Path) -> dict:
 
 def _run_side(side: str, repeat: int, cfg, base_spec: dict, overrides: list[str], work: Path) -> dict:
     report, log = work / f"{side}_r{repeat}.json", work / f"{side}_r{repeat}.log"
-    if side == "a":
-        run_dir = work / f"a_r{repeat}"
+    if side in ("a", "s"):  # vae_lab's train.py with steps per call off (a) and on (s)
+        run_dir = work / f"{side}_r{repeat}"
+        calls = [f"schedule.steps_per_call={cfg.steps_per_call}"] if side == "s" else []
         total = cfg.warmup_steps + cfg.steps
-        cmd = [sys.executable, "-m", "vae_lab.cli.train", *overrides,
+        cmd = [sys.executable, "-m", "vae_lab.cli.train", *overrides, *calls,
                f"hydra.run.dir={run_dir}", f"trainer.max_steps={total}", "trainer.max_epochs=-1",
                "+callbacks.benchmark_timer._target_=vae_lab.bench.clock.step_timer",
                f"+callbacks.benchmark_timer.report={report}",
