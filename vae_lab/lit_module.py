@@ -302,28 +302,25 @@ class VAEModule(L.LightningModule):
         vae_opt, disc_opt = self.optimizers()
         codes: list[torch.Tensor] = []
         loss = self._step(batch, "train", codes=codes)
+        z = codes[0].detach()  # (B, D): the codes before this VAE update, as in the paper's algorithm
+        disc_loss, accuracy = discriminator_loss(self.discriminator(z), self.discriminator(permute_dims(z)))
+        if self._log_this_step():
+            # Logged next to train/loss, before any hook logs: in an epoch's first call Lightning drops a hook's
+            # values when another hook (the guard's on_before_optimizer_step) logged in between.
+            self.log("train/disc_loss", disc_loss.detach().cpu(), on_step=True, on_epoch=False, batch_size=1)
+            self.log("train/disc_accuracy", accuracy.detach().cpu(), on_step=True, on_epoch=False, batch_size=1)
         vae_opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         vae_opt.step()  # counts as the global step; runs on_before_optimizer_step (guard, then clipping)
         for scheduler in self._schedulers():
             scheduler.step()
 
-        z = codes[0].detach()  # (B, D): the codes before this VAE update, as in the paper's algorithm
-        disc_loss, accuracy = discriminator_loss(self.discriminator(z), self.discriminator(permute_dims(z)))
-        disc_opt.zero_grad(set_to_none=True)
+        disc_opt.zero_grad(set_to_none=True)  # also drops what the VAE's loss put into the discriminator's grads
         self.manual_backward(disc_loss)
         # Through the strategy, not disc_opt.step(): the precision plugin (scaling, guard and clipping hooks) runs,
         # but Lightning's step counter does not, so global_step, max_steps and schedules count VAE steps only.
         self.trainer.strategy.optimizer_step(disc_opt.optimizer, closure=lambda: None, model=self)
-        if self._log_this_step_before():
-            self.log("train/disc_loss", disc_loss.detach().cpu(), on_step=True, on_epoch=False, batch_size=1)
-            self.log("train/disc_accuracy", accuracy.detach().cpu(), on_step=True, on_epoch=False, batch_size=1)
         return loss
-
-    def _log_this_step_before(self) -> bool:
-        """_log_this_step for the step just taken (global_step has already advanced past it)."""
-        every = self.trainer.log_every_n_steps
-        return bool(self.trainer.fast_dev_run) or (every > 0 and self.global_step % every == 0)
 
     def _schedulers(self) -> list:
         schedulers = self.lr_schedulers()
