@@ -19,7 +19,7 @@ from vae_lab.cli import CONFIG_DIR
 from vae_lab.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 60  # 2 epochs of 26 steps + 8: epoch-end validation twice, a call cut by max_steps and by log steps
+STEPS = 60  # 2 epochs of 26 steps + 8: epoch-end validation twice; calls cut by epoch ends and log steps
 RUN = [f"trainer.max_steps={STEPS}", "trainer.max_epochs=-1", "trainer.enable_progress_bar=false",
        "trainer.enable_model_summary=false", "print_config=false", "logger=csv", "callbacks=none"]
 
@@ -78,7 +78,7 @@ def test_eight_steps_per_call_train_exactly_as_one(tmp_path):
 def test_clipping_kl_warmup_lr_schedule_and_a_nonfinite_step_are_per_optimizer_step(tmp_path):
     extra = ["schedule=adamw_cosine_warmup", "schedule.gradient_clip_val=0.05", "schedule.kl_warmup_epochs=0",
              "schedule.kl_warmup_steps=30", "schedule.scheduler.warmup_steps=12", "schedule.batch_size=64",
-             # step 27: inside a call that crosses the first epoch's end (steps 24..31 with N = 8)
+             # step 27: mid-call in an epoch's first call (N = 8: steps 26..29, after the short call that ends epoch 0)
              "guard.inject_nan_at_steps=[5,27]"]
     one, eight = fit(tmp_path, 1, *extra), fit(tmp_path, 8, *extra)
     assert_same_training(one, eight)
