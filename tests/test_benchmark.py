@@ -35,18 +35,19 @@ def mnist_dir():
 def check_training_sides(result: dict, batch_size: int, steps: int) -> None:
     """Every training side ran the same model for the same timed steps; ratios are those of the medians."""
     runs, sides = result["runs"], result["summary"]["sides"]
-    for side in "abcl":
+    for side in "abcls":
         (report,) = runs[side]
         assert report["side"] == side
-        assert report["timed_steps"] == steps and report["timed_images"] == steps * batch_size
+        timed = report["timed_steps"]  # side s: from a call end to a call end (the first call ends at step 2)
+        assert timed == (steps if side != "s" else 2) and report["timed_images"] == timed * batch_size
         assert report["images_per_s"] > 0 and report["first_step_s"] > 0 and report["peak_rss_mb"] > 0
         assert math.isclose(report["images_per_s"], report["timed_images"] / report["timed_s"])
         assert sides[side]["images_per_s"] == report["images_per_s"]  # the median of one repeat
         # the median step lies within the timed window: at most all of it, at least its mean share over `steps`
         assert 0 < report["median_step_s"] <= report["timed_s"]
     # one composed config and seed: the same initial weights and size on every side
-    assert len({(r["weights_checksum"], r["num_params"]) for side in "abcl" for r in runs[side]}) == 1
-    assert len({r["torch_threads"] for side in "abcl" for r in runs[side]}) == 1
+    assert len({(r["weights_checksum"], r["num_params"]) for side in "abcls" for r in runs[side]}) == 1
+    assert len({r["torch_threads"] for side in "abcls" for r in runs[side]}) == 1
     ratios = result["summary"]["ratios"]
     for name, (top, bottom) in {"a_over_b": "ab", "a_over_c": "ac", "a_over_l": "al", "l_over_b": "lb"}.items():
         assert ratios[name] == pytest.approx(sides[top]["images_per_s"] / sides[bottom]["images_per_s"])
@@ -65,10 +66,11 @@ def check_training_sides(result: dict, batch_size: int, steps: int) -> None:
 
 def test_training_sides_on_mnist(tmp_path, mnist_dir):
     proc = run_benchmark(tmp_path, f"paths.data_dir={mnist_dir}", "batch_size=16", "steps=3", "warmup_steps=1",
-                         "repeats=1", "evaluation.enabled=false")
+                         "repeats=1", "evaluation.enabled=false", "steps_per_call=2")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / "b.json").read_text())
-    assert set(result["runs"]) == {"a", "b", "c", "l", "imports"}
+    assert set(result["runs"]) == {"a", "s", "b", "c", "l", "imports"}
+    assert result["runs"]["s"][0]["steps_per_call"] == 2 and result["runs"]["a"][0]["steps_per_call"] == 1
     check_training_sides(result, batch_size=16, steps=3)
     assert result["settings"]["data_shape"] == [1, 28, 28]
     for line in ("load average", "a  vae_lab train.py", "b  hand loop", "c  seeds' DataLoader", "l  bare L.Trainer",

@@ -93,3 +93,25 @@ def test_ddp_on_two_cpu_processes_reduces_exactly_and_writes_once(tmp_path):
     rank_means = torch.stack([examples["elbo"][examples["rank"] == r].mean() for r in range(WORLD_SIZE)])
     assert abs(batch_means - exact) > 10 * TOL * abs(exact)
     assert abs(rank_means.mean().item() - exact) > 10 * TOL * abs(exact)
+
+
+@pytest.mark.slow  # two DDP runs of two CPU processes each
+def test_ddp_with_four_steps_per_call_trains_exactly_as_one(tmp_path):
+    """schedule.steps_per_call=4 under DDP: every rank takes the same steps per call, gradients all-reduced per step."""
+    weights = {}
+    for n in (1, 4):
+        run_dir = tmp_path / f"n{n}"
+        proc = subprocess.run(
+            [sys.executable, "train.py", "hardware=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={run_dir}",
+             "schedule.batch_size=4", f"schedule.steps_per_call={n}", "schedule.gradient_clip_val=0.5",
+             "trainer.max_steps=18", "trainer.max_epochs=-1", "callbacks=no_images",
+             "callbacks.periodic_checkpoint.every_n_train_steps=8", "trainer.enable_progress_bar=false",
+             "trainer.enable_model_summary=false", "print_config=false", "logger=csv"],
+            cwd=ROOT, capture_output=True, text=True, timeout=400,
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 18
+        weights[n] = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert weights[1]["global_step"] == weights[4]["global_step"] >= 16  # last.ckpt: periodic (16) or at the end
+    for name, value in weights[1]["state_dict"].items():
+        assert torch.equal(value, weights[4]["state_dict"][name]), name

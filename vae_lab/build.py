@@ -91,6 +91,7 @@ def build_module(cfg: DictConfig, spec):
         kl_warmup_epochs=float(s.kl_warmup_epochs),
         binary_data=bool(getattr(spec, "binary", False)),
         dequantize=cfg.dataset.get("dequantize", "none"),
+        steps_per_call=int(s.get("steps_per_call", 1)),  # absent from run configs saved before it existed
         **annealing,
     )
     _speed_options(cfg, module.model)
@@ -98,10 +99,11 @@ def build_module(cfg: DictConfig, spec):
 
 
 def manual_optimization(cfg: DictConfig) -> bool:
-    """Whether the objective trains a second network with its own optimizer (the LightningModule steps both)."""
+    """Whether the LightningModule steps its optimizers itself: a second network with its own optimizer, or
+    several optimizer steps per Lightning call (schedule.steps_per_call > 1)."""
     from vae_lab.objectives import ADVERSARIAL
 
-    return cfg.loss.name in ADVERSARIAL
+    return cfg.loss.name in ADVERSARIAL or int(cfg.schedule.get("steps_per_call", 1)) > 1
 
 
 def _speed_options(cfg: DictConfig, model) -> None:

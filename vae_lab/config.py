@@ -64,6 +64,7 @@ RULES = [
     Rule("schedule.batch_size", "int", lo=1),
     Rule("schedule.max_epochs", "int", lo=-1),
     Rule("schedule.gradient_clip_val", "float", lo=0, lo_open=True, nullable=True),
+    Rule("schedule.steps_per_call", "int", lo=1),
     Rule("schedule.kl_warmup_steps", "int", lo=0),
     Rule("schedule.kl_warmup_epochs", "float", lo=0),
     Rule("schedule.kl_annealing", "choice", choices=lambda: __import__("vae_lab.schedules").schedules.KL_ANNEALING),
@@ -98,6 +99,7 @@ def _check_combinations(cfg: DictConfig) -> None:
     """Choices that are valid alone but not together."""
     _check_dequantize(cfg)
     _check_latent_combinations(cfg)
+    _check_steps_per_call(cfg)
     warmup = [k for k in ("schedule.kl_warmup_steps", "schedule.kl_warmup_epochs")
               if (OmegaConf.select(cfg, k, default=0) or 0) > 0]
     name = OmegaConf.select(cfg, "loss.name", default=None)
@@ -111,6 +113,23 @@ def _check_combinations(cfg: DictConfig) -> None:
     if name == "iwae" and warmup:
         raise ConfigError(f"{warmup[0]}={OmegaConf.select(cfg, warmup[0])} has no effect with loss=iwae (the IWAE "
                           f"bound has no separate KL term to warm up): set {warmup[0]}=0 or use loss=elbo")
+
+
+def _check_steps_per_call(cfg: DictConfig) -> None:
+    """Several steps per call keep step-based checkpoints exact at call boundaries; step-based validation inside
+    an epoch counts Lightning calls, not optimizer steps, so it is refused rather than silently moved."""
+    n = OmegaConf.select(cfg, "schedule.steps_per_call", default=1) or 1
+    if n == 1:
+        return
+    interval = OmegaConf.select(cfg, "trainer.val_check_interval", default=None)
+    if interval is not None and not (isinstance(interval, float) and interval == 1.0):
+        raise ConfigError(f"trainer.val_check_interval={interval} is invalid with schedule.steps_per_call={n}: must "
+                          "be null (validate every epoch; trainer.check_val_every_n_epoch) or steps_per_call=1")
+    for name, node in (OmegaConf.select(cfg, "callbacks", default=None) or {}).items():
+        every = node.get("every_n_train_steps") if isinstance(node, DictConfig) else None
+        if every and every % n:
+            raise ConfigError(f"callbacks.{name}.every_n_train_steps={every} is invalid with schedule.steps_per_call="
+                              f"{n}: must be a multiple of it (checkpoints are taken between calls)")
 
 
 def _check_dequantize(cfg: DictConfig) -> None:

@@ -2,7 +2,6 @@
 
 import math
 import sys
-from typing import Any
 
 import lightning as L
 import torch
@@ -41,11 +40,12 @@ class VAEModule(L.LightningModule):
         kl_warmup_steps: linear KL warm-up length in optimizer steps (0: none).
         kl_warmup_epochs: the same in epochs (converted to steps at the start of training); used if > 0.
         kl_annealing: "linear" (the warm-up above) or "cyclical" (Fu et al. 2019: kl_cycles, kl_cycle_ratio).
-        gradient_clip_val, gradient_clip_algorithm: clipping done here under manual optimisation (factor_vae),
-            where Lightning refuses Trainer(gradient_clip_val=...); build.py moves the trainer's value here.
+        gradient_clip_val, gradient_clip_algorithm: clipping done here under manual optimisation (factor_vae,
+            steps_per_call > 1), where Lightning refuses Trainer(gradient_clip_val=...); build.py moves it here.
+        steps_per_call: optimizer steps per Lightning training_step (see `_training_call`); 1: Lightning's own loop.
 
-    Optimisation is Lightning's automatic one (one optimizer), except for adversarial objectives: the VAE's and
-    the discriminator's optimizers are stepped by hand in training_step (Lightning 2.x needs manual optimisation
+    Optimisation is Lightning's automatic one (one optimizer), except for adversarial objectives and
+    steps_per_call > 1: the optimizers are stepped by hand in training_step (Lightning 2.x needs manual optimisation
     for more than one optimizer), with precision, clipping, the LR schedule and the non-finite guard kept.
     """
 
@@ -64,6 +64,7 @@ class VAEModule(L.LightningModule):
         gradient_clip_algorithm: str = "norm",
         binary_data: bool = False,
         dequantize: str = "none",
+        steps_per_call: int = 1,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -78,6 +79,12 @@ class VAEModule(L.LightningModule):
         self.units = {"elbo": "_nats", "distortion": "_nats", "rate": "_nats", **EXTRA_TERMS.get(objective["name"], {})}
         self.terms = list(self.units)
         self.discriminator = None
+        self.steps_per_call = int(steps_per_call)
+        if self.steps_per_call > 1:
+            # Lightning's documented `training_step(dataloader_iter)` flavour, chosen per instance: the step pulls
+            # its own batches, so the data's resume position counts exactly the batches trained on.
+            self.automatic_optimization = False
+            self.training_step = self._training_call
         if objective["name"] in ADVERSARIAL:
             self.automatic_optimization = False
             self.disc_options = {"hidden": 1000, "layers": 6, "lr": 1e-4, "betas": [0.5, 0.9], **(disc or {})}
@@ -162,9 +169,14 @@ class VAEModule(L.LightningModule):
             self._log_reconstruction(self.model.decode(posterior_code(q_z), y).mean, x, stage)
         if stage == "train" and self._log_this_step():
             # CPU values: the progress bar reads its metrics after every batch, a device tensor would sync each time
-            self.log("train/loss", out.loss.detach().cpu(), on_step=True, on_epoch=False, prog_bar=True)
+            self.log("train/loss", out.loss.detach().cpu(), on_step=True, on_epoch=False, prog_bar=True, batch_size=1)
+            # batch_size: Lightning asks for it under steps_per_call > 1 (the dataloader_iter flavour); a step value
+            # is not averaged, so any number does
             # the weight actually applied to the rate: beta x warm-up factor (IWAE has no separate rate term)
-            self.log("train/kl_weight", torch.tensor(self.rate_weight(kl_weight)), on_step=True, on_epoch=False)
+            self.log("train/kl_weight", torch.tensor(self.rate_weight(kl_weight)), on_step=True, on_epoch=False,
+                     batch_size=1)
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]  # the rate this step applies (schedulers step after)
+            self.log("train/lr", torch.tensor(lr), on_step=True, on_epoch=False, batch_size=1)
         return out.loss
 
     def _log_this_step(self) -> bool:
@@ -211,7 +223,8 @@ class VAEModule(L.LightningModule):
                 continue  # train/loss is the step value
             metrics[name].update(mean, weight=count)
             key = f"{stage}/{name}{self.units.get(name, '')}"  # val/elbo_nats, val/bits_per_dim, train/dip_penalty
-            self.log(key, metrics[name], on_step=False, on_epoch=True, prog_bar=(name == "elbo" and stage == "val"))
+            self.log(key, metrics[name], on_step=False, on_epoch=True, prog_bar=(name == "elbo" and stage == "val"),
+                     batch_size=1)  # a weighted metric object: batch_size unused (required by dataloader_iter)
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
@@ -246,33 +259,75 @@ class VAEModule(L.LightningModule):
             return self._step(batch, "train")
         return self._adversarial_step(batch)
 
+    def _training_call(self, dataloader_iter) -> None:
+        """Up to steps_per_call optimizer steps on consecutive batches: Lightning's per-step cost paid once per call.
+
+        A call ends after a step whose count (global_step) is a multiple of steps_per_call or of log_every_n_steps,
+        at the end of the epoch and at max_steps; so step-based checkpoints (every_n_train_steps, a multiple of
+        steps_per_call) and step metrics fall where they do with steps_per_call=1, with the same values.
+        """
+        taken = 0
+        while taken < self.steps_per_call:
+            try:
+                batch, _, _ = next(dataloader_iter)
+            except StopIteration:  # the epoch's last batch was taken by the previous call
+                break
+            batch = self.trainer.strategy.batch_to_device(self.trainer.precision_plugin.convert_input(batch))
+            for callback in self.trainer.callbacks:  # per-step batch hooks (the non-finite guard's NaN injection)
+                hook = getattr(callback, "on_call_batch", None)
+                if hook is not None:
+                    hook(self.trainer, self, batch)
+            if self.discriminator is None:
+                self._optimizer_step(batch)
+            else:
+                self._adversarial_step(batch)
+            taken += 1
+            if self._call_ends():
+                break
+        # Lightning counts one logged step per call: count optimizer steps instead, so the loggers' x axis and
+        # log_every_n_steps are in optimizer steps as with steps_per_call=1 (Lightning adds the call's own 1).
+        self.trainer.fit_loop.epoch_loop._batches_that_stepped += taken - 1
+
+    def _optimizer_step(self, batch) -> None:
+        """One step as Lightning's automatic optimisation takes it: forward, zero_grad, backward, step, schedulers."""
+        optimizer = self.optimizers()
+        loss = self._step(batch, "train")
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)  # precision plugin: fp16 loss scaling; DDP: gradient all-reduce
+        optimizer.step()  # counts the global step; runs on_before_optimizer_step (guard, then clipping)
+        for scheduler in self._schedulers():
+            scheduler.step()
+
+    def _call_ends(self) -> bool:
+        step, trainer = self.global_step, self.trainer
+        every = trainer.log_every_n_steps
+        return (step % self.steps_per_call == 0 or (every > 0 and step % every == 0)
+                or 0 <= trainer.max_steps <= step)
+
     def _adversarial_step(self, batch) -> torch.Tensor:
         """One VAE step, then one discriminator step on the same codes (Kim & Mnih 2018, Alg. 1)."""
         vae_opt, disc_opt = self.optimizers()
         codes: list[torch.Tensor] = []
         loss = self._step(batch, "train", codes=codes)
+        z = codes[0].detach()  # (B, D): the codes before this VAE update, as in the paper's algorithm
+        disc_loss, accuracy = discriminator_loss(self.discriminator(z), self.discriminator(permute_dims(z)))
+        if self._log_this_step():
+            # Logged next to train/loss, before any hook logs: in an epoch's first call Lightning drops a hook's
+            # values when another hook (the guard's on_before_optimizer_step) logged in between.
+            self.log("train/disc_loss", disc_loss.detach().cpu(), on_step=True, on_epoch=False, batch_size=1)
+            self.log("train/disc_accuracy", accuracy.detach().cpu(), on_step=True, on_epoch=False, batch_size=1)
         vae_opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         vae_opt.step()  # counts as the global step; runs on_before_optimizer_step (guard, then clipping)
         for scheduler in self._schedulers():
             scheduler.step()
 
-        z = codes[0].detach()  # (B, D): the codes before this VAE update, as in the paper's algorithm
-        disc_loss, accuracy = discriminator_loss(self.discriminator(z), self.discriminator(permute_dims(z)))
-        disc_opt.zero_grad(set_to_none=True)
+        disc_opt.zero_grad(set_to_none=True)  # also drops what the VAE's loss put into the discriminator's grads
         self.manual_backward(disc_loss)
         # Through the strategy, not disc_opt.step(): the precision plugin (scaling, guard and clipping hooks) runs,
         # but Lightning's step counter does not, so global_step, max_steps and schedules count VAE steps only.
         self.trainer.strategy.optimizer_step(disc_opt.optimizer, closure=lambda: None, model=self)
-        if self._log_this_step_before():
-            self.log("train/disc_loss", disc_loss.detach().cpu(), on_step=True, on_epoch=False)
-            self.log("train/disc_accuracy", accuracy.detach().cpu(), on_step=True, on_epoch=False)
         return loss
-
-    def _log_this_step_before(self) -> bool:
-        """_log_this_step for the step just taken (global_step has already advanced past it)."""
-        every = self.trainer.log_every_n_steps
-        return bool(self.trainer.fast_dev_run) or (every > 0 and self.global_step % every == 0)
 
     def _schedulers(self) -> list:
         schedulers = self.lr_schedulers()
@@ -289,11 +344,6 @@ class VAEModule(L.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "test", batch_idx)
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self.trainer.optimizers and self._log_this_step():
-            lr = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])
-            self.log("train/lr", lr, on_step=True, on_epoch=False)
 
     def configure_optimizers(self):
         if self.discriminator is None:

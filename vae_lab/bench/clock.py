@@ -51,31 +51,37 @@ class StepClock:
         self._pause_at: tuple[float, float] | None = None
         self.step_s: list[float] = []  # each timed step's wall time (a step spanning a pause is left out)
         self._last: float | None = None
+        self._started_at = 0  # steps counted when the clock started (warmup, or the first call end past it)
+        self.timed_steps = 0
 
     @property
     def done(self) -> bool:
         return self.elapsed is not None
 
-    def stepped(self, num_images: int) -> None:
-        """Call after every optimizer step with the batch's number of images."""
-        self.count += 1
-        if self.count == 1:
+    def stepped(self, num_images: int, steps: int = 1) -> None:
+        """Call after every optimizer step with the batch's number of images, or after a call of `steps` optimizer
+        steps (schedule.steps_per_call): the clock then starts and stops at call ends, its time shared equally."""
+        before, self.count = self.count, self.count + steps
+        if before == 0:
             self.first_step_s = since_launch()
-        if self.count > self.warmup and not self.done:
-            self.images += num_images
-        if self.count == self.warmup:
-            sync(self.device)
-            self.started = now()
-            self._last = self.started[0]
-        elif self.warmup < self.count <= self.warmup + self.steps:
-            # Per-step times on the CPU only, which runs synchronously: on a GPU they would need a sync per step.
-            step_end = time.perf_counter()
-            if self._last is not None and self.device == "cpu":
-                self.step_s.append(step_end - self._last)
-            self._last = step_end
-            if self.count == self.warmup + self.steps:
+        if self.started is None:
+            if self.count >= self.warmup:
                 sync(self.device)
-                self.elapsed = tuple(t - start - paused for t, start, paused in zip(now(), self.started, self.paused))
+                self.started = now()
+                self._last, self._started_at = self.started[0], self.count
+            return
+        if self.done:
+            return
+        self.images += num_images * steps
+        step_end = time.perf_counter()
+        # Per-step times on the CPU only, which runs synchronously: on a GPU they would need a sync per step.
+        if self._last is not None and self.device == "cpu":
+            self.step_s += [(step_end - self._last) / steps] * steps
+        self._last = step_end
+        if self.count >= self.warmup + self.steps:
+            sync(self.device)
+            self.elapsed = tuple(t - start - paused for t, start, paused in zip(now(), self.started, self.paused))
+            self.timed_steps = self.count - self._started_at
 
     def pause(self) -> None:
         """Stop counting time (side a's validation: work the other sides do not do)."""
@@ -100,7 +106,7 @@ class StepClock:
             "images_per_cpu_s": self.images / cpu,
             "first_step_s": self.first_step_s,
             "peak_rss_mb": peak_rss_mb(),
-            "timed_steps": self.steps,
+            "timed_steps": self.timed_steps,  # `steps`, or up to a call fewer with several steps per call
             "timed_images": self.images,
             "timed_s": wall,
             "median_step_s": statistics.median(self.step_s) if self.step_s else None,
@@ -132,12 +138,15 @@ def step_timer(report: str, warmup: int, steps: int, device: str = "cpu"):
         def __init__(self):
             self.clock = StepClock(warmup, steps, device)
             self.extra: dict = {}
+            self.global_step = 0
 
         def on_fit_start(self, trainer, pl_module):
             self.extra = weights_fingerprint(pl_module.model)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.clock.stepped(len(batch[0]))
+            # optimizer steps of this call (schedule.steps_per_call), each counted with the size of its last batch
+            steps, self.global_step = trainer.global_step - self.global_step, trainer.global_step
+            self.clock.stepped(len(batch[0]), steps)
 
         def on_validation_start(self, trainer, pl_module):
             self.clock.pause()
@@ -146,6 +155,8 @@ def step_timer(report: str, warmup: int, steps: int, device: str = "cpu"):
             self.clock.resume()
 
         def on_train_end(self, trainer, pl_module):
-            write_report(report, self.clock.report(side="a", **self.extra))
+            side = "s" if getattr(pl_module, "steps_per_call", 1) > 1 else "a"
+            write_report(report, self.clock.report(side=side, steps_per_call=getattr(pl_module, "steps_per_call", 1),
+                                                   **self.extra))
 
     return StepTimer()

@@ -8,12 +8,14 @@ RATIOS = {
     "a_over_b": ("a", "b", "min_a_over_b"),
     "a_over_c": ("a", "c", "min_a_over_c"),
     "eval_vae_lab_over_loop": ("eval_vae_lab", "eval_loop", "min_eval_ratio"),
+    "s_over_b": ("s", "b", None),  # with schedule.steps_per_call on (the benchmark's steps_per_call)
+    "s_over_a": ("s", "a", None),  # what steps per call gains over it off
     "a_over_l": ("a", "l", None),  # vae_lab's own cost: against b's body run by a bare Trainer
     "l_over_b": ("l", "b", None),  # the bare Trainer's cost against the hand loop
 }
 MEDIANS = ("images_per_s", "images_per_cpu_s", "median_step_s", "first_step_s", "import_s", "peak_rss_mb",
            "flops_per_image", "matmul_tflops")
-NAMES = {"a": "a  vae_lab train.py", "b": "b  hand loop, tensor", "c": "c  seeds' DataLoader", "l": "l  bare L.Trainer",
+NAMES = {"a": "a  vae_lab train.py", "s": "s  a, steps per call", "b": "b  hand loop, tensor", "c": "c  seeds' DataLoader", "l": "l  bare L.Trainer",
          "imports": "   import torch+L+tv", "eval_vae_lab": "   IWAE vae_lab", "eval_loop": "   IWAE plain loop"}
 
 
@@ -70,7 +72,7 @@ def summary(cfg, runs: dict[str, list[dict]]) -> dict:
     flops = sides.get("b", {}).get("flops_per_image")
     if flops:  # achieved training FLOP/s, against the datasheet peak if given, else the large-matmul yardstick
         peak = cfg.peak_tflops or sides["b"]["matmul_tflops"]
-        for side in ("a", "b", "c", "l"):
+        for side in ("a", "s", "b", "c", "l"):
             if side in sides:
                 sides[side]["tflops"] = sides[side]["images_per_s"] * flops / 1e12
                 sides[side]["share_of_peak"] = sides[side]["tflops"] / peak

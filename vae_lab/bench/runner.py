@@ -41,7 +41,7 @@ def check(cfg) -> None:
     if cfg.evaluation.families != "auto" and not OmegaConf.is_list(cfg.evaluation.families):
         raise ConfigError(f"evaluation.families={cfg.evaluation.families} is invalid: must be auto or a list of "
                           "train.py overrides, one model family each (e.g. [prior=vamp, posterior=iaf])")
-    positive = ["batch_size", "steps", "warmup_steps", "repeats", "evaluation.iwae_samples",
+    positive = ["batch_size", "steps_per_call", "steps", "warmup_steps", "repeats", "evaluation.iwae_samples",
                 "evaluation.num_images", "evaluation.batch_size", "evaluation.max_decoded", "evaluation.family_images"]
     for key in positive:
         value = OmegaConf.select(cfg, key)
@@ -144,10 +144,11 @@ def _run_side(side: str, repeat: int, cfg, base_spec: dict, overrides: list[str]
     """One child of `side` (key: its name in the report, a model family's evaluation rows: "eval_loop prior=vamp")."""
     stem = "".join(c if c.isalnum() or c in "_-" else "_" for c in (key or side))
     report, log = work / f"{stem}_r{repeat}.json", work / f"{stem}_r{repeat}.log"
-    if side == "a":
-        run_dir = work / f"a_r{repeat}"
+    if side in ("a", "s"):  # vae_lab's train.py with steps per call off (a) and on (s)
+        run_dir = work / f"{side}_r{repeat}"
+        calls = [f"schedule.steps_per_call={cfg.steps_per_call}"] if side == "s" else []
         total = cfg.warmup_steps + cfg.steps
-        cmd = [sys.executable, "-m", "vae_lab.cli.train", *overrides,
+        cmd = [sys.executable, "-m", "vae_lab.cli.train", *overrides, *calls,
                f"hydra.run.dir={run_dir}", f"trainer.max_steps={total}", "trainer.max_epochs=-1",
                "+callbacks.benchmark_timer._target_=vae_lab.bench.clock.step_timer",
                f"+callbacks.benchmark_timer.report={report}",

@@ -15,7 +15,7 @@ import time
 
 from vae_lab.bench.clock import StepClock, peak_rss_mb, since_launch, weights_fingerprint
 
-SIDES = ("a", "b", "c", "l")
+SIDES = ("a", "s", "b", "c", "l")  # s: side a with schedule.steps_per_call = the benchmark's steps_per_call
 DEVICES = {"cpu": "cpu", "cuda": "gpu"}  # benchmark device -> configs/hardware option of side a
 PRECISIONS = {"32-true": None, "bf16-mixed": "bfloat16"}  # Lightning precision -> autocast dtype of the loops
 # The seeds' side reads real data through torchvision's own class (a synthetic array goes through PIL alike).

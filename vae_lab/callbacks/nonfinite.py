@@ -69,6 +69,11 @@ class NonFiniteGuard(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
+        if getattr(pl_module, "steps_per_call", 1) == 1:  # otherwise a call's batches come through on_call_batch
+            self.on_call_batch(trainer, pl_module, batch)
+
+    def on_call_batch(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
+        """The batch of the optimizer step about to be taken (VAEModule calls it for each step of a call)."""
         if trainer.global_step in self.inject_nan_at_steps:
             batch[0].fill_(float("nan"))  # x: a fresh copy per batch (index_select), safe to poison in place
 
@@ -98,7 +103,7 @@ class NonFiniteGuard(L.Callback):
             self.consecutive += 1
         every = getattr(trainer, "log_every_n_steps", 1)  # a step-only value reaches the loggers that often only
         if getattr(trainer, "fast_dev_run", False) or (every > 0 and (trainer.global_step + 1) % every == 0):
-            pl_module.log("train/nonfinite_steps", float(self.skipped), on_step=True, on_epoch=False)
+            pl_module.log("train/nonfinite_steps", float(self.skipped), on_step=True, on_epoch=False, batch_size=1)
         if self.consecutive >= self.max_consecutive:
             raise NonFiniteError(self._message(trainer))
 

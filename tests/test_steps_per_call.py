@@ -1,0 +1,143 @@
+"""schedule.steps_per_call: N optimizer steps per Lightning call take exactly the steps of N = 1.
+
+Bit-identical, not within a tolerance: the same batches, noise draws, hooks (non-finite guard, clipping) and LR /
+KL schedules per optimizer step, so weights, optimizer state, global_step and every logged number agree exactly.
+The digits data has 26 training batches per epoch at batch 64, not a multiple of 8: calls cross epoch ends.
+"""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from vae_lab.cli import CONFIG_DIR
+from vae_lab.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 60  # 2 epochs of 26 steps + 8: epoch-end validation twice; calls cut by epoch ends and log steps
+RUN = [f"trainer.max_steps={STEPS}", "trainer.max_epochs=-1", "trainer.enable_progress_bar=false",
+       "trainer.enable_model_summary=false", "print_config=false", "logger=csv", "callbacks=none"]
+
+
+def fit(tmp_path: Path, n: int, *overrides: str) -> tuple[L.LightningModule, L.Trainer]:
+    """The CLI's train() up to fit, keeping the module and trainer for inspection."""
+    from vae_lab.build import build_datamodule, build_module, build_trainer, reliability_callbacks
+    from vae_lab.config import validate
+
+    out = tmp_path / f"n{n}"
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[*RUN, f"paths.output_dir={out}", f"schedule.steps_per_call={n}",
+                                          *overrides])
+    validate(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule.spec)
+    trainer = build_trainer(cfg, extra_callbacks=reliability_callbacks(cfg))
+    trainer.fit(module, datamodule=datamodule)
+    return module, trainer
+
+
+def logged(trainer: L.Trainer) -> list[dict]:
+    """Every row the CSV logger wrote: step metrics and epoch metrics, with their steps."""
+    path = Path(trainer.logger.log_dir) / "metrics.csv"
+    with path.open() as f:
+        return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def assert_same_training(a: tuple, b: tuple) -> None:
+    (module_a, trainer_a), (module_b, trainer_b) = a, b
+    assert trainer_a.global_step == trainer_b.global_step == STEPS
+    assert trainer_a.current_epoch == trainer_b.current_epoch
+    for (name, x), (_, y) in zip(module_a.state_dict().items(), module_b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+    opt_a, opt_b = trainer_a.optimizers[0].state_dict(), trainer_b.optimizers[0].state_dict()
+    assert opt_a["param_groups"] == opt_b["param_groups"]
+    for key, state in opt_a["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, opt_b["state"][key][name]), (key, name)
+    rows_a, rows_b = logged(trainer_a), logged(trainer_b)
+    assert any("train/elbo_nats" in row for row in rows_a) and any("val/elbo_nats" in row for row in rows_a)
+    assert any("train/loss" in row for row in rows_a)
+    assert rows_a == rows_b  # step and epoch metrics: the same values at the same steps
+
+
+def test_eight_steps_per_call_train_exactly_as_one(tmp_path):
+    one, eight = fit(tmp_path, 1), fit(tmp_path, 8)
+    assert one[0].automatic_optimization and not eight[0].automatic_optimization  # N = 1: Lightning's own loop
+    assert_same_training(one, eight)
+    steps = [int(r["step"]) for r in logged(eight[1]) if "train/loss" in r]
+    assert steps == list(range(9, STEPS, 10))  # log_every_n_steps=10 counts optimizer steps, not calls
+
+
+def test_clipping_kl_warmup_lr_schedule_and_a_nonfinite_step_are_per_optimizer_step(tmp_path):
+    extra = ["schedule=adamw_cosine_warmup", "schedule.gradient_clip_val=0.05", "schedule.kl_warmup_epochs=0",
+             "schedule.kl_warmup_steps=30", "schedule.scheduler.warmup_steps=12", "schedule.batch_size=64",
+             # step 27: mid-call in an epoch's first call (N = 8: steps 26..29, after the short call that ends epoch 0)
+             "guard.inject_nan_at_steps=[5,27]"]
+    one, eight = fit(tmp_path, 1, *extra), fit(tmp_path, 8, *extra)
+    assert_same_training(one, eight)
+    guard = next(cb for cb in eight[1].callbacks if cb.state_key == "NonFiniteGuard")
+    assert guard.skipped == 2
+    # N = 1: the Trainer clips; N = 8: the module clips (manual optimisation), at the same point of each step
+    assert one[0].hparams.gradient_clip_val is None and eight[0].hparams.gradient_clip_val == 0.05
+
+
+def test_factor_vae_takes_several_steps_per_call_exactly(tmp_path):
+    extra = ["loss=factor_vae", "loss.discriminator.hidden=32", "loss.discriminator.layers=2"]
+    one, eight = fit(tmp_path, 1, *extra), fit(tmp_path, 8, *extra)
+    assert_same_training(one, eight)
+    disc_a, disc_b = one[1].optimizers[1].state_dict(), eight[1].optimizers[1].state_dict()
+    for key, state in disc_a["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, disc_b["state"][key][name]), (key, name)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["schedule.steps_per_call=8", "trainer.val_check_interval=20"],
+     "trainer.val_check_interval=20 is invalid with schedule.steps_per_call=8"),
+    (["schedule.steps_per_call=64", "callbacks=no_images"],
+     "callbacks.periodic_checkpoint.every_n_train_steps=200 is invalid with schedule.steps_per_call=64"),
+    (["schedule.steps_per_call=0"], "schedule.steps_per_call=0 is invalid"),
+])
+def test_what_several_steps_per_call_cannot_keep_is_refused_in_one_line(tmp_path, overrides, match):
+    from vae_lab.config import validate
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}", *overrides])
+    with pytest.raises(ConfigError, match=match):
+        validate(cfg)
+
+
+@pytest.mark.slow  # three CLI runs: ~1 min alone, ~3 min on the shared machine
+def test_resume_midway_with_eight_steps_per_call_matches_the_uninterrupted_run(tmp_path):
+    """A run stopped at step 40 (mid-epoch: batch 14 of 26) and resumed ends where the uninterrupted one does."""
+    common = ["schedule.steps_per_call=8", "trainer.max_epochs=-1", "callbacks=no_images",
+              "callbacks.periodic_checkpoint.every_n_train_steps=8", "trainer.enable_progress_bar=false",
+              "trainer.enable_model_summary=false", "print_config=false", "logger=csv"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+
+    def run(run_dir: Path, *extra: str) -> None:
+        proc = subprocess.run([sys.executable, "train.py", f"hydra.run.dir={run_dir}", *common, *extra], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run(full, "trainer.max_steps=64")
+    # The first part stops at step 40 (a checkpoint step, mid-epoch); the resumed run takes it to 64.
+    run(cut, "trainer.max_steps=40")
+    ckpt = torch.load(cut / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 40 and ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batch"] == 14
+    run(cut, f"resume={cut}", "trainer.max_steps=64")
+    a = torch.load(full / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    b = torch.load(cut / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 64
+    for name, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][name]), name
+    for key, state in a["optimizer_states"][0]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, b["optimizer_states"][0]["state"][key][name]), (key, name)
