@@ -1,5 +1,7 @@
 """Image-grid and latent-plot callbacks: the maths they draw, PNG files and TensorBoard tags of a real fit."""
 
+import json
+import math
 import re
 import subprocess
 import sys
@@ -344,6 +346,28 @@ def test_a_one_example_validation_split_trains_to_the_end_through_train_py(tmp_p
     drawn = {p.name for p in (run / "images").glob("*.png")}
     assert {"kl_per_dim.png", "latent_traversals.png", "samples_epoch000.png"} <= drawn
     assert "latent_scatter.png" not in drawn
+
+
+def test_a_folder_of_ten_photos_trains_to_the_end_and_keeps_its_results(tmp_path):
+    """The issue's case: 10 colour photos in a folder (1 validation example) -> metrics.json and the artifact."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for k in range(10):
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8), "RGB").save(folder / f"photo_{k}.jpg")
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "train.py", "dataset=image_folder", f"dataset.options.path={folder}",
+                           f"hydra.run.dir={run}", "print_config=false", "logger=none", "trainer.max_epochs=1",
+                           "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert math.isfinite(metrics["val"]["val/elbo_nats"])
+    assert (run / "artifact" / "config.json").is_file() and (run / "artifact" / "model.safetensors").is_file()
+    assert json.loads((run / "artifact" / "config.json").read_text())["in_shape"] == [3, 20, 24]
 
 
 def test_a_failing_picture_is_one_warning_and_the_run_keeps_its_results(tmp_path, monkeypatch, capsys):
