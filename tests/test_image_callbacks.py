@@ -326,6 +326,16 @@ def test_trained_mnist_reconstructions_are_closer_to_their_originals(tmp_path):
 # ---------------------------------------------------------------- a picture never costs the run its results
 
 
+def _train_one_epoch(run: Path, *data: str) -> subprocess.CompletedProcess:
+    """train.py for one epoch on `data` into `run`; it must end with exit 0 and no traceback."""
+    proc = subprocess.run([sys.executable, "train.py", *data, f"hydra.run.dir={run}", "print_config=false",
+                           "logger=none", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+                           "trainer.enable_model_summary=false"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    return proc
+
+
 def test_a_one_example_validation_split_trains_to_the_end_through_train_py(tmp_path):
     """10 images of 28x20: 1 validation example, too few for the PCA scatter, which is skipped with one note."""
     from datasets_fixtures import write_array_file
@@ -333,12 +343,7 @@ def test_a_one_example_validation_split_trains_to_the_end_through_train_py(tmp_p
     rng = np.random.default_rng(0)
     path = write_array_file(tmp_path / "ten.npz", rng.integers(0, 256, (10, 28, 20), dtype=np.uint8), np.arange(10) % 3)
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "train.py", "dataset=array_file", f"dataset.options.path={path}",
-                           f"hydra.run.dir={run}", "print_config=false", "logger=none", "trainer.max_epochs=1",
-                           "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
+    proc = _train_one_epoch(run, "dataset=array_file", f"dataset.options.path={path}")
     assert [line for line in proc.stderr.splitlines() if "not drawn" in line] == [
         "note: latent_scatter not drawn: the latent scatter needs at least 3 points for PCA to 2-D; 1 given"]
     assert (run / "metrics.json").is_file()
@@ -358,12 +363,7 @@ def test_a_folder_of_ten_photos_trains_to_the_end_and_keeps_its_results(tmp_path
     for k in range(10):
         Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8), "RGB").save(folder / f"photo_{k}.jpg")
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "train.py", "dataset=image_folder", f"dataset.options.path={folder}",
-                           f"hydra.run.dir={run}", "print_config=false", "logger=none", "trainer.max_epochs=1",
-                           "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
+    _train_one_epoch(run, "dataset=image_folder", f"dataset.options.path={folder}")
     metrics = json.loads((run / "metrics.json").read_text())
     assert math.isfinite(metrics["val"]["val/elbo_nats"])
     assert (run / "artifact" / "config.json").is_file() and (run / "artifact" / "model.safetensors").is_file()
