@@ -64,6 +64,7 @@ def check_training_sides(result: dict, batch_size: int, steps: int) -> None:
     assert all(len(v) == 3 for v in (result["load_before"], result["load_after"]))
 
 
+@pytest.mark.slow  # every side as its own process: 1-1.5 min
 def test_training_sides_on_mnist(tmp_path, mnist_dir):
     proc = run_benchmark(tmp_path, f"paths.data_dir={mnist_dir}", "batch_size=16", "steps=3", "warmup_steps=1",
                          "repeats=1", "evaluation.enabled=false", "steps_per_call=2")
@@ -83,7 +84,7 @@ def test_training_sides_on_mnist(tmp_path, mnist_dir):
 @pytest.mark.slow
 def test_every_side_with_evaluation_and_repeats(tmp_path, mnist_dir):
     proc = run_benchmark(tmp_path, f"paths.data_dir={mnist_dir}", "batch_size=32", "steps=5", "warmup_steps=2",
-                         "repeats=2", "evaluation.num_images=20", "evaluation.iwae_samples=64",
+                         "steps_per_call=2", "repeats=2", "evaluation.num_images=20", "evaluation.iwae_samples=64",
                          "evaluation.batch_size=10", "evaluation.max_decoded=320", "evaluation.families=[]",
                          timeout=1200)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -103,6 +104,7 @@ def test_every_side_with_evaluation_and_repeats(tmp_path, mnist_dir):
     assert "eval_vae_lab_over_loop" in result["summary"]["targets"]
 
 
+@pytest.mark.slow  # every side as its own process: 1-1.5 min
 def test_evaluation_sides_report_flops_and_the_share_of_the_yardstick(tmp_path, mnist_dir):
     """The IWAE sides alone (no training side): the same model, its FLOPs counted once, FLOP/s and share each."""
     k = 16
@@ -152,7 +154,8 @@ def test_synthetic_data_and_bf16(tmp_path):
 @pytest.mark.parametrize("override, key", [("arch=nope", "arch"), ("device=tpu", "device"), ("steps=0", "steps"),
                                            ("sides=[a,z]", "sides"), ("dataset=digits", "dataset"),
                                            ("evaluation.families=all", "evaluation.families"),
-                                           ("evaluation.family_images=0", "evaluation.family_images")])
+                                           ("evaluation.family_images=0", "evaluation.family_images"),
+                                           ("steps=5", "steps_per_call=8 with steps=5")])
 def test_bad_option_is_one_clear_line(tmp_path, override, key):
     proc = run_benchmark(tmp_path, override, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]

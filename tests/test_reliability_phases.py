@@ -62,6 +62,7 @@ def interrupted(tmp_path_factory) -> dict:
     return out
 
 
+@pytest.mark.slow  # CLI runs signalled or filling a disk: ~15-70 s each
 @pytest.mark.parametrize(("phase", "name"), CASES, ids=[f"{p}-{n}" for p, n in CASES])
 def test_a_signal_after_training_ends_in_one_line_with_the_signal_exit_code(interrupted, phase, name):
     run_dir, proc = interrupted[phase, name]
@@ -82,6 +83,7 @@ def test_a_signal_after_training_ends_in_one_line_with_the_signal_exit_code(inte
         assert not list(run_dir.glob("images/*.png"))  # the remaining pictures were skipped, the checkpoint saved
 
 
+@pytest.mark.slow  # CLI runs signalled or filling a disk: ~15-70 s each
 def test_resume_after_a_signal_in_the_final_validation_finishes_the_run_as_uninterrupted(interrupted):
     run_dir, _ = interrupted["validation", "SIGTERM"]
     proc = cli(f"resume={run_dir}", *RUN)
@@ -109,6 +111,7 @@ def assert_one_disk_line(proc: subprocess.CompletedProcess, *fragments: str) -> 
     return errors[0]
 
 
+@pytest.mark.slow  # CLI runs signalled or filling a disk: ~15-70 s each
 @pytest.mark.skipif(not tiny_fs.available(), reason="no private mount namespace (unshare -rm) for a tmpfs")
 def test_disk_full_on_a_real_tiny_filesystem_keeps_the_previous_checkpoint(tmp_path):
     """A 3 MB tmpfs: the step-10 last.ckpt (~1.7 MB) fits, the step-20 one does not (torch reports a RuntimeError)."""
@@ -139,6 +142,7 @@ def test_disk_full_before_the_run_starts_is_one_line(tmp_path):
     assert_one_disk_line(proc, "error: no space left on the device")
 
 
+@pytest.mark.slow  # CLI runs signalled or filling a disk: ~15-70 s each
 def test_file_size_limit_while_saving_keeps_the_previous_checkpoint(tmp_path):
     """RLIMIT_FSIZE below a checkpoint's size on resume: EFBIG (SIGXFSZ ignored), one line, last.ckpt intact."""
     run_dir = tmp_path / "run"

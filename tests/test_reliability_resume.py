@@ -66,6 +66,7 @@ def assert_same_as_reference(run_dir: Path, reference: dict) -> None:
     assert [s for s, _ in tb_scalars(run_dir, "train/loss")] == [s for s, _ in reference["train"]]
 
 
+@pytest.mark.slow  # CLI runs killed and resumed: ~25-60 s each
 def test_sigterm_inside_the_last_validation_is_redone_on_resume(tmp_path, reference):
     """Item 1: SIGTERM in the step-60 validation; resume redoes it, so the best checkpoint is step 60's."""
     run_dir = tmp_path / "run"
@@ -78,6 +79,7 @@ def test_sigterm_inside_the_last_validation_is_redone_on_resume(tmp_path, refere
     assert_same_as_reference(run_dir, reference)
 
 
+@pytest.mark.slow  # CLI runs killed and resumed: ~25-60 s each
 def test_sigkill_in_a_validation_after_a_step_checkpoint_is_redone_on_resume(tmp_path, reference):
     """Item 1: the step-40 checkpoint is taken before step 40's validation; SIGKILL inside that validation."""
     run_dir = tmp_path / "run"
@@ -89,6 +91,7 @@ def test_sigkill_in_a_validation_after_a_step_checkpoint_is_redone_on_resume(tmp
     assert_same_as_reference(run_dir, reference)
 
 
+@pytest.mark.slow  # CLI runs killed and resumed: ~25-60 s each
 def test_resume_from_the_final_checkpoint_logs_no_step_twice(tmp_path, reference):
     """Item 7: killed in the end-of-training validation, resumed from the step-60 checkpoint."""
     run_dir = tmp_path / "run"
@@ -104,6 +107,7 @@ def files(run_dir: Path) -> dict[str, bytes]:
     return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow  # CLI runs killed and resumed: ~25-60 s each
 def test_a_start_killed_before_its_first_checkpoint_restarts_in_place(tmp_path):
     """Item 2: SIGKILL at step 5 (first checkpoint at 20); the SLURM requeue's resume=auto starts fresh there."""
     run_dir = tmp_path / "run"
@@ -214,6 +218,7 @@ def test_an_interrupted_artifact_swap_is_recovered_by_the_next_load(tmp_path, mo
     assert artifact.recover_artifact(out) == out  # idempotent
 
 
+@pytest.mark.slow  # CLI runs killed and resumed: ~25-60 s each
 def test_resume_with_changed_training_settings_warns_in_one_line(reference):
     """Item 14: another lr, batch size or seed continues (a requeue must not fail) but says what changed;
     another model shape is refused as before. Runs on the finished reference run (last test using it)."""

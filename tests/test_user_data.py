@@ -307,7 +307,8 @@ def test_cli_refuses_bad_user_data_in_one_line_and_writes_nothing(tmp_path):
         assert len(errors) == 1 and fragment in errors[0], (name, stderr[-2000:])
         run = tmp_path / name / "run"  # Hydra makes the directory (.hydra/, train.log) before the job starts
         written = {p.relative_to(run).parts[0] for p in run.rglob("*")} if run.exists() else set()
-        assert written <= {".hydra", "train.log"}, (name, written)  # no checkpoint, metrics or artifact
+        # no checkpoint, metrics or artifact (.run.lock: the run directory's lock file, naming the PID that held it)
+        assert written <= {".hydra", "train.log", ".run.lock"}, (name, written)
 
 
 def _cli(script: str, *args: str) -> subprocess.CompletedProcess:

@@ -33,7 +33,8 @@ def resolve_likelihood(cfg: DictConfig, spec) -> tuple[str, str | None]:
     name = cfg.model.likelihood
     if name != AUTO:
         return name, None
-    dequantize = cfg.dataset.get("dequantize", "none")
+    # a config without `dataset` (the benchmark's sides build from model/prior/posterior only) dequantises nothing
+    dequantize = OmegaConf.select(cfg, "dataset.dequantize", default="none")
     chosen, reason = auto_likelihood(bool(getattr(spec, "binary", False)), getattr(spec, "levels", 256), dequantize)
     return chosen, f"likelihood auto -> {chosen} ({reason})"
 

@@ -47,6 +47,11 @@ def check(cfg) -> None:
         value = OmegaConf.select(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{key}={value!r} is invalid: must be an integer >= 1")
+    n = cfg.steps_per_call
+    if "s" in cfg.sides and cfg.steps < n:
+        # side s's clock starts and stops at call ends: the timed window must hold at least one whole call
+        raise ConfigError(f"steps_per_call={n} with steps={cfg.steps} is invalid for side s: steps must be at least "
+                          f"steps_per_call (or leave s out: sides=[a,b,c,l])")
     from vae_lab.nets import NETS  # imports torch: after the cheap checks
 
     if cfg.arch not in NETS:
