@@ -51,6 +51,7 @@ def _replay_validation(run_dir: Path, ckpt: Path) -> dict[str, list[torch.Tensor
     return per_batch
 
 
+@pytest.mark.slow  # two DDP processes: ~25 s
 def test_ddp_on_two_cpu_processes_reduces_exactly_and_writes_once(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.run(

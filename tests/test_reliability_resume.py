@@ -157,6 +157,7 @@ def refused_while_held(run_dir: Path, holder: subprocess.Popen, *overrides: str)
         holder.send_signal(signal.SIGCONT)
 
 
+@pytest.mark.slow  # two real training processes: ~45 s
 def test_two_processes_never_share_a_run_directory(tmp_path):
     """Item 3: a second start, and a second simultaneous resume=, are refused while the first one runs."""
     run_dir = tmp_path / "run"

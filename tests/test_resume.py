@@ -88,6 +88,7 @@ def assert_same_as_reference(run_dir: Path, reference: dict) -> None:
     assert len(set(steps)) == len(steps)
 
 
+@pytest.mark.slow  # a CLI run killed and resumed: ~25 s each
 def test_sigkill_midway_then_resume_matches_uninterrupted(tmp_path, reference):
     run_dir = tmp_path / "run"
     proc, seen, _ = start_and_interrupt(run_dir, signal.SIGKILL)
@@ -105,6 +106,7 @@ def test_sigkill_midway_then_resume_matches_uninterrupted(tmp_path, reference):
     assert [r["checkpoint"] for r in info["resumes"]] == [str(run_dir / "checkpoints" / "last.ckpt")]
 
 
+@pytest.mark.slow  # a CLI run killed and resumed: ~25 s each
 def test_sigterm_saves_the_current_step_then_resume_matches_uninterrupted(tmp_path, reference):
     """The SLURM pattern: the same command line (fixed run dir, resume=auto) for the first start and the requeue."""
     run_dir = tmp_path / "run"
