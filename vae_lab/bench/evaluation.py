@@ -52,10 +52,12 @@ def _eval_side(spec: dict, estimate, name: str, count_flops: bool = False) -> di
     """
     import torch
 
+    from vae_lab.data.batches import to_unit
+
     raw = raw_data(spec)
     ev, device = spec["evaluation"], spec["device"]
     images = raw.test_x if raw.test_x is not None else raw.train_x
-    x = images[: ev["num_images"]].to(device).float().div_(255)  # (N, C, H, W) in [0, 1]
+    x = to_unit(images[: ev["num_images"]].to(device), raw.levels)  # (N, C, H, W) in [0, 1], as training serves it
     y = torch.zeros(len(x), dtype=torch.int64, device=device)
     batches = [(x[i : i + ev["batch_size"]], y[i : i + ev["batch_size"]]) for i in range(0, len(x), ev["batch_size"])]
     model = build_model(spec, x.shape[1:], num_classes(raw)).eval()

@@ -146,9 +146,11 @@ class _TensorBatches:
     def __init__(self, spec: dict):
         import torch
 
+        from vae_lab.data.batches import to_unit
+
         raw = raw_data(spec)
         device = spec["device"]
-        self.x = raw.train_x.to(device).float().div_(255)  # (N, C, H, W) in [0, 1], decoded once
+        self.x = to_unit(raw.train_x.to(device), raw.levels)  # (N, C, H, W) in [0, 1] as training serves it, once
         y = raw.train_y if raw.train_y is not None else torch.zeros(len(self.x), dtype=torch.int64)
         self.y = y.to(device)
         self.batch_size = spec["batch_size"]
