@@ -45,7 +45,7 @@ def test_poisoned_steps_are_skipped_bit_exactly_and_counted(tmp_path):
         cfg = compose("train", overrides=[
             f"paths.output_dir={tmp_path}", "logger=none", "callbacks=none", "trainer.max_steps=12",
             "trainer.max_epochs=-1", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-            "trainer.limit_val_batches=0",
+            "trainer.limit_val_batches=0", "schedule.steps_per_call=1",  # the probe looks at every step's weights
         ])
     L.seed_everything(0, verbose=False)
     datamodule = build_datamodule(cfg)
@@ -109,12 +109,14 @@ def test_run_that_keeps_producing_nan_stops_with_one_line_and_a_loadable_checkpo
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_one_nonfinite_gradient_element_is_found(bad):
-    from vae_lab.callbacks.nonfinite import _all_finite, _sum_of_elements
+    from vae_lab.callbacks.nonfinite import _all_finite, _host_sums
 
     grads = [torch.randn(40, 30), torch.randn(30)]
-    assert math.isfinite(_sum_of_elements(grads, torch.device("cpu")).item()) and _all_finite(grads)
+    loss, total = _host_sums(torch.tensor(2.5), grads)
+    assert loss == 2.5 and total == pytest.approx(sum(float(g.double().sum()) for g in grads), rel=1e-5)
+    assert math.isfinite(total) and _all_finite(grads)
     grads[0][17, 3] = bad
-    assert not math.isfinite(_sum_of_elements(grads, torch.device("cpu")).item())
+    assert not math.isfinite(_host_sums(torch.tensor(2.5), grads)[1])
     assert not _all_finite(grads)
 
 
@@ -153,8 +155,41 @@ def test_a_nonfinite_validation_example_is_counted_not_dropped_silently():
                        objective={"name": "elbo"}, optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3})
     elbo = torch.tensor([-10.0, float("nan"), -30.0])
     terms = {"elbo": elbo, "distortion": -elbo, "rate": torch.zeros(3)}
-    module._accumulate("val", ObjectiveOutput(torch.tensor(float("nan")), terms), 3)
-    sums = module._sums["val"]  # [elbo, distortion, rate, loss * n, n finite, non-finite]
+    module.sums.add("val", ObjectiveOutput(torch.tensor(float("nan")), terms), 3)
+    sums = module.sums.pop("val")  # [elbo, distortion, rate, loss * n, n finite, non-finite]
     assert sums[0].item() == -40.0 and sums[-2].item() == 2 and sums[-1].item() == 1
-    module._accumulate("train", ObjectiveOutput(torch.tensor(float("nan")), terms), 3)
-    assert module._sums["train"][-2].item() == 0  # a non-finite training batch is a skipped step: not counted
+    module.sums.add("train", ObjectiveOutput(torch.tensor(float("nan")), terms), 3)
+    finite = {"elbo": torch.tensor([-1.0, -2.0]), "distortion": torch.tensor([1.0, 2.0]), "rate": torch.zeros(2)}
+    module.sums.add("train", ObjectiveOutput(torch.tensor(1.5), finite), 2)
+    sums = module.sums.pop("train")  # training steps are reduced in groups (every 64 steps and when read)
+    # a non-finite training batch is a skipped step: not counted; the finite one is, whole
+    assert sums.tolist() == [-3.0, 3.0, 0.0, 1.5 * 2, 2.0, 3.0]
+
+
+def test_training_sums_reduced_in_groups_equal_a_plain_sum_over_the_epoch():
+    """150 steps (over two groups of 64 and a remainder), two of them non-finite: the epoch's row equals a float64
+    sum of the finite batches, and the skipped batches' examples are counted apart."""
+    import torch
+
+    from vae_lab.epoch_sums import FLUSH_EVERY, EpochSums
+    from vae_lab.objectives import ObjectiveOutput
+
+    gen = torch.Generator().manual_seed(0)
+    sums, rows = EpochSums(["elbo", "rate"]), []
+    for step in range(150):
+        size = 5 + step % 3
+        elbo, rate = -torch.rand(size, generator=gen) * 100, torch.rand(size, generator=gen)
+        loss = torch.rand((), generator=gen)
+        if step in (3, 2 * FLUSH_EVERY + 1):
+            elbo[1] = float("nan") if step == 3 else float("-inf")
+        sums.add("train", ObjectiveOutput(loss, {"elbo": elbo, "rate": rate}), size)
+        rows.append((elbo.double(), rate.double(), float(loss), size))
+    assert len(sums.pending) == 150 - 2 * FLUSH_EVERY  # two groups reduced on the way
+    row = sums.pop("train").double()
+    finite = [r for r in rows if torch.isfinite(r[0]).all()]
+    skipped = [r for r in rows if not torch.isfinite(r[0]).all()]
+    assert len(skipped) == 2
+    expected = [sum(float(r[0].sum()) for r in finite), sum(float(r[1].sum()) for r in finite),
+                sum(r[2] * r[3] for r in finite), sum(r[3] for r in finite), sum(r[3] for r in skipped)]
+    assert row.tolist() == pytest.approx(expected, rel=1e-5)
+    assert sums.pop("train") is None and not sums.pending

@@ -11,7 +11,9 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from vae_lab.data.batches import stream_seed
+from vae_lab.direct_step import DirectStep
 from vae_lab.distributions import posterior_code, sample_with_seed
+from vae_lab.epoch_sums import EpochSums
 from vae_lab.errors import ConfigError
 from vae_lab.metrics import ReconstructionQuality, bits_per_dim, ssim_skip_reason
 from vae_lab.model import VAE
@@ -102,7 +104,8 @@ class VAEModule(L.LightningModule):
         # SSIM / PSNR of posterior-mean reconstructions, validation and test only (one extra decoder pass)
         self.quality = nn.ModuleDict({s: ReconstructionQuality() for s in ("val", "test")})
         self._ssim_noted = False  # images too small for SSIM: said once per run
-        self._sums: dict[str, torch.Tensor] = {}  # per stage: this epoch's running sums (see _accumulate)
+        self.sums = EpochSums(self.terms)  # per stage: this epoch's sums of the terms, loss and counts
+        self._direct: DirectStep | None = None  # manual optimisation's step without Lightning's dispatch, per fit
 
     @property
     def kl_weight(self) -> float:
@@ -145,6 +148,28 @@ class VAEModule(L.LightningModule):
                                   "trainer.max_steps or trainer.max_epochs")
             self.kl_total_steps = max(1, int(total))
 
+    def on_train_start(self) -> None:
+        # Manual optimisation (steps_per_call > 1, adversarial objectives): Lightning's per-step route resolved once,
+        # where it would do nothing more (one device, no loss scaler, no profiler); else None and Lightning's route.
+        self._direct = None if self.automatic_optimization else DirectStep.for_module(self)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self._direct is None:
+            self.manual_backward(loss)  # precision plugin: fp16 loss scaling; DDP: gradient all-reduce
+        else:
+            self._direct.backward(loss)
+
+    def _step_optimizer(self, optimizer, counted: bool = True) -> None:
+        """optimizer (a LightningOptimizer) steps; counted: as the global step (the VAE's), else not (discriminator)."""
+        if self._direct is not None:
+            self._direct.step(optimizer.optimizer, counted)
+        elif counted:
+            optimizer.step()  # counts the global step; runs on_before_optimizer_step (guard, then clipping)
+        else:
+            # Through the strategy, not optimizer.step(): the precision plugin (scaling, guard and clipping hooks)
+            # runs, but Lightning's step counter does not, so global_step, max_steps and schedules count VAE steps.
+            self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=lambda: None, model=self)
+
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(x, y)
 
@@ -164,7 +189,7 @@ class VAEModule(L.LightningModule):
         if codes is not None:
             codes.append(z[0])
 
-        self._accumulate(stage, out, x.shape[0])
+        self.sums.add(stage, out, x.shape[0])
         if stage in self.quality:
             self._log_reconstruction(self.model.decode(posterior_code(q_z), y).mean, x, stage)
         if stage == "train" and self._log_this_step():
@@ -184,25 +209,9 @@ class VAEModule(L.LightningModule):
         every = self.trainer.log_every_n_steps
         return bool(self.trainer.fast_dev_run) or (every > 0 and (self.global_step + 1) % every == 0)
 
-    def _accumulate(self, stage: str, out, batch_size: int) -> None:
-        """Add the batch's sums [terms..., loss * n, n finite, non-finite] to the stage's running sums, on the device
-        (no host sync). Training counts whole batches (a non-finite one is a skipped step); evaluation counts
-        examples, and the non-finite ones are reported (`val/nonfinite_examples`), never silently dropped."""
-        terms = torch.stack([out.terms[t] for t in self.terms]).detach()  # (T, B)
-        loss = out.loss.detach().reshape(1)
-        if stage == "train":
-            finite = (terms.isfinite().all() & loss.isfinite().all()).expand(terms.shape[1])  # (B,)
-        else:
-            finite = terms.isfinite().all(0)  # (B,)
-        count = finite.sum().to(terms.dtype).reshape(1)
-        sums = torch.where(finite, terms, 0.0).sum(-1)  # (T,)
-        loss_sum = torch.where(loss.isfinite(), loss * count, 0.0)
-        row = torch.cat([sums, loss_sum, count, batch_size - count])
-        self._sums[stage] = row if stage not in self._sums else self._sums[stage].add_(row)
-
     def _log_epoch(self, stage: str) -> None:
         """The epoch means as sum + count metrics (DDP reduces sums and counts exactly, not means of rank means)."""
-        sums = self._sums.pop(stage, None)
+        sums = self.sums.pop(stage)
         if sums is None:
             return
         metrics, count, nonfinite = self.means[f"{stage}_metrics"], sums[-2], sums[-1]
@@ -272,7 +281,10 @@ class VAEModule(L.LightningModule):
                 batch, _, _ = next(dataloader_iter)
             except StopIteration:  # the epoch's last batch was taken by the previous call
                 break
-            batch = self.trainer.strategy.batch_to_device(self.trainer.precision_plugin.convert_input(batch))
+            if self._direct is not None:
+                batch = self._direct.to_device(batch)
+            else:
+                batch = self.trainer.strategy.batch_to_device(self.trainer.precision_plugin.convert_input(batch))
             for callback in self.trainer.callbacks:  # per-step batch hooks (the non-finite guard's NaN injection)
                 hook = getattr(callback, "on_call_batch", None)
                 if hook is not None:
@@ -293,8 +305,8 @@ class VAEModule(L.LightningModule):
         optimizer = self.optimizers()
         loss = self._step(batch, "train")
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)  # precision plugin: fp16 loss scaling; DDP: gradient all-reduce
-        optimizer.step()  # counts the global step; runs on_before_optimizer_step (guard, then clipping)
+        self._backward(loss)
+        self._step_optimizer(optimizer)  # runs on_before_optimizer_step (guard, then clipping)
         for scheduler in self._schedulers():
             scheduler.step()
 
@@ -317,16 +329,14 @@ class VAEModule(L.LightningModule):
             self.log("train/disc_loss", disc_loss.detach().cpu(), on_step=True, on_epoch=False, batch_size=1)
             self.log("train/disc_accuracy", accuracy.detach().cpu(), on_step=True, on_epoch=False, batch_size=1)
         vae_opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        vae_opt.step()  # counts as the global step; runs on_before_optimizer_step (guard, then clipping)
+        self._backward(loss)
+        self._step_optimizer(vae_opt)  # counts as the global step; runs on_before_optimizer_step (guard, clipping)
         for scheduler in self._schedulers():
             scheduler.step()
 
         disc_opt.zero_grad(set_to_none=True)  # also drops what the VAE's loss put into the discriminator's grads
-        self.manual_backward(disc_loss)
-        # Through the strategy, not disc_opt.step(): the precision plugin (scaling, guard and clipping hooks) runs,
-        # but Lightning's step counter does not, so global_step, max_steps and schedules count VAE steps only.
-        self.trainer.strategy.optimizer_step(disc_opt.optimizer, closure=lambda: None, model=self)
+        self._backward(disc_loss)
+        self._step_optimizer(disc_opt, counted=False)  # hooks and precision as for the VAE, global_step unchanged
         return loss
 
     def _schedulers(self) -> list:
