@@ -69,6 +69,8 @@ def model_kwargs(cfg: DictConfig, spec) -> dict:
 
 def build_module(cfg: DictConfig, spec):
     from vae_lab.lit_module import VAEModule
+    from vae_lab.config import steps_per_call
+    from vae_lab.schedules import optimizer_options
 
     s = cfg.schedule
     objective = plain(cfg.loss)
@@ -86,13 +88,13 @@ def build_module(cfg: DictConfig, spec):
     module = VAEModule(
         model=model_kwargs(cfg, spec),
         objective=objective,
-        optimizer=plain(s.optimizer),
+        optimizer=optimizer_options(plain(s.optimizer), cfg.trainer.precision),
         scheduler=plain(s.scheduler),
         kl_warmup_steps=s.kl_warmup_steps,
         kl_warmup_epochs=float(s.kl_warmup_epochs),
         binary_data=bool(getattr(spec, "binary", False)),
         dequantize=cfg.dataset.get("dequantize", "none"),
-        steps_per_call=int(s.get("steps_per_call", 1)),  # absent from run configs saved before it existed
+        steps_per_call=steps_per_call(cfg),
         **annealing,
     )
     _speed_options(cfg, module.model)
@@ -102,9 +104,10 @@ def build_module(cfg: DictConfig, spec):
 def manual_optimization(cfg: DictConfig) -> bool:
     """Whether the LightningModule steps its optimizers itself: a second network with its own optimizer, or
     several optimizer steps per Lightning call (schedule.steps_per_call > 1)."""
+    from vae_lab.config import steps_per_call
     from vae_lab.objectives import ADVERSARIAL
 
-    return cfg.loss.name in ADVERSARIAL or int(cfg.schedule.get("steps_per_call", 1)) > 1
+    return cfg.loss.name in ADVERSARIAL or steps_per_call(cfg) > 1
 
 
 def _speed_options(cfg: DictConfig, model) -> None:
