@@ -32,14 +32,18 @@ def mnist_dir():
     return SHARED_DATA
 
 
-def check_training_sides(result: dict, batch_size: int, steps: int) -> None:
-    """Every training side ran the same model for the same timed steps; ratios are those of the medians."""
+def check_training_sides(result: dict, batch_size: int, steps: int, warmup: int, calls: dict[str, int]) -> None:
+    """Every training side ran the same model for the same timed steps; ratios are those of the medians.
+
+    calls: optimizer steps per Lightning call of sides a and s, whose clocks run from a call end to a call end: from
+    the first multiple of the call length at or past the warm-up to the last step."""
     runs, sides = result["runs"], result["summary"]["sides"]
     for side in "abcls":
         (report,) = runs[side]
-        assert report["side"] == side
-        timed = report["timed_steps"]  # side s: from a call end to a call end (the first call ends at step 2)
-        assert timed == (steps if side != "s" else 2) and report["timed_images"] == timed * batch_size
+        assert report["side"] == side and report.get("steps_per_call", calls.get(side)) == calls.get(side)
+        n = calls.get(side, 1)
+        expected = warmup + steps - -(-warmup // n) * n
+        assert report["timed_steps"] == expected and report["timed_images"] == expected * batch_size
         assert report["images_per_s"] > 0 and report["first_step_s"] > 0 and report["peak_rss_mb"] > 0
         assert math.isclose(report["images_per_s"], report["timed_images"] / report["timed_s"])
         assert sides[side]["images_per_s"] == report["images_per_s"]  # the median of one repeat
@@ -66,13 +70,13 @@ def check_training_sides(result: dict, batch_size: int, steps: int) -> None:
 
 @pytest.mark.slow  # every side as its own process: 1-1.5 min
 def test_training_sides_on_mnist(tmp_path, mnist_dir):
-    proc = run_benchmark(tmp_path, f"paths.data_dir={mnist_dir}", "batch_size=16", "steps=3", "warmup_steps=1",
+    proc = run_benchmark(tmp_path, f"paths.data_dir={mnist_dir}", "batch_size=16", "steps=8", "warmup_steps=1",
                          "repeats=1", "evaluation.enabled=false", "steps_per_call=2")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / "b.json").read_text())
     assert set(result["runs"]) == {"a", "s", "b", "c", "l", "imports"}
-    assert result["runs"]["s"][0]["steps_per_call"] == 2 and result["runs"]["a"][0]["steps_per_call"] == 1
-    check_training_sides(result, batch_size=16, steps=3)
+    # a: train.py's default (auto: 8 here); s: the benchmark's steps_per_call
+    check_training_sides(result, batch_size=16, steps=8, warmup=1, calls={"a": 8, "s": 2})
     assert result["settings"]["data_shape"] == [1, 28, 28]
     for line in ("load average", "a  vae_lab train.py", "b  hand loop", "c  seeds' DataLoader", "l  bare L.Trainer",
                  "a_over_b", "info a_over_l", "info l_over_b", "by median step"):
@@ -83,7 +87,7 @@ def test_training_sides_on_mnist(tmp_path, mnist_dir):
 
 @pytest.mark.slow
 def test_every_side_with_evaluation_and_repeats(tmp_path, mnist_dir):
-    proc = run_benchmark(tmp_path, f"paths.data_dir={mnist_dir}", "batch_size=32", "steps=5", "warmup_steps=2",
+    proc = run_benchmark(tmp_path, f"paths.data_dir={mnist_dir}", "batch_size=32", "steps=8", "warmup_steps=2",
                          "steps_per_call=2", "repeats=2", "evaluation.num_images=20", "evaluation.iwae_samples=64",
                          "evaluation.batch_size=10", "evaluation.max_decoded=320", "evaluation.families=[]",
                          timeout=1200)
@@ -155,9 +159,10 @@ def test_synthetic_data_and_bf16(tmp_path):
                                            ("sides=[a,z]", "sides"), ("dataset=digits", "dataset"),
                                            ("evaluation.families=all", "evaluation.families"),
                                            ("evaluation.family_images=0", "evaluation.family_images"),
-                                           ("steps=5", "steps_per_call=8 with steps=5")])
+                                           ("steps=5 steps_per_call=8", "steps=5 is invalid for side s"),
+                                           ("steps=5 sides=[a,b]", "steps=5 is invalid for side a")])
 def test_bad_option_is_one_clear_line(tmp_path, override, key):
-    proc = run_benchmark(tmp_path, override, timeout=300)
+    proc = run_benchmark(tmp_path, *override.split(), timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("error:")
     assert key in proc.stderr and not (tmp_path / "b.json").exists()

@@ -82,7 +82,8 @@ def test_a_checkpoint_resumes_both_networks_and_optimizers_exactly(tmp_path):
 
 
 def test_the_guard_skips_a_poisoned_batch_for_both_networks(tmp_path):
-    cfg = _cfg(tmp_path, "trainer.max_steps=3", "guard.inject_nan_at_steps=[1]")
+    # steps_per_call=1: the snapshot callback looks at the weights before every optimizer step
+    cfg = _cfg(tmp_path, "trainer.max_steps=3", "guard.inject_nan_at_steps=[1]", "schedule.steps_per_call=1")
     snapshots = {}
 
     class Snap(L.Callback):

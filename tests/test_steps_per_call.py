@@ -24,12 +24,13 @@ RUN = [f"trainer.max_steps={STEPS}", "trainer.max_epochs=-1", "trainer.enable_pr
        "trainer.enable_model_summary=false", "print_config=false", "logger=csv", "callbacks=none"]
 
 
-def fit(tmp_path: Path, n: int, *overrides: str) -> tuple[L.LightningModule, L.Trainer]:
+def fit(tmp_path: Path, n: int, *overrides: str, callbacks: tuple = (),
+        name: str | None = None) -> tuple[L.LightningModule, L.Trainer]:
     """The CLI's train() up to fit, keeping the module and trainer for inspection."""
     from vae_lab.build import build_datamodule, build_module, build_trainer, reliability_callbacks
     from vae_lab.config import validate
 
-    out = tmp_path / f"n{n}"
+    out = tmp_path / (name or f"n{n}")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[*RUN, f"paths.output_dir={out}", f"schedule.steps_per_call={n}",
                                           *overrides])
@@ -38,7 +39,7 @@ def fit(tmp_path: Path, n: int, *overrides: str) -> tuple[L.LightningModule, L.T
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
     module = build_module(cfg, datamodule.spec)
-    trainer = build_trainer(cfg, extra_callbacks=reliability_callbacks(cfg))
+    trainer = build_trainer(cfg, extra_callbacks=reliability_callbacks(cfg) + list(callbacks))
     trainer.fit(module, datamodule=datamodule)
     return module, trainer
 
@@ -103,7 +104,10 @@ def test_factor_vae_takes_several_steps_per_call_exactly(tmp_path):
      "trainer.val_check_interval=20 is invalid with schedule.steps_per_call=8"),
     (["schedule.steps_per_call=64", "callbacks=no_images"],
      "callbacks.periodic_checkpoint.every_n_train_steps=200 is invalid with schedule.steps_per_call=64"),
-    (["schedule.steps_per_call=0"], "schedule.steps_per_call=0 is invalid"),
+    (["schedule.steps_per_call=0"], "schedule.steps_per_call=0 is invalid: must be auto or an integer >= 1"),
+    (["schedule.steps_per_call=many"], "schedule.steps_per_call=many is invalid: must be auto or an integer >= 1"),
+    (["schedule.steps_per_call=4", "+trainer.accumulate_grad_batches=2"],
+     "trainer.accumulate_grad_batches=2 is invalid with schedule.steps_per_call=4"),
 ])
 def test_what_several_steps_per_call_cannot_keep_is_refused_in_one_line(tmp_path, overrides, match):
     from vae_lab.config import validate
@@ -112,6 +116,25 @@ def test_what_several_steps_per_call_cannot_keep_is_refused_in_one_line(tmp_path
         cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}", *overrides])
     with pytest.raises(ConfigError, match=match):
         validate(cfg)
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ([], 8),  # the default: auto
+    (["callbacks.periodic_checkpoint.every_n_train_steps=100"], 4),  # the largest of 8, 4, 2, 1 dividing 100
+    (["callbacks.periodic_checkpoint.every_n_train_steps=75"], 1),
+    (["trainer.val_check_interval=20"], 1),  # validation within epochs counts calls
+    (["trainer.val_check_interval=0.5"], 1),
+    (["+trainer.accumulate_grad_batches=2"], 1),
+    (["schedule.steps_per_call=3", "callbacks.periodic_checkpoint.every_n_train_steps=300"], 3),  # as set
+])
+def test_auto_steps_per_call_is_what_the_rest_of_the_config_allows(tmp_path, overrides, expected):
+    from vae_lab.build import manual_optimization
+    from vae_lab.config import steps_per_call, validate
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}", *overrides])
+    validate(cfg)  # auto never picks a number the checks above refuse
+    assert steps_per_call(cfg) == expected and manual_optimization(cfg) == (expected > 1)
 
 
 @pytest.mark.slow  # three CLI runs: ~1 min alone, ~3 min on the shared machine
@@ -141,3 +164,46 @@ def test_resume_midway_with_eight_steps_per_call_matches_the_uninterrupted_run(t
     for key, state in a["optimizer_states"][0]["state"].items():
         for name, value in state.items():
             assert torch.equal(value, b["optimizer_states"][0]["state"][key][name]), (key, name)
+
+
+class StepHooks(L.Callback):
+    """Records the per-step hooks of Lightning's manual route as they are called: loss, optimizer, the step count,
+    and a value logged from one (what `self.log` inside a hook does must not change with the route)."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def on_before_backward(self, trainer, pl_module, loss):
+        self.calls.append(("before_backward", trainer.global_step, loss.item(), pl_module._current_fx_name))
+
+    def on_after_backward(self, trainer, pl_module):
+        grads = sum(float(p.grad.sum()) for p in pl_module.parameters() if p.grad is not None)
+        self.calls.append(("after_backward", trainer.global_step, grads, pl_module._current_fx_name))
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        assert isinstance(optimizer, torch.optim.Adam)  # the torch optimizer, as Lightning passes it
+        self.calls.append(("before_optimizer_step", trainer.global_step, None, pl_module._current_fx_name))
+        if (trainer.global_step + 1) % trainer.log_every_n_steps == 0:
+            pl_module.log("train/hook_value", float(trainer.global_step), on_step=True, on_epoch=False, batch_size=1)
+
+
+def test_the_direct_step_takes_lightnings_manual_route_exactly(tmp_path, monkeypatch):
+    """Steps per call use DirectStep (Lightning's manual route resolved once per fit) where it applies; with it
+    switched off, Lightning's own manual_backward / optimizer.step give the same hooks, weights, state and logs."""
+    import vae_lab.lit_module as lit_module
+
+    direct_hooks, route_hooks = StepHooks(), StepHooks()
+    direct = fit(tmp_path, 8, "schedule.gradient_clip_val=0.05", callbacks=(direct_hooks,), name="direct")
+    assert direct[0]._direct is not None  # the plain case (one CPU, float32, no profiler) takes the direct route
+    monkeypatch.setattr(lit_module.DirectStep, "for_module", classmethod(lambda cls, module: None))
+    route = fit(tmp_path, 8, "schedule.gradient_clip_val=0.05", callbacks=(route_hooks,), name="route")
+    assert route[0]._direct is None
+    assert_same_training(direct, route)
+    assert len(direct_hooks.calls) == 3 * STEPS and direct_hooks.calls == route_hooks.calls
+    assert any("train/hook_value" in row for row in logged(direct[1]))
+
+
+def test_the_direct_step_is_not_taken_where_lightning_does_more(tmp_path):
+    """A profiler (or DDP, fp16 loss scaling, an overridden backward) keeps Lightning's route."""
+    module, trainer = fit(tmp_path, 8, "+trainer.profiler=simple", "trainer.max_steps=8")
+    assert module._direct is None and trainer.global_step == 8

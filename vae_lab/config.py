@@ -64,7 +64,6 @@ RULES = [
     Rule("schedule.batch_size", "int", lo=1),
     Rule("schedule.max_epochs", "int", lo=-1),
     Rule("schedule.gradient_clip_val", "float", lo=0, lo_open=True, nullable=True),
-    Rule("schedule.steps_per_call", "int", lo=1),
     Rule("schedule.kl_warmup_steps", "int", lo=0),
     Rule("schedule.kl_warmup_epochs", "float", lo=0),
     Rule("schedule.kl_annealing", "choice", choices=lambda: __import__("vae_lab.schedules").schedules.KL_ANNEALING),
@@ -115,19 +114,62 @@ def _check_combinations(cfg: DictConfig) -> None:
                           f"bound has no separate KL term to warm up): set {warmup[0]}=0 or use loss=elbo")
 
 
+AUTO_STEPS_PER_CALL = 8  # schedule.steps_per_call=auto, where nothing in the config counts Lightning calls
+
+
+def _checkpoint_intervals(cfg: DictConfig) -> list[tuple[str, int]]:
+    """(callback name, every_n_train_steps) of the step-based checkpoint callbacks."""
+    nodes = OmegaConf.select(cfg, "callbacks", default=None) or {}
+    return [(name, node.get("every_n_train_steps")) for name, node in nodes.items()
+            if isinstance(node, DictConfig) and node.get("every_n_train_steps")]
+
+
+def _validates_within_epochs(cfg: DictConfig) -> bool:
+    interval = OmegaConf.select(cfg, "trainer.val_check_interval", default=None)
+    return interval is not None and not (isinstance(interval, float) and interval == 1.0)
+
+
+def _accumulates(cfg: DictConfig) -> bool:
+    return (OmegaConf.select(cfg, "trainer.accumulate_grad_batches", default=1) or 1) != 1
+
+
+def steps_per_call(cfg: DictConfig) -> int:
+    """schedule.steps_per_call as a number. auto: 8 (Lightning's per-call cost, ~1 ms on the 2-core dev CPU, spread
+    over 8 optimizer steps), halved until it divides every step-based checkpoint interval; 1 when validation runs
+    within epochs (trainer.val_check_interval counts Lightning calls) or gradients are accumulated (Lightning's
+    accumulation is for its own optimisation loop). Absent (configs saved before it existed): 1."""
+    value = OmegaConf.select(cfg, "schedule.steps_per_call", default=1)
+    if value != "auto":
+        return 1 if value is None else int(value)
+    if _validates_within_epochs(cfg) or _accumulates(cfg):
+        return 1
+    n = AUTO_STEPS_PER_CALL
+    while n > 1 and any(every % n for _, every in _checkpoint_intervals(cfg)):
+        n //= 2
+    return n
+
+
 def _check_steps_per_call(cfg: DictConfig) -> None:
-    """Several steps per call keep step-based checkpoints exact at call boundaries; step-based validation inside
-    an epoch counts Lightning calls, not optimizer steps, so it is refused rather than silently moved."""
-    n = OmegaConf.select(cfg, "schedule.steps_per_call", default=1) or 1
+    """auto or an integer >= 1. Several steps per call keep step-based checkpoints exact at call boundaries; step-based
+    validation inside an epoch counts Lightning calls, not optimizer steps, so a set number > 1 is refused with it
+    rather than silently moved (auto picks 1 there)."""
+    value = OmegaConf.select(cfg, "schedule.steps_per_call", default=1)
+    if value != "auto" and value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"schedule.steps_per_call={value} is invalid: must be auto or an integer >= 1")
+    n = steps_per_call(cfg)
     if n == 1:
         return
-    interval = OmegaConf.select(cfg, "trainer.val_check_interval", default=None)
-    if interval is not None and not (isinstance(interval, float) and interval == 1.0):
+    if _validates_within_epochs(cfg):
+        interval = OmegaConf.select(cfg, "trainer.val_check_interval")
         raise ConfigError(f"trainer.val_check_interval={interval} is invalid with schedule.steps_per_call={n}: must "
-                          "be null (validate every epoch; trainer.check_val_every_n_epoch) or steps_per_call=1")
-    for name, node in (OmegaConf.select(cfg, "callbacks", default=None) or {}).items():
-        every = node.get("every_n_train_steps") if isinstance(node, DictConfig) else None
-        if every and every % n:
+                          "be null (validate every epoch; trainer.check_val_every_n_epoch) or steps_per_call=1 "
+                          "(or auto)")
+    if _accumulates(cfg):
+        accumulate = OmegaConf.select(cfg, "trainer.accumulate_grad_batches")
+        raise ConfigError(f"trainer.accumulate_grad_batches={accumulate} is invalid with schedule.steps_per_call={n}: "
+                          "set schedule.steps_per_call=1 (or auto), or a larger schedule.batch_size instead")
+    for name, every in _checkpoint_intervals(cfg):
+        if every % n:
             raise ConfigError(f"callbacks.{name}.every_n_train_steps={every} is invalid with schedule.steps_per_call="
                               f"{n}: must be a multiple of it (checkpoints are taken between calls)")
 

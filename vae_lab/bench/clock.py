@@ -130,8 +130,8 @@ def write_report(path: str, obj: dict) -> None:
     atomic_write_json(path, obj)
 
 
-def step_timer(report: str, warmup: int, steps: int, device: str = "cpu"):
-    """Side a's timing callback (Hydra `_target_` of `+callbacks.benchmark_timer`); Lightning imported lazily."""
+def step_timer(report: str, warmup: int, steps: int, device: str = "cpu", side: str = "a"):
+    """Side a's (or s's) timing callback (Hydra `_target_` of `+callbacks.benchmark_timer`); Lightning imported lazily."""
     from lightning.pytorch import Callback
 
     class StepTimer(Callback):
@@ -155,7 +155,6 @@ def step_timer(report: str, warmup: int, steps: int, device: str = "cpu"):
             self.clock.resume()
 
         def on_train_end(self, trainer, pl_module):
-            side = "s" if getattr(pl_module, "steps_per_call", 1) > 1 else "a"
             write_report(report, self.clock.report(side=side, steps_per_call=getattr(pl_module, "steps_per_call", 1),
                                                    **self.extra))
 

@@ -8,14 +8,15 @@ RATIOS = {
     "a_over_b": ("a", "b", "min_a_over_b"),
     "a_over_c": ("a", "c", "min_a_over_c"),
     "eval_vae_lab_over_loop": ("eval_vae_lab", "eval_loop", "min_eval_ratio"),
-    "s_over_b": ("s", "b", None),  # with schedule.steps_per_call on (the benchmark's steps_per_call)
-    "s_over_a": ("s", "a", None),  # what steps per call gains over it off
-    "a_over_l": ("a", "l", None),  # vae_lab's own cost: against b's body run by a bare Trainer
+    "s_over_b": ("s", "b", None),  # with schedule.steps_per_call set (the benchmark's steps_per_call; 1: off)
+    "a_over_s": ("a", "s", None),  # what the default steps_per_call (auto) gains over the one set for s
+    "s_over_l": ("s", "l", None),  # steps per call off (s at 1): vae_lab's own cost over a bare Trainer on b's body
+    "a_over_l": ("a", "l", None),
     "l_over_b": ("l", "b", None),  # the bare Trainer's cost against the hand loop
 }
 MEDIANS = ("images_per_s", "images_per_cpu_s", "median_step_s", "first_step_s", "import_s", "peak_rss_mb",
            "flops_per_image", "matmul_tflops")
-NAMES = {"a": "a  vae_lab train.py", "s": "s  a, steps per call", "b": "b  hand loop, tensor", "c": "c  seeds' DataLoader", "l": "l  bare L.Trainer",
+NAMES = {"a": "a  vae_lab train.py", "s": "s  a, steps_per_call set", "b": "b  hand loop, tensor", "c": "c  seeds' DataLoader", "l": "l  bare L.Trainer",
          "imports": "   import torch+L+tv", "eval_vae_lab": "   IWAE vae_lab", "eval_loop": "   IWAE plain loop"}
 
 

@@ -47,11 +47,8 @@ def check(cfg) -> None:
         value = OmegaConf.select(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{key}={value!r} is invalid: must be an integer >= 1")
-    n = cfg.steps_per_call
-    if "s" in cfg.sides and cfg.steps < n:
-        # side s's clock starts and stops at call ends: the timed window must hold at least one whole call
-        raise ConfigError(f"steps_per_call={n} with steps={cfg.steps} is invalid for side s: steps must be at least "
-                          f"steps_per_call (or leave s out: sides=[a,b,c,l])")
+    if "s" in cfg.sides:
+        _check_whole_call("s", cfg.steps_per_call, cfg.steps, "(steps_per_call)")
     from vae_lab.nets import NETS  # imports torch: after the cheap checks
 
     if cfg.arch not in NETS:
@@ -61,6 +58,15 @@ def check(cfg) -> None:
 
         if not torch.cuda.is_available():
             raise ConfigError("device=cuda but torch.cuda.is_available() is false here; use device=cpu")
+
+
+def _check_whole_call(side: str, n: int, steps: int, source: str) -> None:
+    """Sides a and s time whole calls (their clock starts and stops at call ends): the timed window holds one."""
+    from vae_lab.errors import ConfigError
+
+    if steps < n:
+        raise ConfigError(f"steps={steps} is invalid for side {side}, which takes {n} optimizer steps per call "
+                          f"{source}: steps must be at least {n} (or leave {side} out of sides)")
 
 
 def _prepare_data(cfg, scratch: Path) -> dict:
@@ -149,7 +155,7 @@ def _run_side(side: str, repeat: int, cfg, base_spec: dict, overrides: list[str]
     """One child of `side` (key: its name in the report, a model family's evaluation rows: "eval_loop prior=vamp")."""
     stem = "".join(c if c.isalnum() or c in "_-" else "_" for c in (key or side))
     report, log = work / f"{stem}_r{repeat}.json", work / f"{stem}_r{repeat}.log"
-    if side in ("a", "s"):  # vae_lab's train.py with steps per call off (a) and on (s)
+    if side in ("a", "s"):  # vae_lab's train.py at its defaults (a) and with steps_per_call set (s)
         run_dir = work / f"{side}_r{repeat}"
         calls = [f"schedule.steps_per_call={cfg.steps_per_call}"] if side == "s" else []
         total = cfg.warmup_steps + cfg.steps
@@ -159,7 +165,8 @@ def _run_side(side: str, repeat: int, cfg, base_spec: dict, overrides: list[str]
                f"+callbacks.benchmark_timer.report={report}",
                f"+callbacks.benchmark_timer.warmup={cfg.warmup_steps}",
                f"+callbacks.benchmark_timer.steps={cfg.steps}",
-               f"+callbacks.benchmark_timer.device={cfg.device}"]
+               f"+callbacks.benchmark_timer.device={cfg.device}",
+               f"+callbacks.benchmark_timer.side={side}"]
         result = _launch(cmd, log, report)
         result["output_has_progress_bar"] = "Epoch 0" in log.read_text(errors="replace")
         return result
@@ -176,9 +183,14 @@ def run(cfg, work: Path) -> dict:
     from hydra import compose
     from omegaconf import OmegaConf
 
+    from vae_lab.config import steps_per_call
     from vae_lab.io import atomic_write_json
+    from vae_lab.schedules import optimizer_options
 
     check(cfg)
+    if "a" in cfg.sides:  # its steps per call (auto) as the options set it, before any data is prepared
+        n = steps_per_call(compose("train", overrides=[*cfg.after_training, *cfg.train_overrides]))
+        _check_whole_call("a", n, cfg.steps, "(train.py's schedule.steps_per_call)")
     work.mkdir(parents=True, exist_ok=True)
     load_before = [round(v, 2) for v in os.getloadavg()]
     data = _prepare_data(cfg, work / "data")
@@ -187,8 +199,12 @@ def run(cfg, work: Path) -> dict:
     base_spec = {
         "data": data,
         **_model_spec(train_cfg),
+        # what training does to each batch (binarise, dequantise): the loops do the same work as side a
+        "pixels": {key: str(train_cfg.dataset.get(key, "none")) for key in ("binarize", "dequantize")},
         "loss": OmegaConf.to_container(train_cfg.loss, resolve=True),
-        "optimizer": OmegaConf.to_container(train_cfg.schedule.optimizer, resolve=True),
+        # `fused: auto` resolved as train.py resolves it: the loops build the same torch optimizer
+        "optimizer": optimizer_options(OmegaConf.to_container(train_cfg.schedule.optimizer, resolve=True),
+                                       cfg.precision),
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
         "steps": cfg.steps,

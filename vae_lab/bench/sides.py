@@ -140,6 +140,30 @@ def matmul_tflops(device: str, precision: str) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e12
 
 
+class _Pixels:
+    """What training does to the pixels, as the dataset config says (`pixels` of the spec), written by hand:
+    binarize static: once, before the loop; dynamic: every batch re-sampled as bernoulli(x) (Burda et al. 2016);
+    dequantize uniform: (k + u) / 256 every batch. So the loops do the same work per step as side a."""
+
+    def __init__(self, spec: dict):
+        pixels = spec.get("pixels", {})
+        self.binarize, self.dequantize = pixels.get("binarize", "none"), pixels.get("dequantize", "none")
+
+    def once(self, x):
+        """x in [0, 1], the whole split, before the loop."""
+        import torch
+
+        return torch.bernoulli(x) if self.binarize == "static" else x
+
+    def __call__(self, x):
+        """One training batch in [0, 1] (8-bit levels k / 255 when dequantised)."""
+        import torch
+
+        if self.dequantize == "uniform":
+            x = (x * 255 + torch.rand_like(x)) / 256
+        return torch.bernoulli(x) if self.binarize == "dynamic" else x
+
+
 class _TensorBatches:
     """Batches of a pre-loaded float tensor (on the device), reshuffled every pass: the input of sides b and l."""
 
@@ -150,7 +174,9 @@ class _TensorBatches:
 
         raw = raw_data(spec)
         device = spec["device"]
-        self.x = to_unit(raw.train_x.to(device), raw.levels)  # (N, C, H, W) in [0, 1] as training serves it, once
+        self.pixels = _Pixels(spec)
+        # (N, C, H, W) in [0, 1] as training serves it, once
+        self.x = self.pixels.once(to_unit(raw.train_x.to(device), raw.levels))
         y = raw.train_y if raw.train_y is not None else torch.zeros(len(self.x), dtype=torch.int64)
         self.y = y.to(device)
         self.batch_size = spec["batch_size"]
@@ -165,7 +191,7 @@ class _TensorBatches:
         perm = torch.randperm(len(self.x), device=self.x.device)
         for start in range(0, len(self.x), self.batch_size):
             idx = perm[start : start + self.batch_size]
-            yield self.x[idx], self.y[idx]
+            yield self.pixels(self.x[idx]), self.y[idx]
 
 
 def side_b(spec: dict) -> dict:
@@ -257,10 +283,12 @@ def side_c(spec: dict) -> dict:
         dataset = _ArrayImages(data["options"]["path"], transform)
     dataloader = DataLoader(dataset, batch_size=spec["batch_size"], shuffle=True)
     trainee = _Trainee(spec, data["shape"], data["num_classes"])
+    pixels = _Pixels(spec)  # static binarisation is per batch here: the seeds' dataset has no binarised copy
+    pixels.binarize = "dynamic" if pixels.binarize == "static" else pixels.binarize
     clock, train_loss = StepClock(spec["warmup"], spec["steps"], device), 0.0
     while not clock.done:
         for x, y in dataloader:
-            x = ((x + 1) / 2).to(device)  # the seed's loss maps Normalize's [-1, 1] back to [0, 1]
+            x = pixels(((x + 1) / 2).to(device))  # the seed's loss maps Normalize's [-1, 1] back to [0, 1]
             train_loss += trainee(x, y.to(device)).item()  # the seed sums loss.item() every step
             clock.stepped(len(x))
             if clock.done:
