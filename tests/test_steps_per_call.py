@@ -21,7 +21,8 @@ from vae_lab.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 60  # 2 epochs of 26 steps + 8: epoch-end validation twice; calls cut by epoch ends and log steps
 RUN = [f"trainer.max_steps={STEPS}", "trainer.max_epochs=-1", "trainer.enable_progress_bar=false",
-       "trainer.enable_model_summary=false", "print_config=false", "logger=csv", "callbacks=none"]
+       "trainer.enable_model_summary=false", "print_config=false", "logger=csv", "callbacks=none",
+       "trainer.log_every_n_steps=10"]
 
 
 def fit(tmp_path: Path, n: int, *overrides: str, callbacks: tuple = (),
