@@ -99,6 +99,11 @@ def _check_combinations(cfg: DictConfig) -> None:
     _check_dequantize(cfg)
     _check_latent_combinations(cfg)
     _check_steps_per_call(cfg)
+    optimizer = OmegaConf.select(cfg, "schedule.optimizer", default=None)
+    if optimizer is not None:  # the class and `fused`, before any data is read
+        from vae_lab.schedules import optimizer_options
+
+        optimizer_options(plain(optimizer), OmegaConf.select(cfg, "trainer.precision", default="32-true"))
     warmup = [k for k in ("schedule.kl_warmup_steps", "schedule.kl_warmup_epochs")
               if (OmegaConf.select(cfg, k, default=0) or 0) > 0]
     name = OmegaConf.select(cfg, "loss.name", default=None)

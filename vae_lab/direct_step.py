@@ -3,8 +3,8 @@
 `LightningModule.manual_backward` + `LightningOptimizer.step` run, per step: the strategy's and the precision plugin's
 pre/post-backward, six hook dispatches (`on_before_backward`, `on_after_backward`, `on_before_optimizer_step`, each on
 every callback and on the module, each inside a profiler context), the optimizer wrapper's closure, and the manual
-loop's progress counters. On a small model that costs as much as the hand-written loop's whole step (about 1 ms per
-step on the 2-core dev VM). Under steps per call that cost, not the call's, is what is left.
+loop's progress counters: about 0.5-1 ms per step on the 2-core dev VM, as much as a trivial model's whole step in a
+hand-written loop. Under steps per call that cost, not the call's, is what was left.
 
 `DirectStep` takes the same step with the same hooks in the same order, but calls only the hooks a callback or the
 module actually overrides, found once per fit, and steps the torch optimizer itself. It is used only where Lightning's

@@ -60,9 +60,8 @@ def optimizer_options(optimizer: dict, precision: str) -> dict:
     so gradients would be clipped (and Lightning refuses to clip) while still scaled. Else false. true/false/null are
     passed to the optimizer as they are.
     """
+    import importlib
     import inspect
-
-    from hydra.utils import get_class
 
     options = dict(optimizer)
     fused = options.get("fused", None)
@@ -70,7 +69,15 @@ def optimizer_options(optimizer: dict, precision: str) -> dict:
         raise choices_error("schedule.optimizer.fused", fused, [str(f).lower() for f in FUSED])
     if fused != "auto":
         return options
-    cls = get_class(options["_target_"])
+    target = str(options.get("_target_"))
+    try:
+        module, _, name = target.rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        if not isinstance(cls, type):
+            raise TypeError(target)
+    except Exception as error:  # ImportError, AttributeError, TypeError: one line either way
+        raise ConfigError(f"schedule.optimizer._target_={options['_target_']} is not an optimizer class "
+                          f"({type(error).__name__}); e.g. torch.optim.AdamW") from None
     has_fused = "fused" in inspect.signature(cls.__init__).parameters
     options["fused"] = bool(has_fused and str(precision) not in ("16-mixed", "16"))
     if not has_fused:
