@@ -46,6 +46,7 @@ def test_poisoned_steps_are_skipped_bit_exactly_and_counted(tmp_path):
             f"paths.output_dir={tmp_path}", "logger=none", "callbacks=none", "trainer.max_steps=12",
             "trainer.max_epochs=-1", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
             "trainer.limit_val_batches=0", "schedule.steps_per_call=1",  # the probe looks at every step's weights
+            "trainer.log_every_n_steps=4",  # train/nonfinite_steps is a step value: logged on the steps Lightning writes
         ])
     L.seed_everything(0, verbose=False)
     datamodule = build_datamodule(cfg)
