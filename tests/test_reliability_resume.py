@@ -20,7 +20,7 @@ MAX_STEPS = 60
 RUN = [f"trainer.max_steps={MAX_STEPS}", "trainer.max_epochs=-1", "trainer.val_check_interval=20",
        "trainer.check_val_every_n_epoch=null", "callbacks=no_images",
        "callbacks.periodic_checkpoint.every_n_train_steps=20", "trainer.enable_progress_bar=false",
-       "trainer.enable_model_summary=false", "print_config=false"]
+       "trainer.enable_model_summary=false", "print_config=false", "trainer.log_every_n_steps=10"]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "OMP_NUM_THREADS": "1"}
 
 
