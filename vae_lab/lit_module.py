@@ -2,6 +2,7 @@
 
 import math
 import sys
+import warnings
 
 import lightning as L
 import torch
@@ -24,6 +25,10 @@ from vae_lab.schedules import build_scheduler, kl_cyclical_factor, kl_warmup_fac
 from vae_lab.units import likelihood_status
 
 STAGES = ("train", "val", "test")
+# Steps per call pull their batches through Lightning's `dataloader_iter` flavour, which warns on every fit that it is
+# experimental and that hooks see the last batch consumed: known and covered (tests/test_steps_per_call.py).
+warnings.filterwarnings("ignore", message=r"You are using the `dataloader_iter` step flavor")
+warnings.filterwarnings("ignore", message=r"Found `dataloader_iter` argument in the `training_step`")
 
 
 class VAEModule(L.LightningModule):
