@@ -14,6 +14,7 @@ profiler, the module's own `backward` not overridden. Everywhere else (DDP, fp16
 (tests/test_steps_per_call.py checks weights, optimizer state and logs bit for bit).
 """
 
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -27,6 +28,11 @@ HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 
 def _overrides(obj: Any, base: type, name: str) -> bool:
     return getattr(type(obj), name, None) is not getattr(base, name)
+
+
+def lightning_to_device(trainer: "L.Trainer", batch):
+    """A batch pulled from `dataloader_iter` through what Lightning does to a batch it fetches itself."""
+    return trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(batch))
 
 
 def _transfer_returns_device_batches(datamodule: "L.LightningDataModule") -> bool:
@@ -43,13 +49,14 @@ class DirectStep:
 
     def __init__(self, trainer: "L.Trainer", module: "L.LightningModule"):
         self.module = module
-        # name -> the bound hooks to call, callbacks first then the module, as Lightning orders them
+        # name -> the hooks to call with the hook's own arguments, callbacks first then the module, as Lightning
+        # orders them (a callback's hook also takes the trainer and the module)
         self.hooks: dict[str, list] = {}
         for name in HOOKS:
-            bound = [getattr(cb, name) for cb in trainer.callbacks if _overrides(cb, L.Callback, name)]
-            self.hooks[name] = [(fn, True) for fn in bound]
+            self.hooks[name] = [partial(getattr(cb, name), trainer, module)
+                                for cb in trainer.callbacks if _overrides(cb, L.Callback, name)]
             if _overrides(module, L.LightningModule, name):
-                self.hooks[name].append((getattr(module, name), False))
+                self.hooks[name].append(getattr(module, name))
         self.trainer = trainer
         self.device = trainer.strategy.root_device
         # A batch already on the device passes Lightning's transfer hooks unchanged unless a hook is overridden (the
@@ -83,19 +90,16 @@ class DirectStep:
         the device as it is when no transfer hook is overridden (the plugins here convert nothing)."""
         if not self.transfer_hooks and all(isinstance(t, torch.Tensor) and t.device == self.device for t in batch):
             return batch
-        return self.trainer.strategy.batch_to_device(self.trainer.precision_plugin.convert_input(batch))
+        return lightning_to_device(self.trainer, batch)
 
     def _call(self, name: str, *args) -> None:
         hooks = self.hooks[name]
         if not hooks:
             return
-        module, trainer = self.module, self.trainer
+        module = self.module
         previous, module._current_fx_name = module._current_fx_name, name  # what self.log inside a hook reads
-        for fn, is_callback in hooks:
-            if is_callback:
-                fn(trainer, module, *args)
-            else:
-                fn(*args)
+        for fn in hooks:
+            fn(*args)
         module._current_fx_name = previous
 
     def backward(self, loss: torch.Tensor) -> None:

@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from vae_lab.data.batches import stream_seed
-from vae_lab.direct_step import DirectStep
+from vae_lab.direct_step import DirectStep, lightning_to_device
 from vae_lab.distributions import posterior_code, sample_with_seed
 from vae_lab.epoch_sums import EpochSums
 from vae_lab.errors import ConfigError
@@ -286,10 +286,7 @@ class VAEModule(L.LightningModule):
                 batch, _, _ = next(dataloader_iter)
             except StopIteration:  # the epoch's last batch was taken by the previous call
                 break
-            if self._direct is not None:
-                batch = self._direct.to_device(batch)
-            else:
-                batch = self.trainer.strategy.batch_to_device(self.trainer.precision_plugin.convert_input(batch))
+            batch = lightning_to_device(self.trainer, batch) if self._direct is None else self._direct.to_device(batch)
             for callback in self.trainer.callbacks:  # per-step batch hooks (the non-finite guard's NaN injection)
                 hook = getattr(callback, "on_call_batch", None)
                 if hook is not None:

@@ -10,6 +10,21 @@ from omegaconf import DictConfig, OmegaConf
 from vae_lab.errors import ConfigError
 
 
+def locate_class(key: str, target: str, what: str = "a class", example: str = "torch.optim.AdamW") -> type:
+    """A config's `_target_` ("torch.optim.AdamW") -> the class, or one ConfigError line naming `key` and what it
+    should be (no Hydra: its get_class logs a multi-line error before raising)."""
+    import importlib
+
+    try:
+        module, _, name = str(target).rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        if not isinstance(cls, type):
+            raise TypeError(target)
+    except Exception as error:  # ImportError, AttributeError, ValueError, TypeError: one line either way
+        raise ConfigError(f"{key}={target} is not {what} ({type(error).__name__}); e.g. {example}") from None
+    return cls
+
+
 @dataclass(frozen=True)
 class Rule:
     """`key` must be a `kind` ("int" | "float" | "bool" | "choice") within [lo, hi] (open ends when *_open)."""

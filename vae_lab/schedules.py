@@ -51,6 +51,13 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, name: st
 FUSED = ("auto", True, False, None)  # schedule.optimizer.fused
 
 
+def optimizer_class(target: str) -> type:
+    """schedule.optimizer._target_ -> the optimizer class, or one line naming the key."""
+    from vae_lab.rules import locate_class
+
+    return locate_class("schedule.optimizer._target_", target, what="an optimizer class")
+
+
 def optimizer_options(optimizer: dict, precision: str) -> dict:
     """The optimizer's config (`_target_` and arguments) with `fused: auto` resolved.
 
@@ -60,7 +67,6 @@ def optimizer_options(optimizer: dict, precision: str) -> dict:
     so gradients would be clipped (and Lightning refuses to clip) while still scaled. Else false. true/false/null are
     passed to the optimizer as they are.
     """
-    import importlib
     import inspect
 
     options = dict(optimizer)
@@ -69,15 +75,7 @@ def optimizer_options(optimizer: dict, precision: str) -> dict:
         raise choices_error("schedule.optimizer.fused", fused, [str(f).lower() for f in FUSED])
     if fused != "auto":
         return options
-    target = str(options.get("_target_"))
-    try:
-        module, _, name = target.rpartition(".")
-        cls = getattr(importlib.import_module(module), name)
-        if not isinstance(cls, type):
-            raise TypeError(target)
-    except Exception as error:  # ImportError, AttributeError, TypeError: one line either way
-        raise ConfigError(f"schedule.optimizer._target_={options['_target_']} is not an optimizer class "
-                          f"({type(error).__name__}); e.g. torch.optim.AdamW") from None
+    cls = optimizer_class(options.get("_target_"))
     has_fused = "fused" in inspect.signature(cls.__init__).parameters
     options["fused"] = bool(has_fused and str(precision) not in ("16-mixed", "16"))
     if not has_fused:

@@ -31,14 +31,6 @@ def no_lightning_globals() -> None:
     os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
 
 
-def _locate(target: str):
-    """`torch.optim.Adam` -> the class, without importing Hydra in the hand-written sides."""
-    import importlib
-
-    module, name = target.rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)
-
-
 def raw_data(spec: dict):
     """vae_lab's decoded uint8 dataset (N, C, H, W) for the tensor side and the evaluation."""
     from vae_lab.data.registry import load_dataset
@@ -82,6 +74,7 @@ class _Trainee:
 
     def __init__(self, spec: dict, shape, classes: int):
         from vae_lab.objectives import build_objective
+        from vae_lab.schedules import optimizer_class  # the class as train.py finds it, without Hydra
 
         self.model = build_model(spec, shape, classes)
         no_lightning_globals()
@@ -91,7 +84,7 @@ class _Trainee:
         self.num_samples = int(loss.pop("num_samples", 1))
         self.objective = build_objective(**loss)
         optimizer = dict(spec["optimizer"])
-        self.optimizer = _locate(optimizer.pop("_target_"))(self.model.parameters(), **optimizer)
+        self.optimizer = optimizer_class(optimizer.pop("_target_"))(self.model.parameters(), **optimizer)
         self.autocast = autocast(spec["device"], spec["precision"])
 
     def loss(self, x, y):
