@@ -365,3 +365,25 @@ def test_dequantisation_is_refused_for_binarised_pixels():
     dm = digits(dequantize="uniform", batch_size=500)
     x, _ = next(iter(dm.val_dataloader()))
     assert not torch.equal(x * 255, (x * 255).round())  # no longer on the k/255 grid
+
+
+def test_dynamic_binarisation_is_bernoulli_of_the_grey_level():
+    """Oracle: over many epochs each pixel is 1 with probability k/255 (within 5 standard errors); level 0 is always
+    0 and level 255 always 1; each epoch draws afresh and a resumed epoch draws the same pixels."""
+    levels = torch.tensor([0, 1, 32, 64, 128, 191, 254, 255], dtype=torch.uint8)
+    x = levels.repeat(64).reshape(64, 1, 1, 8)  # 64 examples, each with every level once
+    batches = InMemoryBatches(x, None, batch_size=16, shuffle=False, seed=3, binarize_mode="dynamic")
+    epochs = 400
+    ones = torch.zeros(8, dtype=torch.float64)
+    for _ in range(epochs):
+        xs, _ = all_batches(batches)
+        assert set(xs.unique().tolist()) <= {0.0, 1.0}
+        ones += xs.reshape(-1, 8).double().sum(0)
+    freq, p, n = ones / (epochs * 64), levels.double() / 255, epochs * 64
+    tolerance = 5 * torch.sqrt(p * (1 - p) / n)
+    assert freq[0] == 0.0 and freq[-1] == 1.0
+    assert torch.all((freq - p).abs() <= tolerance.clamp(min=1e-12)), (freq, p)
+    batches.set_epoch(7)
+    first = all_batches(batches)[0]
+    batches.set_epoch(7)
+    torch.testing.assert_close(all_batches(batches)[0], first, rtol=0, atol=0)

@@ -135,8 +135,8 @@ def matmul_tflops(device: str, precision: str) -> float:
 
 class _Pixels:
     """What training does to the pixels, as the dataset config says (`pixels` of the spec), written by hand:
-    binarize static: once, before the loop; dynamic: every batch re-sampled as bernoulli(x) (Burda et al. 2016);
-    dequantize uniform: (k + u) / 256 every batch. So the loops do the same work per step as side a."""
+    binarize static: once, before the loop; dynamic: every batch re-sampled as bernoulli(x) (Burda et al. 2016),
+    drawn as u < x as training draws it; dequantize uniform: (k + u) / 256 every batch. So the loops do the same work per step as side a."""
 
     def __init__(self, spec: dict):
         pixels = spec.get("pixels", {})
@@ -154,7 +154,7 @@ class _Pixels:
 
         if self.dequantize == "uniform":
             x = (x * 255 + torch.rand_like(x)) / 256
-        return torch.bernoulli(x) if self.binarize == "dynamic" else x
+        return torch.rand_like(x).lt_(x) if self.binarize == "dynamic" else x  # bernoulli(x) in one vectorised draw
 
 
 class _TensorBatches:
