@@ -208,3 +208,20 @@ def test_the_direct_step_is_not_taken_where_lightning_does_more(tmp_path):
     """A profiler (or DDP, fp16 loss scaling, an overridden backward) keeps Lightning's route."""
     module, trainer = fit(tmp_path, 8, "+trainer.profiler=simple", "trainer.max_steps=8")
     assert module._direct is None and trainer.global_step == 8
+
+
+def test_train_py_profiles_nothing_at_no_cost_unless_a_profiler_is_set(tmp_path):
+    """The default profiler is QuietProfiler (Lightning's pass-through, one reusable null context per action);
+    `trainer.profiler` set by the user is Lightning's as asked, and it profiles."""
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    from vae_lab.direct_step import QuietProfiler
+
+    module, trainer = fit(tmp_path, 8, "trainer.max_steps=8", name="quiet")
+    assert type(trainer.profiler) is QuietProfiler and module._direct is not None
+    with trainer.profiler.profile("a") as first, trainer.profiler.profile("a") as nested:  # re-entrant
+        assert first is None and nested is None
+    assert trainer.profiler.profile("a") is trainer.profiler.profile("b")  # nothing made per call
+    module, trainer = fit(tmp_path, 8, "+trainer.profiler=simple", "trainer.max_steps=8", name="simple")
+    assert isinstance(trainer.profiler, SimpleProfiler)
+    assert any("training_step" in action for action in trainer.profiler.recorded_durations)

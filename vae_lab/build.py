@@ -145,6 +145,10 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list | None = None):
         from lightning.pytorch.callbacks import ProgressBar
 
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if trainer_kwargs.get("profiler") is None:
+        from vae_lab.direct_step import QuietProfiler
+
+        trainer_kwargs["profiler"] = QuietProfiler()  # Lightning's default, without its per-hook context cost
     trainer = L.Trainer(**trainer_kwargs, logger=loggers or False, callbacks=callbacks)
     note = hardware_note(trainer)
     if note and trainer.is_global_zero:

@@ -14,6 +14,7 @@ profiler, the module's own `backward` not overridden. Everywhere else (DDP, fp16
 (tests/test_steps_per_call.py checks weights, optimizer state and logs bit for bit).
 """
 
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from typing import Any
 
@@ -24,6 +25,20 @@ from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.strategies import SingleDeviceStrategy
 
 HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+_NO_CONTEXT = nullcontext()
+
+
+class QuietProfiler(PassThroughProfiler):
+    """Lightning's default profiler (profiles nothing), with a free context per profiled action.
+
+    Lightning enters `profiler.profile(name)` around every hook it calls, on every callback, every step: the default
+    profiler's context is a generator-based context manager that costs ~3 us a time on the dev CPU, so with
+    vae_lab's 11 callbacks each hook dispatch took ~80 us, ~0.5 ms per step with steps per call off (six hooks per
+    step). This one returns one reusable null context. train.py passes it when no `trainer.profiler` is set.
+    """
+
+    def profile(self, action_name: str) -> AbstractContextManager:
+        return _NO_CONTEXT
 
 
 def _overrides(obj: Any, base: type, name: str) -> bool:
