@@ -11,21 +11,21 @@ class EpochSums:
 
     Training counts whole batches: a batch whose terms or loss are not finite is a skipped step, not counted.
     Evaluation counts examples, and the non-finite ones are reported (`val/nonfinite_examples`), never silently
-    dropped. A training step only keeps the batch's term sums and loss (three small ops on the hot path); they
-    are reduced together every FLUSH_EVERY steps and when the epoch's sums are read.
+    dropped. A training step only keeps (detached) its terms and loss, no op on the hot path; they are reduced
+    together every FLUSH_EVERY steps and when the epoch's sums are read.
     """
 
     def __init__(self, terms: list[str]):
         self.terms = terms
         self.sums: dict[str, torch.Tensor] = {}
-        self.pending: list[tuple[torch.Tensor, int]] = []  # training steps not yet in sums["train"]
+        # training steps not yet in sums["train"]: ([term (B,) per term], loss, batch size)
+        self.pending: list[tuple[list[torch.Tensor], torch.Tensor, int]] = []
 
     def add(self, stage: str, out, batch_size: int) -> None:
         """One batch's ObjectiveOutput (`terms`: name -> (B,), `loss`: scalar) of `batch_size` examples."""
         if stage == "train":
-            with torch.no_grad():
-                terms = torch.stack([out.terms[t] for t in self.terms]).sum(-1)  # (T,)
-                self.pending.append((torch.cat([terms, out.loss.reshape(1)]), batch_size))
+            # no op here but the detaches: the rows are built when the pending steps are flushed
+            self.pending.append(([out.terms[t].detach() for t in self.terms], out.loss.detach(), batch_size))
             if len(self.pending) >= FLUSH_EVERY:
                 self.flush()
             return
@@ -42,8 +42,13 @@ class EpochSums:
         (a sum is finite exactly when every element is, barring float32 overflow of nats-sized values)."""
         if not self.pending:
             return
-        rows = torch.stack([row for row, _ in self.pending])  # (n, T + 1): term sums, loss
-        sizes = torch.tensor([n for _, n in self.pending], dtype=rows.dtype, device=rows.device)  # (n,)
+        pending, n, num_terms = self.pending, len(self.pending), len(self.terms)
+        if len({len(terms[0]) for terms, _, _ in pending}) == 1:  # one batch size (all but an epoch's last batch)
+            term_sums = torch.stack([t for terms, _, _ in pending for t in terms]).reshape(n, num_terms, -1).sum(-1)
+        else:
+            term_sums = torch.stack([torch.stack(terms).sum(-1) for terms, _, _ in pending])
+        rows = torch.cat([term_sums, torch.stack([loss.reshape(()) for _, loss, _ in pending])[:, None]], 1)
+        sizes = torch.tensor([size for _, _, size in pending], dtype=rows.dtype, device=rows.device)  # (n,)
         self.pending = []
         finite = rows.isfinite().all(1)  # (n,)
         count = torch.where(finite, sizes, 0.0)
