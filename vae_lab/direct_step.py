@@ -112,10 +112,13 @@ class DirectStep:
         if not hooks:
             return
         module = self.module
-        previous, module._current_fx_name = module._current_fx_name, name  # what self.log inside a hook reads
+        # What self.log inside a hook reads. A plain attribute: set as nn.Module.__setattr__ ends up setting it, without
+        # its checks for parameters, buffers and submodules (4.6 us instead of 0.6 us a time on the dev CPU).
+        previous = module._current_fx_name
+        object.__setattr__(module, "_current_fx_name", name)
         for fn in hooks:
             fn(*args)
-        module._current_fx_name = previous
+        object.__setattr__(module, "_current_fx_name", previous)
 
     def backward(self, loss: torch.Tensor) -> None:
         """`module.manual_backward(loss)` on one device without a loss scaler."""
