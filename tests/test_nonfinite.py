@@ -167,7 +167,8 @@ def test_a_nonfinite_validation_example_is_counted_not_dropped_silently():
     assert sums.tolist() == [-3.0, 3.0, 0.0, 1.5 * 2, 2.0, 3.0]
 
 
-def test_training_sums_reduced_in_groups_equal_a_plain_sum_over_the_epoch():
+@pytest.mark.parametrize("sizes", ["equal", "varying"])  # one stacked reduction per group, or one per step
+def test_training_sums_reduced_in_groups_equal_a_plain_sum_over_the_epoch(sizes):
     """150 steps (over two groups of 64 and a remainder), two of them non-finite: the epoch's row equals a float64
     sum of the finite batches, and the skipped batches' examples are counted apart."""
     import torch
@@ -178,7 +179,7 @@ def test_training_sums_reduced_in_groups_equal_a_plain_sum_over_the_epoch():
     gen = torch.Generator().manual_seed(0)
     sums, rows = EpochSums(["elbo", "rate"]), []
     for step in range(150):
-        size = 5 + step % 3
+        size = 6 if sizes == "equal" else 5 + step % 3
         elbo, rate = -torch.rand(size, generator=gen) * 100, torch.rand(size, generator=gen)
         loss = torch.rand((), generator=gen)
         if step in (3, 2 * FLUSH_EVERY + 1):
