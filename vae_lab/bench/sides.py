@@ -136,7 +136,8 @@ def matmul_tflops(device: str, precision: str) -> float:
 class _Pixels:
     """What training does to the pixels, as the dataset config says (`pixels` of the spec), written by hand:
     binarize static: once, before the loop; dynamic: every batch re-sampled as bernoulli(x) (Burda et al. 2016),
-    drawn as u < x as training draws it; dequantize uniform: (k + u) / 256 every batch. So the loops do the same work per step as side a."""
+    drawn as u < x as training draws it; dequantize uniform: (k + u) / 256 every batch. So the loops do the same
+    work per step as side a."""
 
     def __init__(self, spec: dict):
         pixels = spec.get("pixels", {})
