@@ -1,7 +1,10 @@
 """`python train.py [overrides]`: compose the config, build everything, fit, evaluate, write metrics.json."""
 
+import gc
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -58,6 +61,22 @@ def final_line(val: dict, status) -> str:
     return f"{line}, not a normalised log-likelihood ({status.note})"
 
 
+@contextmanager
+def setup_frozen_for_gc() -> Iterator[None]:
+    """The objects that exist before training (imports, config, data, model: ~500k in an MLP run) moved out of the
+    cyclic garbage collector's sight while the body runs (`gc.freeze`), then given back.
+
+    A full collection otherwise walks all of them: ~230 ms once every ~1,000 MLP steps on the dev CPU (~0.2 ms per
+    step on average, and a visible stall), ~17 ms with them frozen. Reference counting still frees frozen objects;
+    only cycles among them wait until the body ends.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def train(cfg: DictConfig) -> dict:
     """Train one model as `cfg` says; returns (and writes to <run dir>/metrics.json) the final metrics."""
     started = time.time()
@@ -98,7 +117,8 @@ def train(cfg: DictConfig) -> dict:
         if datamodule.summary:
             print(datamodule.summary)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    with setup_frozen_for_gc():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     try:
         if phases.received or trainer.received_sigterm:  # at the end of fit: no step left for Lightning to stop at
             raise Interrupted(phases.received or signal.SIGTERM, "pictures")
