@@ -111,6 +111,7 @@ class VAEModule(L.LightningModule):
         self._ssim_noted = False  # images too small for SSIM: said once per run
         self.sums = EpochSums(self.terms)  # per stage: this epoch's sums of the terms, loss and counts
         self._direct: DirectStep | None = None  # manual optimisation's step without Lightning's dispatch, per fit
+        self._call_batch_hooks: list = []  # callbacks' on_call_batch, per fit
 
     @property
     def kl_weight(self) -> float:
@@ -157,6 +158,8 @@ class VAEModule(L.LightningModule):
         # Manual optimisation (steps_per_call > 1, adversarial objectives): Lightning's per-step route resolved once,
         # where it would do nothing more (one device, no loss scaler, no profiler); else None and Lightning's route.
         self._direct = None if self.automatic_optimization else DirectStep.for_module(self)
+        # the callbacks' per-step batch hooks under steps per call (the non-finite guard's NaN injection), found once
+        self._call_batch_hooks = [cb.on_call_batch for cb in self.trainer.callbacks if hasattr(cb, "on_call_batch")]
 
     def _backward(self, loss: torch.Tensor) -> None:
         if self._direct is None:
@@ -287,10 +290,8 @@ class VAEModule(L.LightningModule):
             except StopIteration:  # the epoch's last batch was taken by the previous call
                 break
             batch = lightning_to_device(self.trainer, batch) if self._direct is None else self._direct.to_device(batch)
-            for callback in self.trainer.callbacks:  # per-step batch hooks (the non-finite guard's NaN injection)
-                hook = getattr(callback, "on_call_batch", None)
-                if hook is not None:
-                    hook(self.trainer, self, batch)
+            for hook in self._call_batch_hooks:
+                hook(self.trainer, self, batch)
             if self.discriminator is None:
                 self._optimizer_step(batch)
             else:
