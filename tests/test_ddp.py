@@ -14,6 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
+from vae_lab.model.interface import flat_terms
 from omegaconf import OmegaConf
 
 from vae_lab.build import build_datamodule
@@ -43,7 +45,7 @@ def _replay_validation(run_dir: Path, ckpt: Path) -> dict[str, list[torch.Tensor
                 generator = torch.Generator().manual_seed(stream_seed("val", rank, batch_idx))
                 eps = torch.randn((1, *q_z.mean.shape), generator=generator)
                 z = q_z.mean + eps * q_z.stddev  # (1, B, D)
-                terms = elbo(q_z, model.prior(), z, model.decode(z), x).terms
+                terms = elbo(flat_terms(q_z, model.prior(), z, model.decode(z), x)).terms
                 for name in ("elbo", "distortion", "rate"):
                     per_batch[name].append(terms[name].double())
                 per_batch["rank"].append(torch.full_like(terms["elbo"], rank, dtype=torch.long))

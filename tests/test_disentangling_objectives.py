@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from vae_lab.model.interface import flat_terms
 from torch.distributions import Bernoulli, Independent, Normal
 
 from vae_lab.distributions import diagonal_gaussian, standard_normal
@@ -77,12 +79,12 @@ def test_importance_weights():
 
 def test_beta_tcvae_with_unit_weights_is_the_elbo_loss_and_reports_true_terms():
     q, p, z, p_x, x = _batch()
-    ours = beta_tcvae(q, p, z, p_x, x, dataset_size=50, alpha=1, beta=1, gamma=1, kl_weight=0.3)
-    reference = elbo(q, p, z, p_x, x, kl_weight=0.3)
+    ours = beta_tcvae(flat_terms(q, p, z, p_x, x), dataset_size=50, alpha=1, beta=1, gamma=1, kl_weight=0.3)
+    reference = elbo(flat_terms(q, p, z, p_x, x), kl_weight=0.3)
     torch.testing.assert_close(ours.loss, reference.loss)
     for name in ("elbo", "distortion", "rate"):
         torch.testing.assert_close(ours.terms[name], reference.terms[name])
-    weighted = beta_tcvae(q, p, z, p_x, x, dataset_size=50, alpha=2, beta=6, gamma=3)
+    weighted = beta_tcvae(flat_terms(q, p, z, p_x, x), dataset_size=50, alpha=2, beta=6, gamma=3)
     t = weighted.terms
     penalty = (t["mi"] + 5 * t["tc"] + 2 * t["dimwise_kl"]).mean()
     expected = reference.loss + (1 - 0.3) * reference.terms["rate"].mean() + penalty
@@ -97,8 +99,8 @@ def test_dip_covariances_and_penalty_match_hand_formulas():
     torch.testing.assert_close(aggregate_covariance(q, "ii"), cov_i + torch.diag((sd**2).mean(0)))
     c = torch.tensor([[2.0, 0.5], [0.5, 1.0]])
     assert dip_penalty(c, 10.0, 100.0).item() == pytest.approx(10 * 2 * 0.25 + 100 * 1.0)
-    out = dip_vae(q, p, z, p_x, x, dip_type="ii", lambda_od=3.0, lambda_d=7.0)
-    base = elbo(q, p, z, p_x, x)
+    out = dip_vae(flat_terms(q, p, z, p_x, x), dip_type="ii", lambda_od=3.0, lambda_d=7.0)
+    base = elbo(flat_terms(q, p, z, p_x, x))
     torch.testing.assert_close(out.loss, base.loss + dip_penalty(aggregate_covariance(q, "ii"), 3.0, 7.0))
     torch.testing.assert_close(out.terms["elbo"], base.terms["elbo"])
 
@@ -106,8 +108,8 @@ def test_dip_covariances_and_penalty_match_hand_formulas():
 def test_capacity_rises_linearly_and_penalises_the_distance():
     assert [capacity_at(s, 25.0, 100) for s in (0, 50, 100, 1000)] == [0.0, 12.5, 25.0, 25.0]
     q, p, z, p_x, x = _batch()
-    out = capacity(q, p, z, p_x, x, gamma=10.0, capacity_max=4.0, capacity_steps=8, step=4)
-    base = elbo(q, p, z, p_x, x)
+    out = capacity(flat_terms(q, p, z, p_x, x), gamma=10.0, capacity_max=4.0, capacity_steps=8, step=4)
+    base = elbo(flat_terms(q, p, z, p_x, x))
     expected = base.terms["distortion"].mean() + 10.0 * (base.terms["rate"].mean() - 2.0).abs()
     torch.testing.assert_close(out.loss, expected)
     assert torch.all(out.terms["capacity"] == 2.0)
@@ -127,8 +129,8 @@ def test_factor_vae_pieces():
     assert loss.item() == pytest.approx(expected, rel=1e-6) and acc.item() == 0.5
     q, p, zz, p_x, x = _batch()
     ratio = torch.randn(5, generator=g)
-    out = factor_vae(q, p, zz, p_x, x, density_ratio_logit=ratio, gamma=7.0)
-    torch.testing.assert_close(out.loss, elbo(q, p, zz, p_x, x).loss + 7.0 * ratio.mean())
+    out = factor_vae(flat_terms(q, p, zz, p_x, x), density_ratio_logit=ratio, gamma=7.0)
+    torch.testing.assert_close(out.loss, elbo(flat_terms(q, p, zz, p_x, x)).loss + 7.0 * ratio.mean())
     torch.testing.assert_close(out.terms["tc"], ratio)
 
 

@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+
+from vae_lab.model.interface import flat_terms
 from torch.distributions import Normal, kl_divergence
 
 from oracles import LinearGaussian, diagonal_posterior
@@ -67,7 +69,7 @@ def test_exact_posterior_gives_elbo_equal_iwae_equal_log_px(k):
     q = exact_diagonal_posterior(model, x)
     torch.manual_seed(k)
     z = q.rsample((k,))  # (k, B, d)
-    out = iwae(q, model.prior(), z, model.likelihood(z), x)
+    out = iwae(flat_terms(q, model.prior(), z, model.likelihood(z), x, with_log_q=True))
     log_px = model.log_px(x)
     # With q = p(z|x) every weight is p(x): L_k = log p(x) exactly, whatever the samples.
     torch.testing.assert_close(out.terms["iwae"], log_px, atol=1e-9, rtol=0)
@@ -121,7 +123,7 @@ def test_iwae_with_one_sample_is_the_monte_carlo_elbo_for_the_same_noise():
     loc, scale = torch.randn(6, 2, generator=g, dtype=torch.float64), torch.rand(6, 2, generator=g, dtype=torch.float64) + 0.2
     q = diagonal_posterior(loc, scale)
     z = q.rsample((1,))  # (1, B, d)
-    out = iwae(q, model.prior(), z, model.likelihood(z), x)
+    out = iwae(flat_terms(q, model.prior(), z, model.likelihood(z), x, with_log_q=True))
     # By hand, one Normal per coordinate: log p(x|z) + log p(z) - log q(z|x) at the same z.
     zz = z[0]
     mean_x = zz @ model.W.T + model.b
@@ -142,7 +144,7 @@ def test_iwae_gradient_is_the_normalised_weight_average_of_eq_14():
     def log_w_and_loss():
         q = diagonal_posterior(loc, raw_scale.exp())
         z = q.base_dist.loc + eps * q.base_dist.scale  # reparameterised, fixed noise
-        out = iwae(q, model.prior(), z, model.likelihood(z), x)
+        out = iwae(flat_terms(q, model.prior(), z, model.likelihood(z), x, with_log_q=True))
         return log_weights(q, model.prior(), z, model.likelihood(z).log_prob(x)), out.loss
 
     _, loss = log_w_and_loss()

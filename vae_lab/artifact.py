@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vae_lab.model_args import MODEL_RULES
+from vae_lab.model_args import DEFAULT_FAMILY, FAMILIES, family_of_class
 from vae_lab.rules import Rule
 from vae_lab.errors import CheckpointError, VaeLabError
 from vae_lab.io import _fsync_dir, atomic_write_bytes
@@ -32,8 +32,12 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 MAX_CONFIG_BYTES = 1 << 20  # config.json and train_config.yaml: a few KB when vae_lab writes them
 MAX_HEADER_BYTES = 100 << 20  # a safetensors JSON header (safetensors' own limit); ~100 bytes per tensor in practice
 
-# The schema of config.json: one rule per VAE init arg (tests check it matches VAE's signature).
-CONFIG_RULES = {rule.key: rule for rule in (*MODEL_RULES, Rule("num_classes", "int", lo=0))}
+# The schema of config.json: one rule per init arg of each family (tests check it matches the class's signature),
+# and two records: the family's class (as diffusers' `_class_name`) and the vae_lab version that wrote it.
+CLASS_KEY, VERSION_KEY = "_class_name", "_vae_lab_version"
+FAMILY_CONFIG_RULES = {spec.class_name: {rule.key: rule for rule in (*spec.rules, Rule("num_classes", "int", lo=0))}
+                       for spec in FAMILIES.values()}
+CONFIG_RULES = FAMILY_CONFIG_RULES[FAMILIES[DEFAULT_FAMILY].class_name]  # the VAE's
 
 
 def _is_image_shape(value: Any) -> bool:
@@ -52,8 +56,16 @@ REQUIRED_KEYS = ("in_shape",)
 def check_config(config: Any, where: str) -> dict:
     """`config` if it is a valid model config (known keys, right types, known architecture and likelihood)."""
     if not isinstance(config, dict):
-        raise CheckpointError(f"{where}: expected a JSON object of VAE init args, got {type(config).__name__}")
-    valid = sorted([*SHAPED_KEYS, *CONFIG_RULES])
+        raise CheckpointError(f"{where}: expected a JSON object of model init args, got {type(config).__name__}")
+    class_name = config.get(CLASS_KEY, FAMILIES[DEFAULT_FAMILY].class_name)
+    if not isinstance(class_name, str) or family_of_class(class_name) is None:
+        known = ", ".join(FAMILY_CONFIG_RULES)
+        raise CheckpointError(f"{where}: {CLASS_KEY}={class_name!r} is not a vae_lab model family (known: {known})")
+    if not isinstance(config.get(VERSION_KEY, ""), str):
+        raise CheckpointError(f"{where}: {VERSION_KEY}={config[VERSION_KEY]!r} is invalid: must be a string")
+    rules = FAMILY_CONFIG_RULES[class_name]
+    config = {k: v for k, v in config.items() if k not in (CLASS_KEY, VERSION_KEY)}
+    valid = sorted([*SHAPED_KEYS, *rules])
     unknown = sorted(set(config) - set(valid))
     if unknown:
         raise CheckpointError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
@@ -61,12 +73,12 @@ def check_config(config: Any, where: str) -> dict:
     if missing:
         raise CheckpointError(f"{where}: missing key(s) {', '.join(missing)}")
     for key, value in config.items():
-        rule = CONFIG_RULES.get(key)
+        rule = rules.get(key)
         ok, must = (_rule_ok(rule, value), rule.describe()) if rule else (SHAPED_KEYS[key][0](value),
                                                                          SHAPED_KEYS[key][1])
         if not ok or (isinstance(value, float) and not math.isfinite(value)):
             raise CheckpointError(f"{where}: {key}={value!r} is invalid: must be {must}")
-    return config
+    return config  # the init args (without the records)
 
 
 def _rule_ok(rule: Rule, value: Any) -> bool:
@@ -121,15 +133,17 @@ def read_bounded(path: Path, root: Path, limit: int = MAX_CONFIG_BYTES) -> bytes
     return data
 
 
-def read_config(path: Path, root: Path | None = None) -> dict:
-    """The validated init args in `path` (config.json): bounded plain JSON, nothing executed."""
+def read_config(path: Path, root: Path | None = None, with_records: bool = False) -> dict:
+    """The validated init args in `path` (config.json): bounded plain JSON, nothing executed; with_records: the
+    `_class_name` / `_vae_lab_version` records kept beside them."""
     path = Path(path)
     data = read_bounded(path, root or artifact_root(path.parent))
     try:
         config = json.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise CheckpointError(f"{path} is not valid JSON: {str(err).splitlines()[0][:200]}") from None
-    return check_config(config, str(path))
+    args = check_config(config, str(path))
+    return {**args, **{k: config[k] for k in (CLASS_KEY, VERSION_KEY) if k in config}} if with_records else args
 
 
 def build_model(cls: type, config: dict, where: str):
@@ -148,15 +162,19 @@ def expected_shapes(cls: type, config: dict, where: str) -> dict[str, tuple[int,
         return shapes(build_model(cls, config, where).state_dict())
 
 
-def model_config(model: torch.nn.Module) -> dict:
-    """The model's init args as plain JSON, checked to rebuild a model of exactly the same shapes."""
+def model_config(model: torch.nn.Module, records: bool = True) -> dict:
+    """The model's init args as plain JSON, checked to rebuild a model of exactly the same shapes; records: with
+    config.json's `_class_name` (the family's class) and `_vae_lab_version`."""
+    from vae_lab import __version__
+
     config = json.loads(json.dumps(getattr(model, "_hub_mixin_config", None) or {}))
-    check_config(config, "model config")
+    config = {k: v for k, v in config.items() if k not in (CLASS_KEY, VERSION_KEY)}
+    check_config({**config, CLASS_KEY: type(model).__name__}, "model config")
     rebuilt = build_model(type(model), config, "model config")
     problem = state_mismatch(shapes(rebuilt.state_dict()), shapes(model.state_dict()))
     if problem:  # PyTorchModelHubMixin drops init args that are not JSON-able (e.g. a DictConfig `net`)
         raise CheckpointError(f"the model's init args do not rebuild it ({problem}); pass plain dicts and lists")
-    return config
+    return {CLASS_KEY: type(model).__name__, VERSION_KEY: __version__, **config} if records else config
 
 
 def shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
@@ -240,11 +258,14 @@ def weights_bytes(model: torch.nn.Module) -> bytes:
     return safetensors_bytes(state, metadata={"format": "pt"})
 
 
-def load_artifact(path: Path, cls: type, map_location: str = "cpu"):
-    """A model (eval mode) of class `cls` from a local artifact directory, strict about its weights."""
+def load_artifact(path: Path, resolve, map_location: str = "cpu"):
+    """A model (eval mode) from a local artifact directory, strict about its weights. resolve(config) -> the class
+    (a class itself is taken as it is: vae_lab.model.family_class reads config.json's `_class_name`)."""
     path = Path(path)
     root = artifact_root(path)
-    config = read_config(path / CONFIG_NAME, root)
+    records = read_config(path / CONFIG_NAME, root, with_records=True)
+    cls = resolve if isinstance(resolve, type) else resolve(records)
+    config = {k: v for k, v in records.items() if k not in (CLASS_KEY, VERSION_KEY)}
     weights = path / WEIGHTS_NAME
     if not os.path.lexists(weights):
         pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)

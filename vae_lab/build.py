@@ -105,9 +105,9 @@ def manual_optimization(cfg: DictConfig) -> bool:
     """Whether the LightningModule steps its optimizers itself: a second network with its own optimizer, or
     several optimizer steps per Lightning call (schedule.steps_per_call > 1)."""
     from vae_lab.config import steps_per_call
-    from vae_lab.objectives import ADVERSARIAL
+    from vae_lab.objectives import objective_named
 
-    return cfg.loss.name in ADVERSARIAL or steps_per_call(cfg) > 1
+    return objective_named(cfg.loss.name).discriminator or steps_per_call(cfg) > 1
 
 
 def _speed_options(cfg: DictConfig, model) -> None:

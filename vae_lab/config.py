@@ -84,9 +84,6 @@ RULES = [
     Rule("loss.discriminator.lr", "float", lo=0, lo_open=True),
 ]
 
-# Objectives whose estimators pair the examples of a batch through one z each.
-ONE_SAMPLE = ("beta_tcvae", "factor_vae", "dip_vae", "capacity")
-
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first value that breaks a rule or a combination that cannot work."""
@@ -108,7 +105,9 @@ def _check_combinations(cfg: DictConfig) -> None:
               if (OmegaConf.select(cfg, k, default=0) or 0) > 0]
     name = OmegaConf.select(cfg, "loss.name", default=None)
     samples = OmegaConf.select(cfg, "loss.num_samples", default=1)
-    if name in ONE_SAMPLE and samples != 1:
+    from vae_lab.objectives import OBJECTIVES
+
+    if name in OBJECTIVES and OBJECTIVES[name].one_sample and samples != 1:
         raise ConfigError(f"loss.num_samples={samples} is invalid with loss={name}: must be 1 (several samples "
                           f"per example are for loss=iwae)")
     if name == "beta_tcvae" and OmegaConf.select(cfg, "schedule.batch_size", default=2) < 2:
@@ -205,7 +204,14 @@ def _check_latent_combinations(cfg: DictConfig) -> None:
     prior = OmegaConf.select(cfg, "prior.name", default="standard_normal")
     posterior = OmegaConf.select(cfg, "posterior.name", default="gaussian")
     free_bits = OmegaConf.select(cfg, "loss.free_bits", default=0) or 0
-    if free_bits > 0 and not (PRIORS[prior].diagonal_gaussian and POSTERIORS[posterior].diagonal_gaussian):
+    factorised = PRIORS[prior].diagonal_gaussian and POSTERIORS[posterior].diagonal_gaussian
+    name = OmegaConf.select(cfg, "loss.name", default="elbo")
+    from vae_lab.objectives import OBJECTIVES
+
+    if name in OBJECTIVES and OBJECTIVES[name].analytic_rate and not factorised:
+        raise ConfigError(f"loss={name} needs the KL in closed form (prior=standard_normal, posterior=gaussian); "
+                          f"with prior={prior} posterior={posterior} it has none: choose those, or loss=elbo")
+    if free_bits > 0 and not factorised:
         raise ConfigError(f"loss.free_bits={free_bits} needs a factorised rate (KL per latent dim, Kingma et al. "
                           f"2016), but with prior={prior} posterior={posterior} the rate is the Monte Carlo "
                           f"log q(z|x) - log p(z): set loss.free_bits=0 (or use loss.beta / a KL warm-up)")

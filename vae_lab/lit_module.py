@@ -13,13 +13,12 @@ from torchmetrics import MeanMetric
 
 from vae_lab.data.batches import stream_seed
 from vae_lab.direct_step import DirectStep, lightning_to_device
-from vae_lab.distributions import posterior_code, sample_with_seed
 from vae_lab.epoch_sums import EpochSums
 from vae_lab.errors import ConfigError
 from vae_lab.metrics import ReconstructionQuality, bits_per_dim, ssim_skip_reason
-from vae_lab.model import VAE
+from vae_lab.model import build_model
 from vae_lab.nets.discriminator import Discriminator
-from vae_lab.objectives import ADVERSARIAL, EXTRA_TERMS, KL_COEFFICIENT, build_objective
+from vae_lab.objectives import NO_RATE_WEIGHT, build_objective, objective_named
 from vae_lab.objectives.factor_vae import discriminator_loss, permute_dims
 from vae_lab.schedules import build_scheduler, kl_cyclical_factor, kl_warmup_factor
 from vae_lab.units import likelihood_status
@@ -32,12 +31,12 @@ warnings.filterwarnings("ignore", message=r"Found `dataloader_iter` argument in 
 
 
 class VAEModule(L.LightningModule):
-    """Trains a VAE on an objective.
+    """Trains a model of any family (vae_lab.model) on an objective, through the family's terms.
 
     Every init arg is a primitive (dicts of numbers and strings), so checkpoints load with weights_only=True.
 
     Args:
-        model: init args of `VAE`.
+        model: init args of the model: `family` (absent: vae) and that family's init args.
         objective: `name` (objectives.OBJECTIVES), `num_samples` (z samples per example), the objective's
             coefficients, and for adversarial objectives (factor_vae) `discriminator`: hidden, layers, lr, betas.
         binary_data, dequantize: what the pixels are (DataSpec.binary, dataset.dequantize), which decides whether
@@ -75,15 +74,19 @@ class VAEModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.model = VAE(**model)
+        self.model = build_model(model)
         objective = dict(objective)
+        self.spec = objective_named(objective["name"])
         self.num_samples = int(objective.pop("num_samples", 1))
         disc = objective.pop("discriminator", None)
         self.objective = build_objective(**objective)
         self.kl_warmup_steps = kl_warmup_steps
         self.kl_total_steps = 1  # the run's length in optimizer steps, for cyclical annealing (set at fit start)
-        # term -> unit suffix of its metric name (val/elbo_nats, train/dip_penalty)
-        self.units = {"elbo": "_nats", "distortion": "_nats", "rate": "_nats", **EXTRA_TERMS.get(objective["name"], {})}
+        # term -> unit suffix of its metric name (val/elbo_nats, train/dip_penalty, val/rate_nats/group_03)
+        self.units = {"elbo": "_nats", "distortion": "_nats", "rate": "_nats", **self.spec.terms}
+        groups = self.model.latent_groups()
+        self.group_terms = [f"rate_nats/{g.name}" for g in groups] if len(groups) > 1 else []  # one group: its rate
+        self.units.update({name: "" for name in self.group_terms})
         self.terms = list(self.units)
         self.discriminator = None
         self.steps_per_call = int(steps_per_call)
@@ -92,7 +95,7 @@ class VAEModule(L.LightningModule):
             # its own batches, so the data's resume position counts exactly the batches trained on.
             self.automatic_optimization = False
             self.training_step = self._training_call
-        if objective["name"] in ADVERSARIAL:
+        if self.spec.discriminator:
             self.automatic_optimization = False
             self.disc_options = {"hidden": 1000, "layers": 6, "lr": 1e-4, "betas": [0.5, 0.9], **(disc or {})}
             self.discriminator = Discriminator(self.model.latent_dim, int(self.disc_options["hidden"]),
@@ -122,16 +125,15 @@ class VAEModule(L.LightningModule):
 
     def rate_weight(self, warmup_factor: float) -> float:
         """The weight on the rate in the loss: its coefficient (beta) x the KL annealing factor (0 for IWAE)."""
-        name = self.hparams.objective["name"]
-        if name not in KL_COEFFICIENT:
+        key = self.spec.rate_coefficient
+        if key == NO_RATE_WEIGHT:
             return 0.0
-        key = KL_COEFFICIENT[name]
         return (float(self.hparams.objective.get(key, 1.0)) if key else 1.0) * warmup_factor
 
     def setup(self, stage: str) -> None:
         # A VampPrior with prior.init=data takes K training images as pseudo-inputs, unless weights were loaded
         # into it (artifact, init_from). setup runs before Lightning restores a checkpoint, which then wins.
-        prior = self.model.prior_module
+        prior = getattr(self.model, "prior_module", None)
         datamodule = self.trainer.datamodule
         if stage == "fit" and getattr(prior, "pending_data_init", False) and datamodule is not None:
             needed, images = prior.pseudo_inputs.shape[0], []
@@ -186,20 +188,24 @@ class VAEModule(L.LightningModule):
         """The loss of one batch; its metrics accumulated and logged. `codes` receives z when given (a list)."""
         x, y = batch
         y = y if self.model.conditional else None
-        q_z = self.model.encode(x, y)
-        z = self._sample_z(q_z, stage, batch_idx)  # (K, B, D)
-        p_x = self.model.decode(z, y)  # batch shape (K, B)
+        # Fixed evaluation noise: the same z every epoch (validation curves and the best checkpoint follow the
+        # model, not Monte Carlo noise), validation never shifts the training random stream, and a DDP
+        # evaluation can be replayed shard by shard in one process (tests/test_ddp.py).
+        seed = None if stage == "train" else stream_seed(stage, self.global_rank, batch_idx)
+        t = self.model.terms(x, y, self.num_samples, seed=seed, with_log_q=self.spec.log_q)
         kl_weight = self.kl_weight
         extra = {}
         if self.discriminator is not None:
-            extra["density_ratio_logit"] = self.discriminator.log_density_ratio(z[0])  # (B,)
-        out = self.objective(q_z, self.model.prior(), z, p_x, x, kl_weight=kl_weight, step=self.global_step, **extra)
+            extra["density_ratio_logit"] = self.discriminator.log_density_ratio(t.z[0])  # (B,)
+        out = self.objective(t, kl_weight=kl_weight, step=self.global_step, **extra)
         if codes is not None:
-            codes.append(z[0])
+            codes.append(t.z[0])
+        for g, name in enumerate(self.group_terms):
+            out.terms[name] = t.rate[:, g]  # (B,) per latent group: they sum to `rate`
 
         self.sums.add(stage, out, x.shape[0])
         if stage in self.quality:
-            self._log_reconstruction(self.model.decode(posterior_code(q_z), y).mean, x, stage)
+            self._log_reconstruction(t.reconstruction(), x, stage)
         if stage == "train" and self._log_this_step():
             # CPU values: the progress bar reads its metrics after every batch, a device tensor would sync each time
             self.log("train/loss", out.loss.detach().cpu(), on_step=True, on_epoch=False, prog_bar=True, batch_size=1)
@@ -260,16 +266,6 @@ class VAEModule(L.LightningModule):
             print(f"note: {skipped}", file=sys.stderr, flush=True)
         for name, metric in self.quality[stage].items():  # val/ssim, val/psnr_db, test/... (those with data)
             self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True)
-
-    def _sample_z(self, q_z, stage: str, batch_idx: int) -> torch.Tensor:
-        """z ~ q(z|x): (K, B, D); evaluation noise is seeded per (stage, rank, batch)."""
-        if stage == "train":
-            return q_z.rsample((self.num_samples,))
-        # Fixed evaluation noise: the same z every epoch (validation curves and the best checkpoint follow the
-        # model, not Monte Carlo noise), validation never shifts the training random stream, and a DDP
-        # evaluation can be replayed shard by shard in one process (tests/test_ddp.py).
-        seed = stream_seed(stage, self.global_rank, batch_idx)
-        return sample_with_seed(q_z, self.num_samples, seed)  # an IAF caches log q(z|x) of these z
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         if self.automatic_optimization:

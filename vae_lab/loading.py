@@ -10,17 +10,19 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
 from vae_lab import artifact, hub
 from vae_lab.errors import CheckpointError, ConfigError
-from vae_lab.model import VAE
+from vae_lab.model import class_of_family, family_class
+from vae_lab.model_args import DEFAULT_FAMILY
 from vae_lab.run_dir import best_checkpoint, model_state, read_checkpoint, run_config, run_dir_busy
 
 
 @dataclass
 class LoadedModel:
-    model: VAE  # in eval mode
+    model: torch.nn.Module  # a model family's (vae_lab.model), in eval mode
     cfg: DictConfig | None  # the run's composed config (.hydra/config.yaml or the artifact's train_config.yaml)
     source: Path  # the file the weights came from
     run_dir: Path | None  # where outputs should go by default
@@ -38,21 +40,31 @@ class LoadedModel:
         return path
 
 
-def model_from_checkpoint(path: Path) -> VAE:
-    """The VAE inside a VAEModule checkpoint (weights_only, strict key and shape matching)."""
+def model_from_checkpoint(path: Path):
+    """The model inside a VAEModule checkpoint (weights_only, strict key and shape matching); its init args'
+    `family` (absent: vae) names the class."""
     kwargs, state = model_state(read_checkpoint(Path(path), training=False))
-    config = artifact.check_config(kwargs, f"{path} (hyper_parameters.model)")
-    problem = artifact.state_mismatch(artifact.expected_shapes(VAE, config, str(path)), artifact.shapes(state))
+    kwargs = dict(kwargs) if isinstance(kwargs, dict) else kwargs
+    family = kwargs.pop("family", DEFAULT_FAMILY) if isinstance(kwargs, dict) else DEFAULT_FAMILY
+    try:
+        cls = class_of_family(family)
+    except ConfigError as err:
+        raise CheckpointError(f"{path} (hyper_parameters.model): {err}") from None
+    where = f"{path} (hyper_parameters.model)"
+    config = artifact.check_config({**kwargs, artifact.CLASS_KEY: cls.__name__} if isinstance(kwargs, dict) else kwargs,
+                                   where)
+    problem = artifact.state_mismatch(artifact.expected_shapes(cls, config, str(path)), artifact.shapes(state))
     if problem:  # before building: init args that disagree with the weights could ask for any amount of memory
         raise CheckpointError(f"checkpoint {path} does not match its model config: {problem}")
-    model = artifact.build_model(VAE, config, str(path))
+    model = artifact.build_model(cls, config, str(path))
     artifact.load_state(model, state, f"checkpoint {path}")
     return model
 
 
-def load_artifact(path: Path, map_location: str = "cpu") -> VAE:
-    """A VAE from a local artifact directory (config.json + model.safetensors), strictly."""
-    return artifact.load_artifact(path, VAE, map_location)
+def load_artifact(path: Path, map_location: str = "cpu"):
+    """The model in a local artifact directory (config.json + model.safetensors; its `_class_name` names the
+    family), strictly."""
+    return artifact.load_artifact(path, family_class, map_location)
 
 
 def load_model(ref: str | Path, revision: str | None = None) -> LoadedModel:
@@ -78,7 +90,7 @@ def load_model(ref: str | Path, revision: str | None = None) -> LoadedModel:
     return LoadedModel(model, artifact.train_config(folder), folder / artifact.WEIGHTS_NAME, None, trusted=False)
 
 
-def init_weights(model: VAE, ref: str) -> str:
+def init_weights(model, ref: str) -> str:
     """Copy the weights of `ref` (Hub id, artifact dir, run dir or .ckpt) into `model`; both must have one shape."""
     source = load_model(ref)
     problem = artifact.state_mismatch(artifact.shapes(model.state_dict()), artifact.shapes(source.model.state_dict()))

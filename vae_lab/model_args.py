@@ -1,5 +1,7 @@
 """The VAE's init args as rules: checked as model.* in a run's config and as config.json of a saved model."""
 
+from typing import NamedTuple
+
 from vae_lab.rules import Rule
 
 
@@ -72,3 +74,34 @@ LATENT_KEYS = {
     "posterior.hidden_layers": "posterior_hidden_layers",
     "posterior.context_dim": "posterior_context_dim",
 }
+
+
+class FamilySpec(NamedTuple):
+    """A model family: its `model.family` name, its class (config.json's `_class_name`, as diffusers records it),
+    the module holding it, and the rules of its init args besides in_shape, net and num_classes."""
+
+    name: str
+    class_name: str
+    module: str
+    rules: tuple[Rule, ...]
+
+
+# The one registry of model families (vae_lab.model.family_class imports a family's module when it is used).
+FAMILIES: dict[str, FamilySpec] = {
+    "vae": FamilySpec("vae", "VAE", "vae_lab.model.vae", MODEL_RULES),
+}
+DEFAULT_FAMILY = "vae"  # config.json without `_class_name` (written before families existed) holds a VAE
+
+
+def family_named(name: str) -> FamilySpec:
+    """FAMILIES[name]; one ConfigError line listing the families otherwise."""
+    from vae_lab.errors import choices_error
+
+    if name not in FAMILIES:
+        raise choices_error("model.family", name, FAMILIES)
+    return FAMILIES[name]
+
+
+def family_of_class(class_name: str) -> FamilySpec | None:
+    """The family whose class is `class_name`, or None."""
+    return next((spec for spec in FAMILIES.values() if spec.class_name == class_name), None)

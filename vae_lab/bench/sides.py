@@ -40,18 +40,18 @@ def raw_data(spec: dict):
 
 
 def build_model(spec: dict, shape, num_classes: int):
-    """The VAE exactly as side a builds it: same config, same seed right before construction."""
+    """The model exactly as side a builds it: same config, same seed right before construction."""
     import torch
     from omegaconf import OmegaConf
 
     from vae_lab.build import model_kwargs
     from vae_lab.data import DataSpec
-    from vae_lab.model import VAE
+    from vae_lab.model import build_model as build_family
 
     torch.manual_seed(spec["seed"])
     data_spec = DataSpec(shape=tuple(shape), num_classes=num_classes or None, class_names=None, has_test=False)
     model_cfg = OmegaConf.create({key: spec[key] for key in ("model", "prior", "posterior") if key in spec})
-    model = VAE(**model_kwargs(model_cfg, data_spec))
+    model = build_family(model_kwargs(model_cfg, data_spec))
     return model.to(spec["device"])
 
 
@@ -73,7 +73,7 @@ class _Trainee:
     """Model, objective and optimizer of a hand-written loop: one call = one optimizer step."""
 
     def __init__(self, spec: dict, shape, classes: int):
-        from vae_lab.objectives import build_objective
+        from vae_lab.objectives import build_objective, objective_named
         from vae_lab.schedules import optimizer_class  # the class as train.py finds it, without Hydra
 
         self.model = build_model(spec, shape, classes)
@@ -83,19 +83,17 @@ class _Trainee:
         loss = dict(spec["loss"])
         self.num_samples = int(loss.pop("num_samples", 1))
         self.objective = build_objective(**loss)
+        self.log_q = objective_named(loss["name"]).log_q
         optimizer = dict(spec["optimizer"])
         self.optimizer = optimizer_class(optimizer.pop("_target_"))(self.model.parameters(), **optimizer)
         self.autocast = autocast(spec["device"], spec["precision"])
 
     def loss(self, x, y):
-        """The same computation as VAEModule's step: encode, K reparameterised samples, decode, objective."""
+        """The same computation as VAEModule's step: the family's terms (K reparameterised samples), objective."""
         model = self.model
         y = y if model.conditional else None
         with self.autocast:  # forward only, as Lightning's mixed precision does
-            q_z = model.encode(x, y)
-            z = q_z.rsample((self.num_samples,))  # (K, B, D)
-            p_x = model.decode(z, y)
-            return self.objective(q_z, model.prior(), z, p_x, x).loss
+            return self.objective(model.terms(x, y, self.num_samples, with_log_q=self.log_q)).loss
 
     def __call__(self, x, y):
         loss = self.loss(x, y)

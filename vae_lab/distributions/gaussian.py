@@ -4,13 +4,40 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def diagonal_gaussian(params: torch.Tensor, min_scale: float = 1e-4) -> Independent:
+class DiagonalGaussian(Independent):
+    """N(loc, diag scale^2) with event shape (D,): torch's Independent(Normal, 1) plus what a posterior offers.
+
+    The posterior interface (shared with the IAF's distribution): `from_noise(eps)` (the reparameterisation),
+    `code()` (a deterministic code of x), `noise_template` (the (B, D) tensor noise is shaped like),
+    `rsample_with_log_prob` and `analytic_kl` (KL against a diagonal Gaussian prior in closed form).
+    """
+
+    analytic_kl = True
+
+    def from_noise(self, eps: Tensor) -> Tensor:
+        """z = mu + sigma * eps for standard normal noise eps (..., B, D): Normal.rsample's reparameterisation."""
+        return self.mean + eps * self.stddev
+
+    def code(self) -> Tensor:
+        """E_q[z] (B, D)."""
+        return self.mean
+
+    @property
+    def noise_template(self) -> Tensor:
+        return self.base_dist.loc
+
+    def rsample_with_log_prob(self, sample_shape: torch.Size = torch.Size()) -> tuple[Tensor, Tensor]:
+        """(z, log q(z)) of one rsample, log q from the noise (see diagonal_normal_rsample_with_log_prob)."""
+        return diagonal_normal_rsample_with_log_prob(self, sample_shape)
+
+
+def diagonal_gaussian(params: torch.Tensor, min_scale: float = 1e-4) -> DiagonalGaussian:
     """q(z|x) from encoder output (..., 2D) = [loc | raw scale].
 
     softplus + floor instead of exp(0.5 * logvar) with a hard clamp: gradients never vanish and the
@@ -18,7 +45,7 @@ def diagonal_gaussian(params: torch.Tensor, min_scale: float = 1e-4) -> Independ
     """
     loc, raw_scale = params.float().chunk(2, dim=-1)
     scale = F.softplus(raw_scale) + min_scale
-    return Independent(Normal(loc, scale, validate_args=False), 1)
+    return DiagonalGaussian(Normal(loc, scale, validate_args=False), 1)
 
 
 class GaussianPosterior(nn.Module):
@@ -31,10 +58,10 @@ class GaussianPosterior(nn.Module):
         super().__init__()
         self.latent_dim, self.min_scale = latent_dim, min_scale
 
-    def base(self, params: torch.Tensor) -> Independent:
+    def base(self, params: torch.Tensor) -> DiagonalGaussian:
         return diagonal_gaussian(params, self.min_scale)
 
-    def forward(self, params: torch.Tensor) -> Independent:
+    def forward(self, params: torch.Tensor) -> DiagonalGaussian:
         return diagonal_gaussian(params, self.min_scale)
 
 

@@ -54,6 +54,7 @@ class IAFDistribution(Distribution):
 
     arg_constraints: dict = {}
     has_rsample = True
+    analytic_kl = False  # log q(z|x) only by the flow's change of variables: the rate is Monte Carlo
 
     def __init__(self, base: Independent, steps: nn.ModuleList, context: Tensor | None):
         self.base, self.steps, self.context = base, steps, context
@@ -70,6 +71,14 @@ class IAFDistribution(Distribution):
             log_q = log_q - log_det
         self._cache = (z, log_q)
         return z
+
+    def code(self) -> Tensor:
+        """The flow of the base mean (B, D): a deterministic code (E_q[z] has no closed form)."""
+        return self.from_noise(torch.zeros_like(self.noise_template))
+
+    @property
+    def noise_template(self) -> Tensor:
+        return self.base.base_dist.loc
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
         loc = self.base.base_dist.loc

@@ -1,5 +1,10 @@
-"""Objectives: distributions in, loss (the only weighted number) + per-example terms in nats out."""
+"""Objectives: a model's terms in, loss (the only weighted number) + per-example terms in nats out.
 
+One record per objective (OBJECTIVES): its function, its own terms beyond elbo / distortion / rate, which coefficient
+weights the rate, and what it needs of the model and the training loop.
+"""
+
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
@@ -11,42 +16,62 @@ from vae_lab.objectives.elbo import ObjectiveOutput, elbo
 from vae_lab.objectives.factor_vae import factor_vae
 from vae_lab.objectives.iwae import iwae
 
-OBJECTIVES: dict[str, Callable[..., ObjectiveOutput]] = {
-    "elbo": elbo,
-    "iwae": iwae,
-    "beta_tcvae": beta_tcvae,
-    "factor_vae": factor_vae,
-    "dip_vae": dip_vae,
-    "capacity": capacity,
+NO_RATE_WEIGHT = 0.0  # `rate_coefficient` of an objective without a separate KL term (IWAE)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the training loop and the config checks know of an objective.
+
+    Attributes:
+        fn: (terms, <coefficients>, kl_weight, step[, density_ratio_logit]) -> ObjectiveOutput.
+        terms: its own per-example terms beyond elbo / distortion / rate -> the unit suffix of their metric names.
+        rate_coefficient: the coefficient that weights the KL in the loss, logged as train/kl_weight x the annealing
+            factor: a coefficient's name (beta), None (weight 1: beta_tcvae weights the KL's parts, capacity
+            penalises |KL - C|) or NO_RATE_WEIGHT (IWAE has no KL term).
+        log_q: it reads log q(z|x) and log p(z) at the samples (importance weights).
+        flat_code: it reads the aggregate posterior of one Gaussian code (q_z, z): families with flat_code only.
+        analytic_rate: it needs the KL in closed form (two diagonal Gaussians).
+        one_sample: its minibatch estimators pair the examples' single samples (loss.num_samples must be 1).
+        discriminator: it trains a discriminator on the codes with its own optimizer (manual optimisation).
+    """
+
+    fn: Callable[..., ObjectiveOutput]
+    terms: dict[str, str] = field(default_factory=dict)
+    rate_coefficient: str | float | None = "beta"
+    log_q: bool = False
+    flat_code: bool = False
+    analytic_rate: bool = False
+    one_sample: bool = False
+    discriminator: bool = False
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "elbo": Objective(elbo),
+    "iwae": Objective(iwae, {"iwae": "_nats"}, NO_RATE_WEIGHT, log_q=True),
+    "beta_tcvae": Objective(beta_tcvae, {"mi": "_nats", "tc": "_nats", "dimwise_kl": "_nats"}, None,
+                            flat_code=True, analytic_rate=True, one_sample=True),
+    "factor_vae": Objective(factor_vae, {"tc": "_nats"}, flat_code=True, analytic_rate=True, one_sample=True,
+                            discriminator=True),
+    "dip_vae": Objective(dip_vae, {"dip_penalty": ""}, flat_code=True, analytic_rate=True, one_sample=True),
+    "capacity": Objective(capacity, {"capacity": "_nats"}, None, analytic_rate=True, one_sample=True),
 }
-
-# Each objective's own terms beyond elbo / distortion / rate, with the unit suffix of their metric names.
-EXTRA_TERMS: dict[str, dict[str, str]] = {
-    "iwae": {"iwae": "_nats"},
-    "beta_tcvae": {"mi": "_nats", "tc": "_nats", "dimwise_kl": "_nats"},
-    "factor_vae": {"tc": "_nats"},
-    "dip_vae": {"dip_penalty": ""},
-    "capacity": {"capacity": "_nats"},
-}
-
-# Objectives that need a discriminator with its own optimizer (trained by the LightningModule).
-ADVERSARIAL = frozenset({"factor_vae"})
-
-# The coefficient that weights the analytic KL in each loss (logged as train/kl_weight x the annealing factor);
-# None: weight 1 (beta_tcvae weights the KL's parts instead, capacity penalises |KL - C|); iwae has no KL term.
-KL_COEFFICIENT: dict[str, str | None] = {"elbo": "beta", "factor_vae": "beta", "dip_vae": "beta",
-                                         "beta_tcvae": None, "capacity": None}
 
 # Arguments the training loop passes at each step (never set from the config).
-_PER_STEP = ("q_z", "p_z", "z", "p_x", "x", "kl_weight", "step", "density_ratio_logit")
+_PER_STEP = ("t", "kl_weight", "step", "density_ratio_logit")
+
+
+def objective_named(name: str) -> Objective:
+    """OBJECTIVES[name]; one ConfigError line listing the objectives otherwise."""
+    try:
+        return OBJECTIVES[name]
+    except KeyError:
+        raise choices_error("loss.name", name, OBJECTIVES) from None
 
 
 def build_objective(name: str, **kwargs) -> Callable[..., ObjectiveOutput]:
-    """`OBJECTIVES[name]` with its coefficients bound; clear errors for a bad name or coefficient."""
-    try:
-        fn = OBJECTIVES[name]
-    except KeyError:
-        raise choices_error("loss.name", name, OBJECTIVES) from None
+    """The objective's function with its coefficients bound; clear errors for a bad name or coefficient."""
+    fn = objective_named(name).fn
     accepted = fn.__code__.co_varnames[: fn.__code__.co_argcount + fn.__code__.co_kwonlyargcount]
     for key in kwargs:
         if key not in accepted or key in _PER_STEP:
@@ -54,5 +79,5 @@ def build_objective(name: str, **kwargs) -> Callable[..., ObjectiveOutput]:
     return partial(fn, **kwargs)
 
 
-__all__ = ["ADVERSARIAL", "EXTRA_TERMS", "KL_COEFFICIENT", "OBJECTIVES", "ObjectiveOutput", "beta_tcvae",
-           "build_objective", "capacity", "dip_vae", "elbo", "factor_vae", "iwae"]
+__all__ = ["NO_RATE_WEIGHT", "OBJECTIVES", "Objective", "ObjectiveOutput", "beta_tcvae", "build_objective", "capacity",
+           "dip_vae", "elbo", "factor_vae", "iwae", "objective_named"]

@@ -5,7 +5,8 @@ import math
 import torch
 from torch.distributions import Distribution
 
-from vae_lab.objectives.elbo import ObjectiveOutput, rate_per_dim
+from vae_lab.model.interface import Terms
+from vae_lab.objectives.elbo import ObjectiveOutput
 
 SAMPLING = ("mws", "mss")
 
@@ -50,11 +51,7 @@ def tc_decomposition(q_z: Distribution, p_z: Distribution, z: torch.Tensor, data
 
 
 def beta_tcvae(
-    q_z: Distribution,
-    p_z: Distribution,
-    z: torch.Tensor,
-    p_x: Distribution,
-    x: torch.Tensor,
+    t: Terms,
     dataset_size: int,
     alpha: float = 1.0,
     beta: float = 6.0,
@@ -69,9 +66,9 @@ def beta_tcvae(
     deviations from 1 it has the same expectation, and with alpha = beta = gamma = 1 it is exactly the ELBO loss.
     z: (1, B, D), one sample per example (the minibatch estimators pair the examples' samples).
     """
-    distortion = -p_x.log_prob(x).mean(0)  # (B,)
-    rate = rate_per_dim(q_z, p_z).sum(-1)  # (B,) analytic
-    parts = tc_decomposition(q_z, p_z, z[0], dataset_size, sampling)
+    distortion = t.distortion  # (B,)
+    rate = t.rate.sum(-1)  # (B,) analytic
+    parts = tc_decomposition(t.q_z, t.p_z, t.z[0], dataset_size, sampling)
     extra = (alpha - 1) * parts["mi"] + (beta - 1) * parts["tc"] + (gamma - 1) * parts["dimwise_kl"]
     loss = distortion.mean() + kl_weight * (rate.mean() + extra.mean())
     return ObjectiveOutput(loss, {"elbo": -(distortion + rate), "distortion": distortion, "rate": rate, **parts})

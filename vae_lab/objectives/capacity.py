@@ -3,7 +3,8 @@
 import torch
 from torch.distributions import Distribution
 
-from vae_lab.objectives.elbo import ObjectiveOutput, rate_per_dim
+from vae_lab.model.interface import Terms
+from vae_lab.objectives.elbo import ObjectiveOutput
 
 
 def capacity_at(step: int, capacity_max: float, capacity_steps: int) -> float:
@@ -14,11 +15,7 @@ def capacity_at(step: int, capacity_max: float, capacity_steps: int) -> float:
 
 
 def capacity(
-    q_z: Distribution,
-    p_z: Distribution,
-    z: torch.Tensor,
-    p_x: Distribution,
-    x: torch.Tensor,
+    t: Terms,
     gamma: float = 1000.0,
     capacity_max: float = 25.0,
     capacity_steps: int = 100000,
@@ -26,8 +23,8 @@ def capacity(
     step: int = 0,
 ) -> ObjectiveOutput:
     """-E_q[log p(x|z)] + gamma kl_weight |E_x KL(q(z|x) || p(z)) - C(step)| (Burgess et al. 2018, Eq. 8)."""
-    distortion = -p_x.log_prob(x).mean(0)  # (B,)
-    rate = rate_per_dim(q_z, p_z).sum(-1)  # (B,)
+    distortion = t.distortion  # (B,)
+    rate = t.rate.sum(-1)  # (B,) analytic
     target = capacity_at(step, capacity_max, capacity_steps)
     loss = distortion.mean() + gamma * kl_weight * (rate.mean() - target).abs()
     terms = {"elbo": -(distortion + rate), "distortion": distortion, "rate": rate,

@@ -3,7 +3,8 @@
 import torch
 from torch.distributions import Distribution
 
-from vae_lab.objectives.elbo import ObjectiveOutput, rate_per_dim
+from vae_lab.model.interface import Terms
+from vae_lab.objectives.elbo import ObjectiveOutput
 
 DIP_TYPES = ("i", "ii")
 
@@ -26,11 +27,7 @@ def dip_penalty(cov: torch.Tensor, lambda_od: float, lambda_d: float) -> torch.T
 
 
 def dip_vae(
-    q_z: Distribution,
-    p_z: Distribution,
-    z: torch.Tensor,
-    p_x: Distribution,
-    x: torch.Tensor,
+    t: Terms,
     dip_type: str = "i",
     lambda_od: float = 10.0,
     lambda_d: float = 100.0,
@@ -39,9 +36,9 @@ def dip_vae(
     step: int = 0,
 ) -> ObjectiveOutput:
     """-ELBO (KL weighted by beta x warm-up) + the DIP penalty on the minibatch's aggregate posterior covariance."""
-    distortion = -p_x.log_prob(x).mean(0)  # (B,)
-    rate = rate_per_dim(q_z, p_z).sum(-1)  # (B,)
-    penalty = dip_penalty(aggregate_covariance(q_z, dip_type), lambda_od, lambda_d)
+    distortion = t.distortion  # (B,)
+    rate = t.rate.sum(-1)  # (B,) analytic
+    penalty = dip_penalty(aggregate_covariance(t.q_z, dip_type), lambda_od, lambda_d)
     loss = distortion.mean() + beta * kl_weight * rate.mean() + penalty
     terms = {"elbo": -(distortion + rate), "distortion": distortion, "rate": rate,
              "dip_penalty": penalty.detach().expand_as(rate)}  # one number per batch, repeated per example

@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution
 
-from vae_lab.objectives.elbo import ObjectiveOutput, rate_per_dim
+from vae_lab.model.interface import Terms
+from vae_lab.objectives.elbo import ObjectiveOutput
 
 
 def permute_dims(z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -27,11 +28,7 @@ def discriminator_loss(logits_q: torch.Tensor, logits_permuted: torch.Tensor) ->
 
 
 def factor_vae(
-    q_z: Distribution,
-    p_z: Distribution,
-    z: torch.Tensor,
-    p_x: Distribution,
-    x: torch.Tensor,
+    t: Terms,
     density_ratio_logit: torch.Tensor | None = None,
     gamma: float = 35.0,
     beta: float = 1.0,
@@ -45,8 +42,8 @@ def factor_vae(
     """
     if density_ratio_logit is None:
         raise ValueError("factor_vae needs the discriminator's density_ratio_logit")
-    distortion = -p_x.log_prob(x).mean(0)  # (B,)
-    rate = rate_per_dim(q_z, p_z).sum(-1)  # (B,)
+    distortion = t.distortion  # (B,)
+    rate = t.rate.sum(-1)  # (B,) analytic
     tc = density_ratio_logit.float()
     loss = distortion.mean() + beta * kl_weight * rate.mean() + gamma * tc.mean()
     return ObjectiveOutput(loss, {"elbo": -(distortion + rate), "distortion": distortion, "rate": rate,

@@ -5,8 +5,8 @@ import math
 import torch
 from torch.distributions import Distribution
 
+from vae_lab.model.interface import ANALYTIC, Terms
 from vae_lab.objectives.elbo import ObjectiveOutput
-from vae_lab.objectives.rate import ANALYTIC, rate_estimator, rate_per_dim
 
 
 def log_weights(q_z: Distribution, p_z: Distribution, z: torch.Tensor, log_px_given_z: torch.Tensor):
@@ -19,23 +19,16 @@ def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
 
 
-def iwae(
-    q_z: Distribution, p_z: Distribution, z: torch.Tensor, p_x: Distribution, x: torch.Tensor, kl_weight: float = 1.0,
-    step: int = 0,
-) -> ObjectiveOutput:
+def iwae(t: Terms, kl_weight: float = 1.0, step: int = 0) -> ObjectiveOutput:
     """Loss = -L_K averaged over the batch; gradients flow through every normalised weight (no detaching).
 
     `kl_weight` and `step` are accepted (and ignored) so the training loop treats all objectives alike; the IWAE bound
-    has no separate KL term to warm up.
+    has no separate KL term to warm up. The terms' log q and log p are summed over every latent group.
     """
-    log_px_given_z = p_x.log_prob(x)  # (K, B)
-    log_w = log_weights(q_z, p_z, z, log_px_given_z)  # (K, B)
+    log_w = t.log_weights()  # (K, B)
     bound = iwae_bound(log_w)  # (B,)
-    distortion = -log_px_given_z.mean(0)
+    distortion = t.distortion
     # the rate: analytic, or its Monte Carlo estimate at the same K samples, log q - log p = log p(x|z) - log w
-    if rate_estimator(q_z, p_z) == ANALYTIC:
-        kl = rate_per_dim(q_z, p_z).sum(-1)
-    else:
-        kl = (log_px_given_z - log_w).mean(0)
+    kl = t.rate.sum(-1) if t.rate_estimator == ANALYTIC else (t.log_px_given_z - log_w).mean(0)
     terms = {"elbo": -(distortion + kl), "distortion": distortion, "rate": kl, "iwae": bound}
     return ObjectiveOutput(-bound.mean(), terms)

@@ -1,30 +1,30 @@
-"""The VAE: encode x to q(z|x), decode z to p(x|z), sample from p(z). No loss here (see objectives/)."""
+"""The VAE family: one flat latent vector; encode x to q(z|x), decode z to p(x|z), sample from p(z). No loss here."""
 
-from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 from torch.distributions import Distribution
 
-from vae_lab import artifact, hub
-from vae_lab.distributions import build_likelihood, build_posterior, build_prior, posterior_code
+from vae_lab.distributions import build_likelihood, build_posterior, build_prior, sample_with_seed
+from vae_lab.distributions.kl import is_diagonal_gaussian
 from vae_lab.distributions.likelihoods import DISCRETE_ON_CONTINUOUS
 from vae_lab.distributions.prior import VAMP_CONDITIONAL
-from vae_lab.errors import CheckpointError, ConfigError
+from vae_lab.errors import ConfigError
+from vae_lab.model.interface import LatentGroup, ModelFamily, Terms, check_temperature, flat_terms
 from vae_lab.nets import build_nets
 
 
 class VAE(
+    ModelFamily,
     nn.Module,
     PyTorchModelHubMixin,
     library_name="vae_lab",
     tags=["vae", "vae_lab", "variational-autoencoder"],
     repo_url="https://github.com/vae-lab/vae_lab",
 ):
-    """A variational autoencoder whose init args (all JSON-able) are its whole config.
+    """A variational autoencoder with one latent vector, whose init args (all JSON-able) are its whole config.
 
     Args:
         in_shape: (C, H, W) of the images, values in [0, 1].
@@ -38,6 +38,9 @@ class VAE(
         posterior: q(z|x), one of distributions.POSTERIORS (gaussian, iaf); posterior_* the IAF's steps, MADE
             width and depth, and context width. See configs/posterior/.
     """
+
+    family = "vae"
+    flat_code = True
 
     def __init__(
         self,
@@ -100,31 +103,11 @@ class VAE(
         self.prior_module = build_prior(prior, latent_dim=latent_dim, num_components=prior_components,
                                         in_shape=self.in_shape, activation=prior_activation, init=prior_init)
 
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str, *, revision: str | None = None,
-                        map_location: str = "cpu", **download_kwargs) -> "VAE":
-        """A ready model (eval mode) from a Hub id ('owner/name[@revision]') or a local artifact directory.
-
-        Replaces the mixin's loader, which falls back to pickles and loads non-strictly: here config.json is
-        checked against a schema and model.safetensors must match it exactly (vae_lab/artifact.py).
-        """
-        path = Path(pretrained_model_name_or_path).expanduser()
-        if path.is_dir():
-            if revision:
-                raise CheckpointError(f"revision={revision!r} applies to Hub ids, not to the local directory {path}")
-            return artifact.load_artifact(path, cls, map_location)
-        repo_id, pinned = hub.split_revision(str(pretrained_model_name_or_path))
-        return artifact.load_artifact(hub.download_artifact(repo_id, revision or pinned, **download_kwargs), cls,
-                                      map_location)
-
     def _condition(self, y: torch.Tensor | None, n: int) -> torch.Tensor | None:
-        """One-hot labels (n, num_classes) for a conditional model, None otherwise."""
-        if not self.conditional:
-            return None
-        if y is None or (y < 0).any():
-            raise ConfigError("a conditional VAE needs a class label for every example (got none or -1)")
-        onehot = F.one_hot(y, self.num_classes).float()  # (B, classes)
-        return onehot.repeat(n // onehot.shape[0], 1)  # (K*B, classes), k-major like z.reshape(-1, D)
+        return self.condition(y, n)
+
+    def latent_groups(self) -> tuple[LatentGroup, ...]:
+        return (LatentGroup("z", (self.latent_dim,)),)
 
     @property
     def rate_estimator(self) -> str:
@@ -156,18 +139,40 @@ class VAE(
         """p(z): event shape (latent_dim,). A VampPrior encodes its pseudo-inputs here, so build it once per step."""
         return self.prior_module(self._encode_base, next(self.parameters()).device)
 
+    def terms(self, x: torch.Tensor, y: torch.Tensor | None = None, num_samples: int = 1, seed: int | None = None,
+              with_log_q: bool = False) -> Terms:
+        """x -> q(z|x) -> K samples z (K, B, D) -> p(x|z), and the rate (model.interface.flat_terms)."""
+        q_z = self.encode(x, y)
+        z = q_z.rsample((num_samples,)) if seed is None else sample_with_seed(q_z, num_samples, seed)  # (K, B, D)
+        p_x = self.decode(z, y)  # batch shape (K, B)
+        return flat_terms(q_z, self.prior(), z, p_x, x, with_log_q, lambda: self.decode(q_z.code(), y).mean)
+
     @torch.no_grad()
-    def sample(self, n: int, y: torch.Tensor | None = None, mean: bool = True) -> torch.Tensor:
-        """n images from the model: z ~ p(z), then the mean of p(x|z) (or a sample of it): (n, C, H, W)."""
-        z = self.prior().sample((n,))
+    def sample(self, n: int, y: torch.Tensor | None = None, temperature: float = 1.0,
+               mean: bool = True) -> torch.Tensor:
+        """n images from the model: z ~ p(z), then the mean of p(x|z) (or a sample of it): (n, C, H, W).
+
+        temperature T != 1 scales the prior's standard deviation (z = mu + T sigma eps): defined for a diagonal
+        Gaussian prior (standard_normal); mixtures (mog, vamp) are refused.
+        """
+        temperature = check_temperature(temperature)
+        p_z = self.prior()
+        if temperature == 1.0:
+            z = p_z.sample((n,))
+        elif is_diagonal_gaussian(p_z):
+            base = p_z.base_dist
+            z = base.loc + temperature * base.scale * torch.randn((n, *base.loc.shape[-1:]), device=base.loc.device)
+        else:
+            raise ConfigError(f"temperature={temperature} needs a Gaussian prior (prior=standard_normal): a mixture "
+                              "prior's temperature is not defined here; use temperature=1")
         p_x = self.decode(z, y)
         return p_x.mean if mean else p_x.sample()
 
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of p(x|z) at the posterior code z (E_q[z]; an IAF's flow of the base mean): (B, C, H, W)."""
+        return self.decode(self.encode(x, y).code(), y).mean
+
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean of p(x|z) at the posterior code z (E_q[z]; an IAF's flow of the base mean): (B, C, H, W)."""
-        return self.decode(posterior_code(self.encode(x, y)), y).mean
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Reconstruction through the posterior code (for tracing and quick use)."""
-        return self.decode(posterior_code(self.encode(x, y)), y).mean
+        """forward without gradients: the reconstruction pictures and metrics use."""
+        return self(x, y)
