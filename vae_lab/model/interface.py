@@ -2,7 +2,7 @@
 talks to a model only through it. A family is one module: its class, its init-args rules (model_args.FAMILIES)."""
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -43,6 +43,10 @@ class Terms:
     z: Tensor | None = None  # (K, B, D): flat families only
     q_z: Distribution | None = None
     p_z: Distribution | None = None
+    # A family's own training terms beyond the bound (a VQ-VAE's commitment and codebook losses): a scalar every
+    # objective adds to its loss, and per-example values (B,) logged under the names of the family's `aux_units`.
+    aux_loss: Tensor | None = None
+    aux_terms: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def distortion(self) -> Tensor:
@@ -87,6 +91,8 @@ class ModelFamily:
     # True when the latent is one Gaussian vector: latent scatter, 2-D manifold, traversals, the disentangling
     # objectives and disentanglement metrics apply. Others skip those with a note.
     flat_code: bool = False
+    # Terms.aux_terms this family reports -> the unit suffix of their metric names ("_nats", "" for a loss).
+    aux_units: dict[str, str] = {}
 
     def latent_groups(self) -> tuple[LatentGroup, ...]:
         raise NotImplementedError
