@@ -62,6 +62,11 @@ MODEL_RULES = (
     Rule("posterior_context_dim", "int", lo=0),
 )
 
+# model.* keys of a run config that every family has: the family, its architecture option (the run's name uses it),
+# the nets' shape arguments, and the likelihood and conditioning init args each family shares.
+COMMON_MODEL_KEYS = ("family", "architecture", "net", "likelihood", "likelihood_scale", "likelihood_min_scale",
+                     "likelihood_components", "likelihood_levels", "conditional")
+
 # The `prior` and `posterior` config groups are flat VAE init args (config.json): config key -> init arg.
 LATENT_KEYS = {
     "prior.name": "prior",

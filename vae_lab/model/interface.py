@@ -97,6 +97,12 @@ class ModelFamily:
     def latent_groups(self) -> tuple[LatentGroup, ...]:
         raise NotImplementedError
 
+    @property
+    def rate_estimator(self) -> str:
+        """How `terms` computes the rate (ANALYTIC: closed-form KLs per group; MONTE_CARLO: log q - log p at z);
+        metrics and evaluations say which."""
+        return ANALYTIC
+
     def terms(self, x: Tensor, y: Tensor | None = None, num_samples: int = 1, seed: int | None = None,
               with_log_q: bool = False) -> Terms:
         """The pass objectives read. seed: draw z with noise from a generator seeded so (evaluation), else rsample."""
