@@ -380,8 +380,6 @@ def test_save_then_load_gives_identical_outputs(tmp_path, kwargs, y):
         assert torch.equal(got, want)
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason="model_card.py reads the VAE's keys (architecture, "
-                   "latent_dim): the lead wires families into the card; remove this mark then")
 def test_publish_save_artifact_round_trip(tmp_path):
     model = tiny().eval()
     out = publish.save_artifact(tmp_path / "artifact", model)

@@ -62,6 +62,11 @@ MODEL_RULES = (
     Rule("posterior_context_dim", "int", lo=0),
 )
 
+# model.* keys of a run config that every family has: the family, its architecture option (the run's name uses it),
+# the nets' shape arguments, and the likelihood and conditioning init args each family shares.
+COMMON_MODEL_KEYS = ("family", "architecture", "net", "likelihood", "likelihood_scale", "likelihood_min_scale",
+                     "likelihood_components", "likelihood_levels", "conditional")
+
 # The hierarchical family's init args (vae_lab.model.hierarchical.HierarchicalVAE); its geometry is three scalars,
 # checked against the image size when the model is built (exact halving).
 HIERARCHICAL_RULES = (
