@@ -177,11 +177,28 @@ def state_mismatch(expected: dict[str, tuple], got: dict[str, tuple]) -> str | N
     return "; ".join(parts) or None
 
 
+ALLOW_NONFINITE_ENV = "VAE_LAB_ALLOW_NONFINITE_WEIGHTS"  # =1: load NaN/inf weights anyway (debugging)
+
+
+def check_finite(state: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse weights holding NaN or inf: such a model can still report finite, meaningless numbers (a NaN in a
+    parameter that a masked or clamped path hides), so it is stopped at load, naming the tensor."""
+    if os.environ.get(ALLOW_NONFINITE_ENV) == "1":
+        return
+    for name, value in state.items():
+        if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"{where}: tensor {name} holds {bad} non-finite value(s) (NaN or inf) of "
+                                  f"{value.numel()}: a diverged or damaged model is refused (set "
+                                  f"{ALLOW_NONFINITE_ENV}=1 to load it anyway, for debugging)")
+
+
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
     """Copy `state` into `model` strictly; a one-line CheckpointError naming what differs otherwise."""
     problem = state_mismatch(shapes(model.state_dict()), shapes(state))
     if problem:
         raise CheckpointError(f"{where} does not match its model config: {problem}")
+    check_finite(state, where)
     model.load_state_dict(state, strict=True)
 
 
@@ -262,39 +279,49 @@ def load_artifact(path: Path, cls: type, map_location: str = "cpu"):
 
 MAX_CONFIG_NODES = 100_000  # values in a train_config.yaml (YAML aliases could otherwise expand exponentially)
 _INTERPOLATION = re.compile(r"(\\*)\$\{")  # `${`, and the backslashes before it
+# `${name:...}`: a resolver call (oc.env reads the environment, hydra: and now: the reading process's state)
+RESOLVER_CALL = re.compile(r"(\\*)\$\{(?=\s*[\w.\-]+\s*:)")
 
 
-def _literal(value: Any, budget: list[int]) -> Any:
+def _literal(value: Any, budget: list[int], pattern: re.Pattern = _INTERPOLATION) -> Any:
     """`value` (parsed YAML) with every string escaped so that OmegaConf reads it as its literal text: a `${...}`
     in a downloaded config never reaches a resolver (oc.env would read the environment: HF_TOKEN)."""
     budget[0] -= 1
     if budget[0] < 0:
         raise CheckpointError(f"more than {MAX_CONFIG_NODES} values")
     if isinstance(value, str):  # OmegaConf's grammar: \${ is a literal ${, and \\ before it one literal backslash
-        return _INTERPOLATION.sub(lambda m: m[1] * 2 + "\\${", value)
+        return pattern.sub(lambda m: m[1] * 2 + "\\${", value)
     if isinstance(value, dict):
-        return {str(k): _literal(v, budget) for k, v in value.items()}
+        return {str(k): _literal(v, budget, pattern) for k, v in value.items()}
     if isinstance(value, list):
-        return [_literal(v, budget) for v in value]
+        return [_literal(v, budget, pattern) for v in value]
     return value if value is None or isinstance(value, (bool, int, float)) else str(value)
 
 
 def train_config(folder: Path) -> DictConfig | None:
     """The training config shipped in an artifact (train_config.yaml), as data: bounded, safe YAML, every
     `${...}` kept as literal text (never resolved), never instantiated. None if the artifact has none."""
-    import yaml
-
     path = Path(folder) / TRAIN_CONFIG_NAME
     if not os.path.lexists(path):
         return None
+    return yaml_data(path, artifact_root(Path(folder)))
+
+
+def yaml_data(path: Path, root: Path, literal: re.Pattern = _INTERPOLATION) -> DictConfig:
+    """A YAML mapping read as data: bounded, regular, inside `root`, safe YAML; the `${` that `literal` matches
+    (every one by default) kept as literal text; one CheckpointError line for anything else."""
+    import yaml
+    from omegaconf.errors import OmegaConfBaseException
+
+    path = Path(path)
     try:
-        data = yaml.safe_load(read_bounded(path, artifact_root(Path(folder))).decode("utf-8"))
+        data = yaml.safe_load(read_bounded(path, root).decode("utf-8"))
         if not isinstance(data, dict):
             raise CheckpointError(f"expected a mapping, got {type(data).__name__}")
-        return OmegaConf.create(_literal(data, [MAX_CONFIG_NODES]))
+        return OmegaConf.create(_literal(data, [MAX_CONFIG_NODES], literal))
     except CheckpointError as err:
         raise CheckpointError(str(err) if str(err).startswith(str(path)) else f"{path}: {err}") from None
-    except (yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError) as err:
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError, OmegaConfBaseException) as err:
         raise CheckpointError(f"{path} is not valid YAML: {str(err).splitlines()[0][:200]}") from None
 
 

@@ -55,14 +55,20 @@ def load_artifact(path: Path, map_location: str = "cpu") -> VAE:
     return artifact.load_artifact(path, VAE, map_location)
 
 
+def recover_swap(path: Path) -> None:
+    """Finish an artifact swap a crash interrupted at `path` (a no-op without its debris), unless a live run holds
+    the directory around it (it may be swapping right now)."""
+    if (path.is_dir() or not path.exists()) and path.parent.is_dir() and not run_dir_busy(path.parent):
+        artifact.recover_artifact(path)
+
+
 def load_model(ref: str | Path, revision: str | None = None) -> LoadedModel:
     """`ref`: a run directory, a .ckpt file, an artifact directory (config.json + model.safetensors) or a Hub id.
 
     A Hub id's revision (branch, tag or commit) is pinned by `revision` or as 'owner/name@revision'.
     """
     path = Path(ref).expanduser()
-    if (path.is_dir() or not path.exists()) and path.parent.is_dir() and not run_dir_busy(path.parent):
-        artifact.recover_artifact(path)  # finish an artifact swap a crash interrupted (a no-op without its debris)
+    recover_swap(path)
     if path.is_file() and path.suffix == ".ckpt":
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
         return LoadedModel(model_from_checkpoint(path).eval(), run_config(run_dir), path, run_dir)
@@ -136,13 +142,16 @@ def data_config(run_cfg: DictConfig | None, overrides: list[str], *, where: str,
             OmegaConf.update(dataset, key, None, force_add=True)
         else:
             OmegaConf.update(dataset, key, o.value(), merge=False, force_add=True)
-    found = None if trusted else _interpolation(OmegaConf.to_container(dataset), "dataset")  # literal text
-    if found:  # it would be resolved once it is in the data's DictConfig: refused instead
-        raise ConfigError(f"{where}: its train_config.yaml has {found[0]}={found[1]!r}: a downloaded config is "
-                          "data, its interpolations are never resolved; override the key")
+    data_dir = data_dir if data_dir is not None else OmegaConf.select(defaults, "paths.data_dir")
+    # literal text (every `${` of a download, a run's resolver calls): resolved once in the data's DictConfig
+    found = _interpolation(OmegaConf.to_container(dataset), "dataset") or _interpolation(data_dir, "paths.data_dir")
+    if found:  # refused instead
+        saved = "its train_config.yaml" if not trusted else "its saved config"
+        raise ConfigError(f"{where}: {saved} has {found[0]}={found[1]!r}: a saved config is data, its "
+                          "interpolations are never resolved when it is read again; override the key")
     return OmegaConf.create({
         "dataset": OmegaConf.to_container(dataset),
-        "paths": {"data_dir": data_dir if data_dir is not None else OmegaConf.select(defaults, "paths.data_dir")},
+        "paths": {"data_dir": data_dir},
         "schedule": {"batch_size": batch_size},
         "seed": seed if seed is not None else OmegaConf.select(defaults, "seed", default=0),
     })

@@ -108,7 +108,10 @@ class VAE(
         Replaces the mixin's loader, which falls back to pickles and loads non-strictly: here config.json is
         checked against a schema and model.safetensors must match it exactly (vae_lab/artifact.py).
         """
+        from vae_lab.loading import recover_swap  # (loading imports this module)
+
         path = Path(pretrained_model_name_or_path).expanduser()
+        recover_swap(path)  # a swap a crash interrupted: as load_model does
         if path.is_dir():
             if revision:
                 raise CheckpointError(f"revision={revision!r} applies to Hub ids, not to the local directory {path}")

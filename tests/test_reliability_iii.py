@@ -1,0 +1,312 @@
+"""Reliability III (issue 29): tried as an attacker would. One test (or more) per row of the issue's table; the
+real-process ones (two sweeps at once, kills) are marked slow, and each row keeps a fast in-process test."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from test_hub import small_vae
+from vae_lab import artifact, publish
+from vae_lab.errors import CheckpointError, ConfigError
+from vae_lab.run_dir import best_checkpoint, lock_run_dir, lock_sweep_dir, read_metrics, run_config
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "OMP_NUM_THREADS": "1"}
+TOKEN = "hf_reliabilityIIIsecret0123456789"
+
+
+def python(code: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter (a second process), from the repository root."""
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def fake_run(run_dir: Path, seed: int = 0) -> Path:
+    """A finished run's files, without training: a weights checkpoint, metrics.json naming it, the config as Hydra
+    saves it (unresolved)."""
+    from vae_lab.configs import compose_train
+
+    torch.manual_seed(seed)
+    model = small_vae("mlp", "bernoulli")
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    (run_dir / "checkpoints").mkdir(parents=True)
+    best = run_dir / "checkpoints" / "best-epoch000-step20.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": {"model": artifact.model_config(model)}}, best)
+    (run_dir / "metrics.json").write_text(json.dumps({"best_checkpoint": str(best), "run_dir": str(run_dir)}))
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(compose_train(["dataset=digits", f"seed={seed}"]), run_dir / ".hydra" / "config.yaml")
+    return run_dir
+
+
+def evaluate(model: str, out: Path, *overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from vae_lab.cli import CONFIG_DIR
+    from vae_lab.evaluation import evaluate_model
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"model={model}", "split=val", "iwae_samples=2", "progress=false",
+                                             "max_examples=20", f"out={out}", *overrides])
+    return evaluate_model(cfg)
+
+
+# ---------------------------------------------------------------- rows 1-2: sweeps hold locks
+
+
+def test_a_second_sweep_in_a_held_sweep_directory_is_refused_in_one_line(tmp_path):
+    """Row 1 (fast): the sweep lock, taken here, refuses another process naming this one's PID."""
+    assert lock_sweep_dir(tmp_path / "sweep")
+    other = python(f"from vae_lab.run_dir import lock_sweep_dir; lock_sweep_dir({str(tmp_path / 'sweep')!r})")
+    assert other.returncode != 0
+    assert f"hydra.sweep.dir={tmp_path / 'sweep'} is in use by another sweep (PID {os.getpid()})" in other.stderr
+
+
+def test_a_sweep_job_holds_its_directory_lock_while_it_runs(tmp_path, monkeypatch):
+    """Row 2 (fast): inside multirun_job, the job directory is locked (a resume= there is refused), and freed after."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from vae_lab.cli.hydra_callbacks import multirun_job
+
+    job_dir = tmp_path / "sweep" / "0"
+    hydra_cfg = OmegaConf.create({"hydra": {"mode": RunMode.MULTIRUN, "runtime": {"output_dir": str(job_dir)},
+                                            "overrides": {"task": ["seed=1"]}, "job": {"num": 0},
+                                            "launcher": {"_target_": "basic"}}})
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: hydra_cfg.hydra))
+    seen = []
+
+    @multirun_job
+    def task(cfg):
+        probe = python(f"from vae_lab.run_dir import lock_run_dir; lock_run_dir({str(job_dir)!r})")
+        seen.append(probe.stderr)
+        return 1.0
+
+    assert task(OmegaConf.create({"trainer": {}})) == 1.0
+    assert f"{job_dir} is in use by another run (PID {os.getpid()})" in seen[0]
+    assert python(f"from vae_lab.run_dir import lock_run_dir; lock_run_dir({str(job_dir)!r})").returncode == 0
+
+
+# ---------------------------------------------------------------- row 3: a run directory is relocatable
+
+
+def test_a_copied_run_reads_its_own_best_checkpoint_not_the_originals(tmp_path):
+    """Row 3 (fast): metrics.json of a copy names the original's absolute path; the copy's own file is used."""
+    import shutil
+
+    original = fake_run(tmp_path / "X")
+    copy = Path(shutil.copytree(original, tmp_path / "Y"))
+    assert best_checkpoint(copy) == copy / "checkpoints" / "best-epoch000-step20.ckpt"
+    shutil.rmtree(original)
+    fake_run(original, seed=1)  # a new run at X
+    assert best_checkpoint(copy).is_relative_to(copy)
+    cfg = run_config(copy)
+    assert cfg.paths.output_dir == str(copy)  # not ${hydra:runtime.output_dir} of whoever reads it
+
+
+def test_resumed_checkpoint_state_is_rebased_into_the_new_directory(tmp_path):
+    """Row 3 (fast): ModelCheckpoint state of a checkpoint written at X points into Y when resumed at Y."""
+    from types import SimpleNamespace
+
+    from vae_lab.callbacks.resumable import rebase_checkpoint_paths
+
+    old, new = str(tmp_path / "X" / "checkpoints"), str(tmp_path / "Y" / "checkpoints")
+    callback = SimpleNamespace(state_key="ModelCheckpoint{k}", dirpath=new)
+    state = {"dirpath": old, "best_model_path": f"{old}/best.ckpt", "last_model_path": f"{old}/last.ckpt",
+             "kth_best_model_path": f"{old}/best.ckpt", "best_k_models": {f"{old}/best.ckpt": 1.0}}
+    checkpoint = {"callbacks": {"ModelCheckpoint{k}": state}}
+    rebase_checkpoint_paths(checkpoint, [callback])
+    assert state == {"dirpath": new, "best_model_path": f"{new}/best.ckpt", "last_model_path": f"{new}/last.ckpt",
+                     "kth_best_model_path": f"{new}/best.ckpt", "best_k_models": {f"{new}/best.ckpt": 1.0}}
+
+
+# ---------------------------------------------------------------- row 4: non-finite weights
+
+
+@pytest.fixture
+def nan_artifact(tmp_path) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    folder = publish.save_artifact(tmp_path / "artifact", small_vae("mlp", "bernoulli"))
+    weights = load_file(folder / "model.safetensors")
+    name = sorted(weights)[0]
+    weights[name][0] = float("nan")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def test_non_finite_weights_are_refused_at_load_naming_the_tensor(nan_artifact, monkeypatch):
+    """Row 4: evaluate, sample and from_pretrained all load through one check; an env switch allows it."""
+    from safetensors.torch import load_file
+
+    from vae_lab.loading import load_model
+    from vae_lab.model import VAE
+
+    name = sorted(load_file(nan_artifact / "model.safetensors"))[0]
+    for load in (lambda: load_model(str(nan_artifact)), lambda: VAE.from_pretrained(str(nan_artifact))):
+        with pytest.raises(CheckpointError) as info:
+            load()
+        assert f"tensor {name} holds 1 non-finite value(s)" in str(info.value)
+        assert artifact.ALLOW_NONFINITE_ENV in str(info.value) and "\n" not in str(info.value)
+    monkeypatch.setenv(artifact.ALLOW_NONFINITE_ENV, "1")
+    assert torch.isnan(VAE.from_pretrained(str(nan_artifact)).state_dict()[name]).any()
+
+
+def test_evaluate_cli_refuses_non_finite_weights_in_one_line(nan_artifact, tmp_path):
+    """Row 4 (CLI): exit 2 and one line, instead of exit 0 with a finite ELBO."""
+    proc = subprocess.run([sys.executable, "scripts/evaluate.py", f"model={nan_artifact}", "dataset=digits",
+                           "split=val", "iwae_samples=2", "progress=false", f"out={tmp_path / 'e.json'}"],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("\n") == 1 and "non-finite" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "e.json").exists()
+
+
+# ---------------------------------------------------------------- row 9: damaged run files
+
+
+def test_a_truncated_metrics_json_is_one_line(tmp_path):
+    run = fake_run(tmp_path / "run")
+    (run / "metrics.json").write_text('{"best_checkpoint": "checkpoints/be')
+    with pytest.raises(CheckpointError) as info:
+        read_metrics(run)
+    assert "metrics.json is not valid JSON" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(CheckpointError):
+        evaluate(str(run), tmp_path / "e.json")
+
+
+@pytest.mark.parametrize("text", ["a: [1, 2\nb: {", "- just\n- a list\n", "\x00\x01binary", "a: &x [*x]"])
+def test_a_non_yaml_run_config_is_one_line(tmp_path, text):
+    from vae_lab.resume import prepare_resume
+
+    run = fake_run(tmp_path / "run")
+    (run / ".hydra" / "config.yaml").write_text(text)
+    with pytest.raises(CheckpointError) as info:
+        run_config(run)
+    assert str(run / ".hydra" / "config.yaml") in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(CheckpointError):
+        evaluate(str(run), tmp_path / "e.json")
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    cfg = OmegaConf.create({"resume": str(run), "ckpt_path": None, "paths": {"output_dir": str(run)}})
+    with pytest.raises(CheckpointError):
+        prepare_resume(cfg, {})
+
+
+# ---------------------------------------------------------------- row 12: from_pretrained recovers a swap
+
+
+@pytest.mark.parametrize("nth", [2, 3], ids=["before_swap_out", "between_the_renames"])
+def test_from_pretrained_recovers_a_swap_killed_by_sigkill(tmp_path, nth):
+    """Row 12: the writer is SIGKILLed inside write_artifact's renames; from_pretrained finishes the swap."""
+    from vae_lab.model import VAE
+
+    out = tmp_path / "run" / "artifact"
+    code = f"""
+import os, signal, torch
+from pathlib import Path
+from test_hub import small_vae
+from vae_lab import publish
+torch.manual_seed(0); publish.save_artifact(Path({str(out)!r}), small_vae("mlp", "bernoulli"))
+torch.manual_seed(1); second = small_vae("mlp", "bernoulli")
+torch.save(second.state_dict(), {str(tmp_path / 'second.pt')!r})
+real, calls = Path.rename, []
+def rename(self, target):
+    calls.append(self)
+    if len(calls) == {nth}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, target)
+Path.rename = rename
+publish.save_artifact(Path({str(out)!r}), second)
+"""
+    proc = python(code)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert (out.parent / ".artifact.new").is_dir()  # the debris of the swap
+    model = VAE.from_pretrained(str(out))
+    second = torch.load(tmp_path / "second.pt")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in second.items())
+    assert sorted(p.name for p in out.parent.iterdir()) == ["artifact"]
+
+
+# ---------------------------------------------------------------- row 13: the report lists every planned job
+
+
+def test_the_sweep_report_lists_jobs_that_never_started(tmp_path):
+    from vae_lab.sweep_report import NOT_STARTED, collect_jobs
+
+    sweep = tmp_path / "sweep"
+    (sweep / "0" / ".hydra").mkdir(parents=True)
+    (sweep / "0" / ".hydra" / "overrides.yaml").write_text("- seed=1\n- trainer.max_steps=5\n")
+    (sweep / "multirun.yaml").write_text(
+        "hydra:\n  sweeper:\n    _target_: hydra._internal.core_plugins.basic_sweeper.BasicSweeper\n"
+        "    max_batch_size: null\n    params: null\n  overrides:\n    task:\n    - seed=1,2,3,4\n"
+        "    - trainer.max_steps=5\n")
+    jobs = collect_jobs(sweep)
+    assert [(j.name, j.status, j.overrides["seed"]) for j in jobs] == [
+        ("0", "incomplete", "1"), ("1", NOT_STARTED, "2"), ("2", NOT_STARTED, "3"), ("3", NOT_STARTED, "4")]
+
+
+# ---------------------------------------------------------------- row 14: temp files of a dead writer
+
+
+def test_a_dead_writers_temp_file_is_removed_by_the_next_write(tmp_path):
+    """Row 14: a writer SIGKILLed mid-write leaves `.<name>.pid<PID>.*.tmp`; the next write removes it."""
+    from vae_lab.io import atomic_write_json
+
+    target = tmp_path / "images" / "samples.png"
+    proc = python("import os, signal\nfrom vae_lab.io import atomic_write\n"
+                  f"atomic_write({str(target)!r}, lambda f: (f.write(b'half'), f.flush(), "
+                  "os.kill(os.getpid(), signal.SIGKILL)))")
+    assert proc.returncode == -signal.SIGKILL
+    (stale,) = target.parent.glob(".samples.png.*.tmp")
+    live = target.parent / f".samples.png.pid{os.getppid()}.x.tmp"  # a live process's: kept
+    live.write_bytes(b"")
+    atomic_write_json(target, {"ok": 1})
+    assert not stale.exists() and live.exists() and json.loads(target.read_text()) == {"ok": 1}
+
+
+# ---------------------------------------------------------------- row 15: names printed escaped
+
+
+def test_a_file_name_cannot_forge_an_error_line(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "x\nerror: FAKE LINE.png").write_bytes(b"not an image")
+    proc = subprocess.run([sys.executable, "train.py", "dataset=image_folder", f"dataset.options.path={folder}",
+                           "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot read image ") and "x\\nerror: FAKE LINE.png" in lines[0]
+
+
+def test_printable_escapes_control_and_format_characters():
+    from vae_lab.cli.errors import printable
+
+    assert printable("a\nb\r\x1b[2J\u202ec é→") == "a\\nb\\r\\x1b[2J\\u202ec é→"
+
+
+# ---------------------------------------------------------------- row 16: a run's config resolves no environment
+
+
+def test_a_runs_saved_config_looks_nothing_up_in_the_environment(tmp_path, monkeypatch):
+    run = fake_run(tmp_path / "run")
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    cfg.paths.data_dir = "${oc.env:HF_TOKEN}"
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    with pytest.raises(ConfigError) as info:
+        evaluate(str(run), tmp_path / "e.json")
+    assert "paths.data_dir='${oc.env:HF_TOKEN}'" in str(info.value) and TOKEN not in str(info.value)
+    assert not (tmp_path / "e.json").exists()
+    report, out = evaluate(str(run), tmp_path / "e.json", f"paths.data_dir={tmp_path}")  # the fix the line names
+    assert TOKEN not in out.read_text()
+    loaded = run_config(run)
+    assert loaded.model.likelihood == loaded.dataset.likelihood  # links between its own keys still resolve
