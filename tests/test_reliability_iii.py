@@ -310,3 +310,33 @@ def test_a_runs_saved_config_looks_nothing_up_in_the_environment(tmp_path, monke
     assert TOKEN not in out.read_text()
     loaded = run_config(run)
     assert loaded.model.likelihood == loaded.dataset.likelihood  # links between its own keys still resolve
+
+
+# ---------------------------------------------------------------- row 11: Ctrl-C during start-up
+
+
+def test_ctrl_c_before_training_is_one_line_and_exit_130():
+    """Row 11 (fast): the handler a run has between its imports and training ends it at once with one line,
+    also where Lightning's fit set-up would catch a KeyboardInterrupt and carry on."""
+    proc = python("import os, signal, time\nfrom vae_lab.cli.interrupts import Phases\nPhases().install()\n"
+                  "try:\n    os.kill(os.getpid(), signal.SIGINT); time.sleep(30)\n"
+                  "except BaseException:\n    print('swallowed')\n")
+    assert proc.returncode == 130 and "swallowed" not in proc.stdout
+    assert proc.stderr.splitlines() == [__import__("vae_lab.startup").startup.LINE]
+
+
+@pytest.mark.slow  # four real starts interrupted: ~40 s
+@pytest.mark.parametrize("delay", [0.05, 0.8, 2.0, 4.0])
+def test_ctrl_c_at_any_moment_of_start_up_exits_130_in_one_line(tmp_path, delay):
+    """Row 11: SIGINT while importing, composing, writing run_info.json / config, building or fitting."""
+    proc = subprocess.Popen([sys.executable, "train.py", "trainer.max_steps=100000", "trainer.max_epochs=-1",
+                             "callbacks=no_images", "trainer.enable_progress_bar=false", "print_config=false",
+                             f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith(("interrupted by", "stopped by"))]
+    assert len(lines) == 1, stderr[-3000:]

@@ -164,9 +164,17 @@ def _stopped(stop: Interrupted, cfg: DictConfig, run_dir: Path, step: int) -> No
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @report_user_errors
 @multirun_job  # in a sweep: refuse relaunching DDP; a failed job writes failure.json and the others go on
-def main(cfg: DictConfig) -> float | None:
+def _main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     return metrics["val"].get("val/elbo_nats")
+
+
+def main() -> float | None:
+    """The `train.py` / `vae-lab-train` entry: Ctrl-C before training is one line and exit 130 (vae_lab.startup)."""
+    from vae_lab.startup import exit_on_ctrl_c
+
+    exit_on_ctrl_c()
+    return _main()
 
 
 if __name__ == "__main__":
