@@ -340,3 +340,87 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_130_in_one_line(tmp_path, delay)
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     lines = [line for line in stderr.splitlines() if line.startswith(("interrupted by", "stopped by"))]
     assert len(lines) == 1, stderr[-3000:]
+
+
+# ---------------------------------------------------------------- rows 1, 2, 13, 3 through the real CLI
+
+
+def wait_for(predicate, proc: subprocess.Popen, what: str) -> None:
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} never happened (exit {proc.poll()})")
+
+
+def holds(lock: Path, pid: int) -> bool:
+    return lock.is_file() and lock.read_text().strip() == str(pid)
+
+
+@pytest.mark.slow  # two real sweeps and a resume= at once, then a kill: ~30 s
+def test_a_sweep_holds_its_directory_and_each_jobs_and_reports_every_job(tmp_path):
+    """Rows 1, 2 and 13: while sweep A runs job 0, a second sweep into the same hydra.sweep.dir and a resume= of
+    job 0 are refused in one line and touch nothing; A, killed during job 0, reports all four jobs."""
+    from test_reliability_resume import RUN
+
+    sweep = tmp_path / "sweep"
+    a = subprocess.Popen([sys.executable, "train.py", "-m", *RUN, "seed=42,43,44,45", f"hydra.sweep.dir={sweep}"],
+                         cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: holds(sweep / "0" / ".run.lock", a.pid), a, "job 0 holding its lock")
+        a.send_signal(signal.SIGSTOP)  # job 0 is running: freeze it there
+        config = (sweep / "0" / ".hydra" / "config.yaml").read_bytes()
+        b = subprocess.run([sys.executable, "train.py", "-m", *RUN, "seed=7", f"hydra.sweep.dir={sweep}"], cwd=ROOT,
+                           env=ENV, capture_output=True, text=True, timeout=300)
+        assert b.returncode == 2 and "Traceback" not in b.stderr, b.stderr[-3000:]
+        assert b.stderr.splitlines() == [f"error: hydra.sweep.dir={sweep.resolve()} is in use by another sweep "
+                                         f"(PID {a.pid}); wait for it to end or choose another sweep directory"]
+        r = subprocess.run([sys.executable, "train.py", *RUN, f"resume={sweep / '0'}"], cwd=ROOT, env=ENV,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+        assert r.stderr.splitlines() == [f"error: {(sweep / '0').resolve()} is in use by another run (PID {a.pid}); "
+                                         "wait for it to end or choose another directory"]
+        assert (sweep / "0" / ".hydra" / "config.yaml").read_bytes() == config  # still seed 42's
+        assert not (sweep / "report.csv").exists()
+    finally:
+        a.send_signal(signal.SIGKILL)  # killed during job 0
+        a.communicate(timeout=60)
+    report = subprocess.run([sys.executable, "scripts/sweep_report.py", str(sweep)], cwd=ROOT, env=ENV,
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    import csv
+
+    rows = list(csv.DictReader((sweep / "report.csv").open()))
+    assert [(r["job"], r["status"], r["seed"]) for r in rows] == [
+        ("0", "incomplete", "42"), ("1", "not started", "43"), ("2", "not started", "44"), ("3", "not started", "45")]
+
+
+@pytest.mark.slow  # four CLI runs: ~40 s
+def test_a_copied_run_resumes_and_evaluates_its_own_files(tmp_path):
+    """Row 3: X killed after its first checkpoint; `cp -a X Y; rm -rf X`; a new run at X; resume=Y then gives the
+    uninterrupted run's numbers from Y's own checkpoints, and evaluate on Y reads Y's checkpoint."""
+    import shutil
+
+    from test_reliability_resume import cli, fault
+
+    reference = tmp_path / "reference"
+    assert cli(f"hydra.run.dir={reference}").returncode == 0
+    x, y = tmp_path / "X", tmp_path / "Y"
+    killed = cli(f"hydra.run.dir={x}", *fault(30, "train", "SIGKILL"))
+    assert killed.returncode == -signal.SIGKILL
+    subprocess.run(["cp", "-a", str(x), str(y)], check=True)
+    shutil.rmtree(x)
+    assert cli(f"hydra.run.dir={x}", "seed=7").returncode == 0  # a new, different run at X
+    resumed = cli(f"resume={y}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = json.loads((y / "metrics.json").read_text())
+    expected = json.loads((reference / "metrics.json").read_text())
+    assert metrics["best_checkpoint"] == expected["best_checkpoint"] and not Path(metrics["best_checkpoint"]).is_absolute()
+    assert metrics["val"]["val/elbo_nats"] == expected["val"]["val/elbo_nats"]
+    assert (y / "artifact" / "model.safetensors").read_bytes() == (reference / "artifact" / "model.safetensors").read_bytes()
+    copy = Path(shutil.copytree(y, tmp_path / "Z"))  # evaluate on a copy of Y, with Y itself gone
+    shutil.rmtree(y)
+    from vae_lab.loading import load_model
+
+    assert load_model(str(copy)).source == copy / metrics["best_checkpoint"]
