@@ -601,3 +601,16 @@ def test_a_hostile_hf_folder_is_one_line_and_opens_nothing_outside(tmp_path, tam
         load_hf(tmp_path / "data", False, str(folder), num_workers=0)
     assert "\n" not in str(err.value) and "Traceback" not in str(err.value)
     assert not any("passwd" in f for f in opened)
+
+
+# ---------------------------------------------------------------- row 10: a small address-space limit
+
+
+@pytest.mark.parametrize("script", ["train.py", "scripts/evaluate.py", "scripts/sample.py"])
+def test_a_small_ulimit_v_is_one_line_naming_memory(script, tmp_path):
+    """Row 10: `ulimit -v 3G` killed `import torch` with std::bad_alloc; now one line at start, exit 2."""
+    proc = subprocess.run(["bash", "-c", f"ulimit -v 3145728; exec {sys.executable} {script} model={tmp_path}"],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.splitlines() == [proc.stderr.strip()] and "ulimit -v" in proc.stderr
+    assert "error: the address-space limit (ulimit -v) is 3.0 GiB, too little memory" in proc.stderr

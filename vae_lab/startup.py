@@ -29,3 +29,21 @@ def exit_on_ctrl_c() -> None:
     """SIGINT ends the process with the one line until training installs its own handler (main thread only)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, exit_interrupted)
+
+
+# Address space the CUDA build of torch maps at `import torch` alone: it dies (std::bad_alloc, no Python error) under
+# `ulimit -v 3G` and imports under 4G on the dev machine; 5 GiB leaves room for the data and the model.
+MIN_ADDRESS_SPACE = 5 << 30
+
+
+def check_memory_limit() -> None:
+    """Exit 2 with one line when the address-space limit (ulimit -v) is too small for torch to even import."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY and soft < MIN_ADDRESS_SPACE:
+        sys.stderr.write(f"error: the address-space limit (ulimit -v) is {soft / 2**30:.1f} GiB, too little memory "
+                         f"for torch to load (its libraries map over 3 GiB at import): vae_lab needs at least "
+                         f"{MIN_ADDRESS_SPACE >> 30} GiB; raise it (ulimit -v {MIN_ADDRESS_SPACE >> 10} or unlimited)\n")
+        sys.stderr.flush()
+        sys.exit(2)

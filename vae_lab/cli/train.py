@@ -171,9 +171,10 @@ def _main(cfg: DictConfig) -> float | None:
 
 def main() -> float | None:
     """The `train.py` / `vae-lab-train` entry: Ctrl-C before training is one line and exit 130 (vae_lab.startup)."""
-    from vae_lab.startup import exit_on_ctrl_c
+    from vae_lab.startup import check_memory_limit, exit_on_ctrl_c
 
     exit_on_ctrl_c()
+    check_memory_limit()
     return _main()
 
 
