@@ -58,6 +58,7 @@ RULES = [
     Rule("loss.name", "choice", choices=_objectives),
     Rule("loss.beta", "float", lo=0),
     Rule("loss.free_bits", "float", lo=0),
+    Rule("loss.kl_balancing", "bool"),
     Rule("loss.num_samples", "int", lo=1),
     Rule("schedule.lr", "float", lo=0, lo_open=True),
     Rule("schedule.batch_size", "int", lo=1),

@@ -68,6 +68,29 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
+def rebase_checkpoint_paths(checkpoint: dict[str, Any], callbacks: list) -> None:
+    """Point the ModelCheckpoint state of a checkpoint written in another directory at this run's directory.
+
+    A run copied or moved (`cp -a X Y`) and resumed at Y holds X's absolute paths: Lightning then drops its
+    best-k bookkeeping but keeps `best_model_path`, so the final metrics and artifact would come from X's
+    checkpoint, which may belong to a new run by now. Each path under the old `dirpath` moves to the new one.
+    """
+    states = checkpoint.get("callbacks") or {}
+    for callback in callbacks:
+        state = states.get(getattr(callback, "state_key", None))
+        old, new = (state or {}).get("dirpath"), getattr(callback, "dirpath", None)
+        if not (isinstance(old, str) and new and old != new):
+            continue
+        move = lambda p: str(Path(new) / Path(p).relative_to(old)) if (  # noqa: E731
+            isinstance(p, str) and p and Path(p).is_relative_to(old)) else p
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if key in state:
+                state[key] = move(state[key])
+        if isinstance(state.get("best_k_models"), dict):
+            state["best_k_models"] = {move(k): v for k, v in state["best_k_models"].items()}
+        state["dirpath"] = new
+
+
 class Resumable(L.Callback):
     """Makes a run resumable: RNG state in checkpoints, atomic checkpoint writes, a checkpoint on SIGTERM/SIGINT.
 
@@ -114,6 +137,7 @@ class Resumable(L.Callback):
         # inside that validation): Lightning would skip that validation on resume (it assumes it ran), so the
         # published metrics and best checkpoint would miss it. Rewrite the loop counters to Lightning's
         # "restarted mid-evaluation" state, with the validation's progress at zero: it is redone whole.
+        rebase_checkpoint_paths(checkpoint, trainer.checkpoint_callbacks)
         loops = checkpoint["loops"]["fit_loop"]
         if not (checkpoint.get("callbacks", {}).get(self.state_key) or {}).get("pending_validation"):
             epoch = loops["epoch_progress"]["current"]
