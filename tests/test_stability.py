@@ -283,3 +283,19 @@ def test_cli_all_updates_skipped_counted_and_the_ema_artifact(tmp_path):
     exported = load_file(run_dir / "artifact" / "model.safetensors")
     ema = ckpt["callbacks"]["EMA"]["state_dict"]
     assert all(torch.equal(exported[k], ema[k]) for k in exported) and set(exported) == set(ema)
+
+
+@pytest.mark.parametrize("bad", [None, float("nan"), float("inf")])
+def test_the_host_norm_is_the_norm_of_all_gradients_and_sees_a_nonfinite_element(bad):
+    from vae_lab.callbacks.nonfinite import _host_norm
+
+    grads = [torch.randn(40, 30), torch.randn(30), torch.randn(7, 2, 3)]
+    if bad is not None:
+        grads[1][4] = bad
+    loss, norm = _host_norm(torch.tensor(2.5), grads)
+    expected = float(torch.linalg.vector_norm(torch.cat([g.double().flatten() for g in grads])))
+    assert loss == 2.5
+    if bad is None:
+        assert norm == pytest.approx(expected, rel=1e-6)
+    else:
+        assert not torch.isfinite(torch.tensor(norm))
