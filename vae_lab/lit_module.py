@@ -357,10 +357,10 @@ class VAEModule(L.LightningModule):
         self._step(batch, "test", batch_idx)
 
     def configure_optimizers(self):
-        if self.discriminator is None:
-            optimizer = instantiate(self.hparams.optimizer, params=self.parameters())
-        else:
-            optimizer = instantiate(self.hparams.optimizer, params=self.model.parameters())
+        # _convert_="all": plain lists, not OmegaConf's ListConfig, in the optimizer's param groups (Adamax keeps
+        # `betas` as given, and a ListConfig there makes the checkpoint unreadable with weights_only=True)
+        params = self.parameters() if self.discriminator is None else self.model.parameters()
+        optimizer = instantiate(self.hparams.optimizer, params=params, _convert_="all")
         if not self.hparams.scheduler:
             scheduler = None
         else:

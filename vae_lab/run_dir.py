@@ -42,6 +42,7 @@ ABORTED_PREFIX = ".aborted_"
 # Checkpoint keys only a training checkpoint has (a weights-only or foreign file lacks them).
 TRAINING_KEYS = ("state_dict", "hyper_parameters", "optimizer_states", "loops", "global_step")
 MODEL_PREFIX = "model."  # VAEModule keeps the VAE at `self.model`
+EMA_STATE_KEY = "EMA"  # checkpoint["callbacks"][EMA_STATE_KEY]: the weights' moving average (vae_lab.callbacks.ema)
 LOCK_NAME = ".run.lock"
 SWEEP_LOCK_NAME = ".sweep.lock"  # in hydra.sweep.dir, held by the sweep's launching process
 _HELD_LOCKS: dict[str, tuple] = {}  # lock file -> (its FileLock, created by us), held until this process ends
@@ -259,10 +260,30 @@ def read_checkpoint(path: Path, training: bool = True) -> dict:
     return ckpt
 
 
-def model_state(ckpt: dict) -> tuple[dict, dict]:
-    """(VAE init args, VAE state_dict) of a checkpoint read by read_checkpoint."""
+def model_state(ckpt: dict, raw: bool = False) -> tuple[dict, dict]:
+    """(model init args, model state_dict) of a checkpoint read by read_checkpoint: the weights its run evaluated,
+    i.e. the moving average when the run kept one with `ema.evaluate` (unless `raw`), else the raw weights."""
+    ema = ema_state(ckpt)
+    if ema is not None and not raw:
+        return dict(ckpt["hyper_parameters"]["model"]), dict(ema["state_dict"])
     state = {k[len(MODEL_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
     return dict(ckpt["hyper_parameters"]["model"]), state
+
+
+def ema_state(ckpt: dict) -> dict | None:
+    """The checkpoint's EMA callback state when its run evaluated with the average, else None."""
+    ema = (ckpt.get("callbacks") or {}).get(EMA_STATE_KEY)
+    return ema if isinstance(ema, dict) and ema.get("evaluate") and ema.get("state_dict") else None
+
+
+def ema_description(decay: float) -> str:
+    return f"ema({decay:g})"
+
+
+def weights_description(ckpt: dict) -> str:
+    """Which weights model_state gives: `ema(0.999)` or `raw`."""
+    ema = ema_state(ckpt)
+    return ema_description(float(ema["decay"])) if ema is not None else "raw"
 
 
 def record_run(run_dir: Path, resumed_from: str | None) -> None:

@@ -89,6 +89,7 @@ def train(cfg: DictConfig) -> dict:
     from vae_lab import publish
     from vae_lab.build import (build_datamodule, build_module, build_trainer, hub_callbacks, model_kwargs,
                                reliability_callbacks)
+    from vae_lab.callbacks.ema import weights_in_use
     from vae_lab.config import validate
     from vae_lab.io import atomic_write_json
     from vae_lab.loading import init_weights
@@ -126,7 +127,7 @@ def train(cfg: DictConfig) -> dict:
         if phases.received or trainer.received_sigterm:  # at the end of fit: no step left for Lightning to stop at
             raise Interrupted(phases.received or signal.SIGTERM, "pictures")
         metrics = _final_metrics(cfg, trainer, module, datamodule, phases)
-        metrics.update(global_step=trainer.global_step, epochs=trainer.current_epoch,
+        metrics.update(global_step=trainer.global_step, epochs=trainer.current_epoch, weights=weights_in_use(trainer),
                        wall_time_s=round(time.time() - started, 2), run_dir=str(run_dir.resolve()),
                        log_likelihood=module.status.as_json())
         if trainer.is_global_zero:
