@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from vae_lab import lightning_compat as compat
 from vae_lab.errors import VaeLabError
-from vae_lab.lit_module import per_call_hooks_note
+from vae_lab.call_hooks import per_call_hooks_note
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCHES = 4  # training batches per epoch
@@ -294,11 +294,31 @@ def test_user_callbacks_with_per_call_hooks_are_named_once():
         def on_before_optimizer_step(self, trainer, pl_module, optimizer):
             pass
 
-    callbacks = [ModelCheckpoint(), NonFiniteGuard(), EveryBatch(), EveryStep()]
+    class MyCheckpoint(ModelCheckpoint):  # Lightning's on_train_batch_end, inherited: not the user's
+        pass
+
+    class MyGuard(NonFiniteGuard):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+
+    callbacks = [ModelCheckpoint(), NonFiniteGuard(), EveryBatch(), EveryStep(), MyCheckpoint(), MyGuard()]
     note = per_call_hooks_note(callbacks, 8)
     assert note is not None and "\n" not in note
-    assert note.startswith("EveryBatch.on_train_batch_end run once per call of schedule.steps_per_call=8")
+    assert note.startswith("EveryBatch.on_train_batch_end, MyGuard.on_train_batch_start run once per call of "
+                           "schedule.steps_per_call=8 optimizer steps")
     assert "schedule.steps_per_call=1" in note and "on_before_optimizer_step" in note
     assert "NonFiniteGuard" not in note and "ModelCheckpoint" not in note
     assert per_call_hooks_note(callbacks, 1) is None
-    assert per_call_hooks_note(callbacks[:2] + callbacks[3:], 8) is None
+    assert per_call_hooks_note([c for c in callbacks if not isinstance(c, (EveryBatch, MyGuard))], 8) is None
+
+
+def test_a_user_callback_with_per_call_hooks_is_warned_about_at_fit_start(tmp_path):
+    from test_steps_per_call import fit
+
+    class EveryBatch(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            pass
+
+    with pytest.warns(UserWarning, match=r"^EveryBatch\.on_train_batch_end run once per call of "
+                                         r"schedule\.steps_per_call=2 .*on_before_optimizer_step"):
+        fit(tmp_path, 2, "trainer.max_steps=2", callbacks=(EveryBatch(),))

@@ -12,6 +12,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from vae_lab import lightning_compat
+from vae_lab.call_hooks import per_call_hooks_note
 from vae_lab.data.batches import stream_seed
 from vae_lab.direct_step import DirectStep, lightning_to_device
 from vae_lab.epoch_sums import EpochSums
@@ -29,24 +30,6 @@ STAGES = ("train", "val", "test")
 # experimental and that hooks see the last batch consumed: known and covered (tests/test_steps_per_call.py).
 for _pattern, _ in lightning_compat.DATALOADER_ITER_WARNINGS:
     warnings.filterwarnings("ignore", message=_pattern)
-
-
-PER_CALL_HOOKS = ("on_train_batch_start", "on_train_batch_end")
-
-
-def per_call_hooks_note(callbacks: list, steps_per_call: int) -> str | None:
-    """One line naming the user callbacks (neither vae_lab's nor Lightning's) whose on_train_batch_start/end run once
-    per call of several optimizer steps, not once per step, and the fix; None when there are none."""
-    if steps_per_call <= 1:
-        return None
-    hooks = [f"{type(cb).__name__}.{hook}" for cb in callbacks for hook in PER_CALL_HOOKS
-             if not type(cb).__module__.startswith(("vae_lab.", "lightning.", "pytorch_lightning."))
-             and getattr(type(cb), hook, None) is not getattr(L.Callback, hook)]
-    if not hooks:
-        return None
-    return (f"{', '.join(hooks)} run once per call of schedule.steps_per_call={steps_per_call} optimizer steps, "
-            "not at every step: set schedule.steps_per_call=1, or do per-step work in on_before_optimizer_step "
-            "(which runs at every step)")
 
 
 class VAEModule(L.LightningModule):
