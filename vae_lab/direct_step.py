@@ -117,8 +117,9 @@ class DirectStep:
         if not hooks:
             return
         state = self.module_state
-        # What self.log inside a hook reads. A plain attribute: set as nn.Module.__setattr__ ends up setting it, without
-        # its checks for parameters, buffers and submodules (4.6 us instead of 0.6 us a time on the dev CPU).
+        # What self.log inside a hook reads. A plain attribute: written into the module's __dict__, as
+        # nn.Module.__setattr__ ends up writing it, without its checks for parameters, buffers and submodules (4.6 us
+        # a time with them; read, set and reset here ~0.3 us, against 1.4 us with object.__setattr__, on the dev CPU).
         previous = state[_FX]
         state[_FX] = name
         for fn in hooks:
