@@ -1,6 +1,7 @@
 """The interface every model family offers; the rest of vae_lab (objectives, training, evaluation, pictures, loading)
 talks to a model only through it. A family is one module: its class, its init-args rules (model_args.FAMILIES)."""
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,7 +173,7 @@ class ModelFamily:
 
 def check_temperature(temperature: float) -> float:
     """temperature > 0 (the prior's scales are multiplied by it when sampling), else one ConfigError line."""
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 < temperature < math.inf:
         raise ConfigError(f"temperature={temperature!r} is invalid: must be a number > 0 (1: the prior itself; "
                           "0.6-0.9 give smoother samples)")
     return float(temperature)
