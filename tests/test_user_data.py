@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from vae_lab.data.raw import storage_dtype
 from vae_lab.data.registry import load_dataset
 from vae_lab.errors import ConfigError, DataError
 
@@ -21,6 +22,10 @@ U8 = RNG.integers(0, 256, (6, 5, 7), dtype=np.uint8)  # 6 images 5x7, 8-bit
 BITS = RNG.integers(0, 2, (202, 28, 20), dtype=np.uint8)  # binary glyphs stored as 0/1
 WIDE = RNG.integers(0, 65536, (6, 5, 7)).astype(np.uint16)
 GRID = np.arange(2001, dtype=np.float32)[RNG.permutation(2001)][:1600].reshape(4, 20, 20) / 2000  # 2001 levels
+NCHW = RNG.integers(0, 256, (4, 3, 5, 7), dtype=np.uint8)  # 4 RGB images stored channels-first
+SIXTEEN = np.concatenate([np.arange(16), RNG.integers(0, 16, 194)]).astype(np.uint8).reshape(6, 5, 7)  # 0..15
+TWELVE = np.concatenate([[0, 4095], RNG.integers(0, 4096, 208)]).astype(np.uint16).reshape(6, 5, 7)  # 12-bit
+NAMES = np.array(["dog", "cat", "emu", "cat", "dog", "cat"])  # text labels: sorted, cat=0, dog=1, emu=2
 
 
 def npy(tmp: Path, x, name="x.npy") -> Path:
@@ -84,7 +89,7 @@ ARRAY_CASES = [
     ("lone_grey_image", lambda t: npy(t, U8[0]), {}, "has shape (5, 7): flattened images? reshape them to (N,H,W)"),
     ("flattened_images", lambda t: npy(t, BITS.reshape(202, -1)), {}, "one image? stack images as (N,H,W)"),
     ("nhwc_colour", lambda t: npy(t, U8.reshape(2, 5, 7, 3)), {}, dict(levels=256, values=nchw(U8.reshape(2, 5, 7, 3)),
-                                                                       summary="3 channels; unlabelled")),
+                                                                       summary="3 channels, memory-mapped; unlabelled")),
     ("rgba_array", lambda t: npy(t, np.zeros((3, 8, 8, 4), np.uint8)), {}, "4 channels: RGBA?"),
     ("empty_npy", lambda t: npy(t, np.zeros((0, 8, 8), np.uint8)), {}, "is empty (shape (0, 8, 8))"),
     ("empty_npz", lambda t: npz(t), {}, "holds no arrays; save the images with numpy.savez"),
@@ -119,6 +124,35 @@ ARRAY_CASES = [
     ("fractional_labels", lambda t: npz(t, x=U8, y=np.full(6, 0.5)), {}, "non-integer values"),
     ("negative_labels", lambda t: npz(t, x=U8, y=np.arange(6) - 1), {}, "negative values (min -1)"),
     ("labels_of_wrong_length", lambda t: npz(t, x=U8, y=np.arange(5)), {}, "have shape (5,); expected (6,)"),
+    # issue 30
+    ("float16_nchw_on_k_over_255", lambda t: npz(t, x=(NCHW / 255).astype(np.float16)), {},
+     dict(levels=256, values=NCHW, summary="] on the k/255 grid (within float16 rounding) -> 8-bit, 3 channels")),
+    ("float16_off_the_grid_stays_continuous", lambda t: npy(t, GRID.astype(np.float16)), {},
+     dict(levels=None, values=nchw(GRID.astype(np.float16).astype(np.float32)), summary="float16 in [0, 1], off the")),
+    ("uint8_levels_0_15_are_4bit", lambda t: npy(t, SIXTEEN), {},
+     dict(levels=16, values=nchw(SIXTEEN), summary="uint8 levels 0..15 -> 4-bit in an 8-bit container (16 levels, "
+                                                   "k/15; dataset.options.levels=256 keeps 8-bit), 1 channel")),
+    ("levels_256_keeps_8bit", lambda t: npy(t, SIXTEEN), {"levels": 256},
+     dict(levels=256, values=nchw(SIXTEEN), summary="uint8 levels 0..15 -> 256 levels (dataset.options.levels)")),
+    ("uint16_12bit_in_16bit_container", lambda t: npy(t, TWELVE), {},
+     dict(levels=4096, values=nchw(TWELVE.astype(np.int32)),
+          summary="uint16 levels 0..4095 -> 12-bit in a 16-bit container (4096 levels, k/4095; "
+                  "dataset.options.levels=65536 keeps 16-bit)")),
+    ("string_labels", lambda t: npz(t, x=U8, y=NAMES), {},
+     dict(levels=256, values=nchw(U8), labels=[1, 0, 2, 0, 1, 0], class_names=("cat", "dog", "emu"),
+          summary="y 'y' strings -> 3 classes (sorted: cat, dog, emu)")),
+    ("ambiguous_channel_axis", lambda t: npy(t, np.zeros((2, 3, 5, 3), np.uint8)), {},
+     "(2, 3, 5, 3) (ambiguous channel axis: set dataset.options.layout=nhwc or nchw)"),
+    ("layout_nchw", lambda t: npy(t, NCHW[:, :, :3, :3]), {"layout": "nchw"},
+     dict(levels=256, values=NCHW[:, :, :3, :3], summary="3 channels")),
+    ("layout_nhwc", lambda t: npy(t, NCHW[:, :, :3, :3]), {"layout": "nhwc"},
+     dict(levels=256, values=NCHW[:, :, :3, :3].transpose(0, 3, 1, 2), summary="3 channels")),
+    ("layout_that_does_not_fit", lambda t: npy(t, U8), {"layout": "nhwc"},
+     "has shape (6, 5, 7), not NHWC with C in {1, 3} (dataset.options.layout=nhwc)"),
+    ("lone_channels_first_image", lambda t: npy(t, NCHW[0, :, :, :5].repeat(7, 1)), {},
+     "holds one image of shape (3, 35, 5) (C, H, W), not a stack; stack images as (N,C,H,W)"),
+    ("three_grey_images_by_layout", lambda t: npy(t, NCHW[0, :, :, :5].repeat(7, 1)), {"layout": "nhw"},
+     dict(levels=256, values=NCHW[0, :, :, :5].repeat(7, 1)[:, None], summary="(3, 35, 5) uint8")),
 ]
 
 
@@ -126,12 +160,13 @@ def check(raw, expected: dict) -> None:
     """The tensor, its scale and labels, and the summary line, against the expected outcome."""
     values = expected["values"]
     assert raw.levels == expected["levels"]
-    assert raw.train_x.dtype == {256: torch.uint8, 65536: torch.int32, None: torch.float32}[expected["levels"]]
+    assert raw.train_x.dtype == storage_dtype(expected["levels"])
     assert tuple(raw.train_x.shape) == values.shape and np.array_equal(raw.train_x.numpy(), values)
     labels = expected.get("labels", None)
     assert (raw.train_y is None) if labels is None else raw.train_y.tolist() == labels
     assert raw.summary.startswith("data: ") and "\n" not in raw.summary
     assert expected["summary"] in raw.summary, raw.summary
+    assert raw.class_names == expected.get("class_names", raw.class_names)
 
 
 @pytest.mark.parametrize(("name", "write", "options", "expected"), ARRAY_CASES, ids=[c[0] for c in ARRAY_CASES])
@@ -145,6 +180,39 @@ def test_array_file_reads_right_or_refuses_in_one_line(tmp_path, name, write, op
         assert "[nan" not in message
         return
     check(load_dataset("array_file", tmp_path, False, path=str(path), **options), expected)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"levels": 8}, "dataset.options.levels=8 is invalid: must be auto or an integer in 16..65536 (the data reach 15)"),
+    ({"layout": "hwc"}, "dataset.options.layout='hwc' is invalid: must be one of auto, nhw, nhwc, nchw"),
+])
+def test_bad_array_options_are_config_errors(tmp_path, options, message):
+    with pytest.raises(ConfigError) as err:
+        load_dataset("array_file", tmp_path, False, path=str(npy(tmp_path, SIXTEEN)), **options)
+    assert str(err.value) == message
+
+
+def test_a_npy_is_memory_mapped_and_served_from_the_map_with_the_validation_split_capped(tmp_path):
+    """Issue 30 row 11: the .npy stays a map (the splits are rows of it, never copies); every example is served
+    once per pass; the validation split stops at dataset.val_max_examples, said in the data line."""
+    from vae_lab.data import VAEDataModule
+
+    images = RNG.integers(0, 256, (50, 4, 3, 3), dtype=np.uint8)  # NHWC
+    raw = load_dataset("array_file", tmp_path, False, path=str(npy(tmp_path, images)))
+    assert raw.mapped and "memory-mapped" in raw.summary
+    dm = VAEDataModule("array_file", str(tmp_path), batch_size=8, seed=0, download=False,
+                       options={"path": str(tmp_path / "x.npy")}, val_max_examples=3)
+    dm.setup()
+    x_train, x_val = dm._splits["train"][0], dm._splits["val"][0]
+    assert x_train.data_ptr() == x_val.data_ptr()  # one map, two sets of rows
+    served = {split: torch.cat([x for x, _ in getattr(dm, f"{split}_dataloader")()]) for split in ("train", "val")}
+    assert len(served["val"]) == 3 and len(served["train"]) == 47
+    every = torch.cat([served["train"], served["val"]]).mul(255).round().to(torch.uint8)
+    expected = torch.from_numpy(images).permute(0, 3, 1, 2)
+    key = lambda t: sorted(map(bytes, t.reshape(len(t), -1).numpy()))  # noqa: E731
+    assert key(every) == key(expected)
+    assert "val 3 (val capped at dataset.val_max_examples=3)" in dm.describe()
+    assert "served from the memory-mapped file" in dm.describe()
 
 
 # ---------------------------------------------------------------- image folders

@@ -6,7 +6,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vae_lab.errors import ConfigError
 from vae_lab.model_args import LATENT_KEYS, MODEL_RULES
-from vae_lab.rules import VAL_FRACTION, Rule, check_rules, check_value, plain  # noqa: F401 (re-exported)
+from vae_lab.rules import VAL_FRACTION, VAL_MAX_EXAMPLES, Rule, check_rules, check_value, plain  # noqa: F401 (re-exported)
 
 
 def _objectives():
@@ -49,6 +49,7 @@ RULES = [
     Rule("seed", "int", lo=0, hi=2**32 - 1),  # numpy's (and seed_everything's) range
     Rule("dataset.name", "choice", choices=_datasets),
     VAL_FRACTION,
+    VAL_MAX_EXAMPLES,
     Rule("dataset.binarize", "choice", choices=_binarize),
     Rule("dataset.dequantize", "choice", choices=_dequantize),
     *(replace(rule, key=f"model.{rule.key}") for rule in _RUN_MODEL_RULES if rule.key not in LATENT_KEYS.values()),
@@ -90,8 +91,17 @@ ONE_SAMPLE = ("beta_tcvae", "factor_vae", "dip_vae", "capacity")
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first value that breaks a rule or a combination that cannot work."""
+    _check_required(cfg)
     check_rules(cfg, RULES)
     _check_combinations(cfg)
+
+
+def _check_required(cfg: DictConfig) -> None:
+    """A value left ??? (dataset.options.path of array_file, say): one line before anything is printed or made."""
+    missing = sorted(key for key in OmegaConf.missing_keys(cfg) if not key.startswith("hydra."))  # Hydra's own: later
+    if missing:
+        key = missing[0]
+        raise ConfigError(f"{key} is required: set it on the command line ({key}=...)")
 
 
 def _check_combinations(cfg: DictConfig) -> None:

@@ -18,13 +18,15 @@ from vae_lab.errors import ConfigError, DataError, choices_error
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def _uint8_nchw(images: np.ndarray, layout: str) -> torch.Tensor:
-    """(N, H, W), (N, H, W, C) or (N, C, H, W) array -> contiguous tensor (N, C, H, W) of the same dtype."""
-    x = torch.from_numpy(np.ascontiguousarray(images))
+def _uint8_nchw(images: np.ndarray, layout: str, copy: bool = True) -> torch.Tensor:
+    """(N, H, W), (N, H, W, C) or (N, C, H, W) array -> tensor (N, C, H, W) of the same dtype; contiguous unless
+    `copy` is False (a memory-mapped file stays a view: batches gather their rows from it)."""
+    x = torch.from_numpy(np.ascontiguousarray(images) if copy else images)
     if layout == "NHW":
         return x.unsqueeze(1)
     if layout == "NHWC":
-        return x.permute(0, 3, 1, 2).contiguous()
+        x = x.permute(0, 3, 1, 2)
+        return x.contiguous() if copy else x
     return x
 
 
@@ -273,19 +275,24 @@ def _open_arrays(file: Path):
         raise DataError(f"{file} is not a .npy/.npz file (found {kind or 'unrecognised data'}): convert it with "
                         f"numpy.save / numpy.savez, or use dataset=image_folder for image files")
     try:
-        return np.load(file, allow_pickle=False)  # never unpickle user files
+        # never unpickle user files; a .npy is memory-mapped (copy-on-write: pages are read when a batch needs
+        # them and never copied whole); np.load ignores mmap_mode for .npz members, which are read whole
+        return np.load(file, allow_pickle=False, mmap_mode="c" if kind == "npy" else None)
     except (OSError, ValueError, EOFError) as err:
-        hint = "object arrays (dtype=object) cannot be read: save numeric arrays" if "pickle" in str(err) else err
+        objects = any(word in str(err) for word in ("pickle", "Python objects"))  # np.load's / the memory map's
+        hint = "object arrays (dtype=object) cannot be read: save numeric arrays" if objects else err
         raise DataError(f"cannot read array file {file}: {hint}") from err
 
 
 def load_array_file(
-    root: Path, download: bool, path: str, key: str | None = None, label_key: str | None = None
+    root: Path, download: bool, path: str, key: str | None = None, label_key: str | None = None,
+    layout: str = "auto", levels="auto",
 ) -> RawData:
-    """Images from a .npy array or a .npz archive (images under `key`, default x or images; labels under y, ...)."""
+    """Images from a .npy array (memory-mapped) or a .npz archive (images under `key`, default x or images; labels
+    under y, ...)."""
     file = Path(path).expanduser().resolve()
     loaded = _open_arrays(file)
-    labels, said = None, "unlabelled"
+    labels, said, class_names = None, "unlabelled", None
     if isinstance(loaded, np.ndarray):
         images, source, where = loaded, file.name, str(file)
     else:
@@ -307,20 +314,22 @@ def load_array_file(
             others = [k for k in present if k != image_key]
             wanted = pick_key(others, label_key, LABEL_KEYS)
             if wanted is not None:
-                labels, said = read_labels(loaded[wanted], len(images), f"{wanted!r} in {file}")
+                labels, said, class_names = read_labels(loaded[wanted], len(images), f"{wanted!r} in {file}")
                 said = f"y {wanted!r} {said}"
             else:
                 ids = [k for k in others if loaded[k].shape == (len(images),) and loaded[k].dtype.kind in "iu"]
                 if ids:
                     said += f"; found {ids[0]!r} ({len(images)},) ints: set dataset.options.label_key={ids[0]}"
-    layout = array_layout(images.shape, where)
-    pixels = pixel_scale(images, where)
-    x = _uint8_nchw(pixels.values, layout)
+    layout = array_layout(images.shape, where, layout)
+    pixels = pixel_scale(images, where, levels)
+    mapped = isinstance(images, np.memmap) and pixels.values is images  # not converted: still the file
+    x = _uint8_nchw(pixels.values, layout, copy=not mapped)
     c = x.shape[1]
-    summary = (f"data: array_file {source} {tuple(images.shape)} {pixels.note}, {c} channel{'s' if c > 1 else ''}; "
-               f"{said}")
+    served = ", memory-mapped" if mapped else ""
+    summary = (f"data: array_file {source} {tuple(images.shape)} {pixels.note}, {c} channel{'s' if c > 1 else ''}"
+               f"{served}; {said}")
     return RawData(train_x=x, train_y=None if labels is None else torch.from_numpy(labels), levels=pixels.levels,
-                   summary=summary)
+                   summary=summary, class_names=class_names, mapped=mapped)
 
 
 # ---------------------------------------------------------------- factor datasets
