@@ -253,9 +253,46 @@ def classes(folder: Path, names) -> Path:
     return folder
 
 
+def exif_rotated_jpeg(folder: Path, in_class: bool = False) -> Path:
+    """A phone photo: pixels stored landscape (8x16) with EXIF orientation 6 (display rotated 90 degrees clockwise)."""
+    target = folder / "c" if in_class else folder
+    target.mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    Image.fromarray(np.kron(U8[0, :2, :4], np.ones((4, 4), np.uint8))).save(target / "p.jpg", quality=95, exif=exif)
+    return folder
+
+
+def stored_pixels(folder: Path) -> np.ndarray:
+    """The JPEG's pixels as stored (no orientation applied), rotated by hand: what the picture shows."""
+    with Image.open(next(folder.rglob("*.jpg"))) as img:
+        return np.rot90(np.asarray(img.convert("L")), k=-1)  # orientation 6 = 90 degrees clockwise
+
+
+def hidden_and_nested(folder: Path) -> Path:
+    """cat/ and dog/ with Jupyter's .ipynb_checkpoints copies and a dot-file inside; a hidden top-level folder."""
+    classes(folder, ["cat", "dog"])
+    pngs(folder / "cat" / ".ipynb_checkpoints", U8[2:4])
+    Image.fromarray(U8[4]).save(folder / "dog" / "._00.png")  # macOS resource-fork twin
+    pngs(folder / ".trash", U8[5:6])
+    return folder
+
+
+def nested_classes(folder: Path) -> Path:
+    """Classes two levels deep: animals/{cat,dog}/, plants/tree/ (labels: animals, plants)."""
+    for k, sub in enumerate(["animals/cat", "animals/dog", "plants/tree"]):
+        pngs(folder / sub, U8[k : k + 1])
+    return folder
+
+
+NEAR_GREY = np.stack([U8, np.clip(U8.astype(int) + 2, 0, 255), np.clip(U8.astype(int) + 1, 0, 255)], -1).astype(
+    np.uint8)  # what a JPEG makes of grey RGB: channels ±2 apart
+
+
 FOLDER_CASES = [
     ("png_16bit_keeps_its_levels", lambda t: pngs(t / "f", WIDE), {},
-     dict(levels=65536, values=nchw(WIDE.astype(np.int32)), summary="6 images 5x7 (HxW) 16-bit -> 1 channel")),
+     dict(levels=65536, values=nchw(WIDE.astype(np.int32)),
+          summary=f"6 images 5x7 (HxW) 16-bit, values {WIDE.min()}..{WIDE.max()} -> 1 channel")),
     ("grey_L_is_one_channel", lambda t: pngs(t / "f", U8), {},
      dict(levels=256, values=nchw(U8), summary="-> 1 channel (auto: all images grey)")),
     ("rgb_with_equal_channels_is_grey", lambda t: pngs(t / "f", GREY_RGB), {},
@@ -295,6 +332,26 @@ FOLDER_CASES = [
     ("npz_given", lambda t: npz(t, x=U8), {}, "is a file, not a folder of images: dataset=array_file"),
     ("16bit_streamed", lambda t: pngs(t / "f", WIDE), {"in_memory": False},
      "is a 16-bit image (I;16): this path decodes 8-bit images only; set dataset.options.in_memory=true"),
+    # issue 30
+    ("12bit_in_16bit_pngs", lambda t: pngs(t / "f", TWELVE), {},
+     dict(levels=4096, values=nchw(TWELVE.astype(np.int32)),
+          summary="16-bit, values 0..4095 -> 12-bit in a 16-bit container (4096 levels, k/4095; "
+                  "dataset.options.levels=65536 keeps 16-bit) -> 1 channel")),
+    ("12bit_kept_as_16", lambda t: pngs(t / "f", TWELVE), {"levels": 65536},
+     dict(levels=65536, values=nchw(TWELVE.astype(np.int32)), summary="-> 65536 levels (dataset.options.levels)")),
+    ("8bit_levels_0_15", lambda t: pngs(t / "f", SIXTEEN), {},
+     dict(levels=16, values=nchw(SIXTEEN), summary="8-bit, values 0..15 -> 4-bit in an 8-bit container")),
+    ("hidden_files_and_folders_skipped", lambda t: hidden_and_nested(t / "f"), {},
+     dict(levels=256, values=nchw(U8[:2]), labels=[0, 1], class_names=("cat", "dog"),
+          summary="2 classes from subfolders; 4 images in hidden files/folders (.name) skipped")),
+    ("nested_class_folders", lambda t: nested_classes(t / "f"), {},
+     dict(levels=256, values=nchw(U8[:3]), labels=[0, 0, 1], class_names=("animals", "plants"),
+          summary="2 classes from subfolders (labels from the top-level folders; 3 images sit in their subfolders)")),
+    ("near_grey_rgb_within_tolerance", lambda t: pngs(t / "f", NEAR_GREY), {},
+     dict(levels=256, values=nchw(np.stack([np.asarray(Image.fromarray(a).convert("L")) for a in NEAR_GREY])),
+          summary="-> 1 channel (auto: all images grey, 6 of them within ±2 (dataset.options.grey_tolerance))")),
+    ("near_grey_rgb_with_tolerance_0", lambda t: pngs(t / "f", NEAR_GREY), {"grey_tolerance": 0},
+     dict(levels=256, values=nchw(NEAR_GREY), summary="-> 3 channels (auto: colour images)")),
 ]
 
 
@@ -319,6 +376,55 @@ def test_image_folder_reads_right_or_refuses_in_one_line(tmp_path, name, write, 
 def test_bad_folder_options_are_config_errors(tmp_path, options, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_dataset("image_folder", tmp_path, False, path=str(pngs(tmp_path / "f", U8)), **options)
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_exif_orientation_is_applied_in_every_path(tmp_path, in_memory):
+    """Issue 30 row 6: a JPEG stored landscape with EXIF orientation 6 is read upright (16x8), in memory and streamed."""
+    folder = exif_rotated_jpeg(tmp_path / "f")
+    source = load_dataset("image_folder", tmp_path, False, path=str(folder), in_memory=in_memory, num_workers=0)
+    x = source.train_x if in_memory else source.decoder(source.train[:])[0]
+    assert x.shape == (1, 1, 16, 8) and np.array_equal(x[0, 0].numpy(), stored_pixels(folder))
+
+
+def test_hf_applies_exif_orientation(tmp_path):
+    import datasets
+
+    folder = exif_rotated_jpeg(tmp_path / "f")
+    features = datasets.Features({"image": datasets.Image()})
+    datasets.Dataset.from_dict({"image": [str(folder / "p.jpg")]}, features=features).save_to_disk(tmp_path / "d")
+    raw = load_dataset("hf", tmp_path, False, path=str(tmp_path / "d"), num_workers=0)
+    assert raw.train_x.shape == (1, 1, 16, 8) and np.array_equal(raw.train_x[0, 0].numpy(), stored_pixels(folder))
+
+
+def mixed_modes(folder: Path) -> Path:
+    """A grey L image first, then an RGB and a palette (P) image: colour after grey."""
+    folder.mkdir()
+    Image.fromarray(U8[0]).save(folder / "0.png")
+    Image.fromarray(COLOUR[0]).save(folder / "1.png")
+    Image.fromarray(COLOUR[1]).convert("P").save(folder / "2.png")
+    return folder
+
+
+def test_streamed_folder_decides_channels_from_a_sample_not_the_first_image(tmp_path):
+    """Issue 30 row 4: in_memory=false with a grey first image: 3 channels, as in memory."""
+    folder = mixed_modes(tmp_path / "f")
+    streamed = load_dataset("image_folder", tmp_path, False, path=str(folder), in_memory=False, num_workers=0)
+    in_memory = load_dataset("image_folder", tmp_path, False, path=str(folder))
+    x, _ = streamed.decoder(streamed.train[:])
+    assert streamed.decoder.channels == 3 and np.array_equal(x.numpy(), in_memory.train_x.numpy())
+    assert "3 channels (auto: not all of the first 3 images grey)" in streamed.summary
+
+
+def test_a_colour_image_after_a_grey_sample_is_refused(tmp_path, monkeypatch):
+    """The sample's rule is stated, and a later image that breaks it is refused in one line, never made grey."""
+    monkeypatch.setattr("vae_lab.data.hf.CHANNEL_SAMPLE", 1)
+    folder = mixed_modes(tmp_path / "f")
+    source = load_dataset("image_folder", tmp_path, False, path=str(folder), in_memory=False, num_workers=0)
+    assert source.decoder.channels == 1 and "(auto: all of the first 1 images grey)" in source.summary
+    out = source.decoder(source.train[:])
+    assert out == (f"{folder / '1.png'} is a colour image, but channels were set to 1 (auto: all of the first 1 "
+                   f"images grey): set dataset.options.channels=3")
 
 
 def test_streamed_folder_decodes_alpha_as_in_memory(tmp_path):

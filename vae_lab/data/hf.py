@@ -4,13 +4,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from vae_lab.data.inspection import LABEL_KEYS, image_pixels
-from vae_lab.data.stream import GREY_MODES, Decoder, StreamingBatches, StreamSource, is_table, num_rows, read_image
+from vae_lab.data.inspection import GREY_TOLERANCE, LABEL_KEYS, image_is_grey
+from vae_lab.data.stream import Decoder, StreamingBatches, StreamSource, is_table, num_rows, read_image
 from vae_lab.errors import ConfigError, DataError
 
 IN_MEMORY = ("auto", True, False)
 FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow"}  # packaged `datasets` builders by file suffix
 MEMORY_SHARE = 0.5  # default limit of the in-memory path: this share of the RAM available at start
+CHANNEL_SAMPLE = 64  # images looked at to decide channels when not given (a later colour image is refused)
 
 
 def available_memory_bytes() -> int:
@@ -121,26 +122,46 @@ def _first(rows) -> dict:
     return rows[0] if is_table(rows) else next(iter(rows.take(1)))
 
 
-def make_decoder(rows, image_column, label_column, channels, size, where: str) -> Decoder:
-    """A Decoder whose shape is the first image's (after resizing); channels from its mode when not given."""
-    from PIL import Image
-
+def make_decoder(rows, image_column, label_column, channels, size, where: str,
+                 grey_tolerance: int = GREY_TOLERANCE) -> Decoder:
+    """A Decoder whose shape is the first image's (after resizing); channels, when not given, from the first
+    CHANNEL_SAMPLE images: 3 if any is colour, else 1, and a later colour image is then refused (never made grey)."""
     first = _first(rows)
     if first is None:
         raise DataError(f"{where} has no examples")
     source = first[image_column]
     name = (source.get("path") if isinstance(source, dict) else None) or f"{where} row 0"
+    rule = None
     if channels is None:
-        import io
-
-        src = source.get("bytes") or source.get("path") if isinstance(source, dict) else source
-        with Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src) as img:
-            # Grey modes, and transparent images whose content is the alpha mask, are 1 channel.
-            channels = 1 if img.mode in GREY_MODES or image_pixels(img, 255)[0].ndim == 2 else 3
+        sample = _sample(rows, image_column)
+        grey = all(_open(src, image_is_grey, grey_tolerance) for src in sample)
+        channels = 1 if grey else 3
+        rule = f"auto: {'all' if grey else 'not all'} of the first {len(sample)} images grey"
     elif channels not in (1, 3):
-        raise ConfigError(f"dataset.options.channels={channels!r}: expected 1, 3 or null (from the first image)")
+        raise ConfigError(f"dataset.options.channels={channels!r}: expected 1, 3 or null (from the first "
+                          f"{CHANNEL_SAMPLE} images)")
     a = read_image(source, "L" if channels == 1 else "RGB", size, name)
-    return Decoder(image_column, label_column, channels, size, (channels, *a.shape[:2]), str(name))
+    return Decoder(image_column, label_column, channels, size, (channels, *a.shape[:2]), str(name), rule,
+                   grey_tolerance)
+
+
+def _sample(rows, image_column: str) -> list:
+    """The image column of the first CHANNEL_SAMPLE rows (a table slice, or the stream's head)."""
+    if is_table(rows):
+        return rows[:CHANNEL_SAMPLE][image_column]
+    return [row[image_column] for row in rows.take(CHANNEL_SAMPLE)]
+
+
+def _open(source, check, *args):
+    """check(PIL image, *args) for a row's image (bytes, a path, or a {"bytes", "path"} dict)."""
+    import io
+
+    from PIL import Image
+
+    if isinstance(source, dict):
+        source = source["bytes"] if source.get("bytes") is not None else source.get("path")
+    with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as img:
+        return check(img, *args)
 
 
 def decode_all(rows, decoder: Decoder, num_workers: int):

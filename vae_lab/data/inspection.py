@@ -282,9 +282,32 @@ def _grey_if_grey(a: np.ndarray) -> np.ndarray:
     return a[..., 0].copy() if a.ndim == 3 and is_grey(a) else a
 
 
-def is_grey(a: np.ndarray) -> bool:
-    """A 2-D image, or an RGB one with R == G == B everywhere."""
-    return a.ndim == 2 or bool(np.all(a[..., 0] == a[..., 1]) and np.all(a[..., 1] == a[..., 2]))
+def is_grey(a: np.ndarray, tolerance: int = 0) -> bool:
+    """A 2-D image, or an RGB one whose R, G, B differ by at most `tolerance` everywhere (0: R == G == B)."""
+    if a.ndim == 2:
+        return True
+    r, g, b = (a[..., c].astype(np.int32) for c in range(3))
+    return bool(np.abs(r - g).max() <= tolerance and np.abs(g - b).max() <= tolerance)
+
+
+def grey_tolerance_option(tolerance) -> int:
+    """dataset.options.grey_tolerance -> an int >= 0."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
+        raise ConfigError(f"dataset.options.grey_tolerance={tolerance!r} is invalid: must be an integer >= 0")
+    return tolerance
+
+
+def upright(img) -> None:
+    """Apply the EXIF orientation in place (phone photos are stored sideways with a tag saying so)."""
+    from PIL import ImageOps
+
+    ImageOps.exif_transpose(img, in_place=True)
+
+
+def image_is_grey(img, tolerance: int) -> bool:
+    """Whether a PIL image is grey as the folders decide it: a grey mode, alpha as the picture, or RGB within
+    `tolerance` (compositing on white first, as decoding does)."""
+    return img.mode in HIGH_MODES or is_grey(image_pixels(img, 255)[0], tolerance)
 
 
 def to_channels(a: np.ndarray, channels: int) -> np.ndarray:
