@@ -545,3 +545,72 @@ def test_hf_finds_labels_under_common_keys_and_uses_alpha(tmp_path):
     datasets.Dataset.from_dict({"image": blobs, "Target": [2, 0, 1]}, features=features).save_to_disk(tmp_path / "d")
     raw = load_dataset("hf", tmp_path, False, path=str(tmp_path / "d"), num_workers=0)
     assert raw.train_y.tolist() == [2, 0, 1] and np.array_equal(raw.train_x.numpy(), nchw(INK))
+
+
+def png_bytes(a: np.ndarray, mode: str | None = None) -> dict:
+    import io
+
+    buf = io.BytesIO()
+    (Image.fromarray(a) if mode is None else Image.fromarray(a).convert(mode)).save(buf, format="PNG")
+    return {"bytes": buf.getvalue(), "path": None}
+
+
+def hf_disk(tmp: Path, images: list, label=None, test=None) -> Path:
+    """A save_to_disk DatasetDict (train, optional test) with an Image column and a text `label` column."""
+    import datasets
+
+    features = {"image": datasets.Image()}
+    if label is not None:
+        features["label"] = datasets.Value("string")
+
+    def split(imgs, labels):
+        data = {"image": imgs} | ({"label": labels} if labels is not None else {})
+        return datasets.Dataset.from_dict(data, features=datasets.Features(features))
+
+    splits = {"train": split(images, label)} | ({"test": split(images[: len(test)], test)} if test else {})
+    datasets.DatasetDict(splits).save_to_disk(tmp / "d")
+    return tmp / "d"
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_hf_text_labels_become_sorted_class_ids_and_the_summary_says_so(tmp_path, in_memory):
+    """Issue 30 row 8: a string `label` column -> ids of the sorted names (names kept), in memory and streamed."""
+    path = hf_disk(tmp_path, [png_bytes(a) for a in U8], label=NAMES.tolist())
+    out = load_dataset("hf", tmp_path, False, path=str(path), num_workers=0, in_memory=in_memory)
+    y = out.train_y if in_memory else out.decoder(out.train[:])[1]
+    assert y.tolist() == [1, 0, 2, 0, 1, 0] and out.class_names == ("cat", "dog", "emu")
+    assert out.summary == (f"data: hf {path} [train] 6 images 5x7 (HxW) 8-bit, 1 channel (auto: all of the first 6 "
+                           f"images grey); y 'label' strings -> 3 classes (sorted: cat, dog, emu), "
+                           f"{'in memory' if in_memory else 'streamed'}")
+
+
+def test_hf_test_split_with_a_class_the_training_split_lacks_is_refused(tmp_path):
+    path = hf_disk(tmp_path, [png_bytes(a) for a in U8], label=NAMES.tolist(), test=["cat", "yak"])
+    with pytest.raises(DataError, match=r"column 'label' holds 'yak', not one of the training split's classes "
+                                        r"\(cat, dog, emu\)"):
+        load_dataset("hf", tmp_path, False, path=str(path), num_workers=0)
+
+
+def test_hf_channels_come_from_a_sample_not_the_first_image(tmp_path):
+    """Issue 30 row 4: hf whose first image is grey (L), then RGB and P: 3 channels, colour kept."""
+    images = [png_bytes(U8[0]), png_bytes(COLOUR[0]), png_bytes(COLOUR[1], "P")]
+    raw = load_dataset("hf", tmp_path, False, path=str(hf_disk(tmp_path, images)), num_workers=0)
+    palette = np.asarray(Image.fromarray(COLOUR[1]).convert("P").convert("RGB"))
+    expected = nchw(np.stack([np.repeat(U8[0][..., None], 3, 2), COLOUR[0], palette]))
+    assert np.array_equal(raw.train_x.numpy(), expected)
+    assert "3 channels (auto: not all of the first 3 images grey); unlabelled, in memory" in raw.summary
+
+
+def test_hf_parquet_is_converted_into_the_datasets_cache_not_the_working_directory(tmp_path, monkeypatch):
+    """Issue 30 row 12: run from a checkout with the default relative paths.data_dir: nothing lands under it."""
+    import datasets
+
+    (tmp_path / "checkout").mkdir()
+    datasets.Dataset.from_dict({"image": [png_bytes(a) for a in U8]},
+                               features=datasets.Features({"image": datasets.Image()})).to_parquet(tmp_path / "x.parquet")
+    monkeypatch.chdir(tmp_path / "checkout")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    raw = load_dataset("hf", "data", False, path=str(tmp_path / "x.parquet"), num_workers=0)
+    assert np.array_equal(raw.train_x.numpy(), nchw(U8))
+    assert list((tmp_path / "checkout").iterdir()) == []  # no ./data/huggingface in the checkout
+    assert any((tmp_path / "cache").rglob("*.arrow"))

@@ -204,7 +204,7 @@ def string_classes(values) -> tuple[np.ndarray, tuple[str, ...]]:
     return ids.astype(np.int64).reshape(-1), tuple(str(name) for name in names)
 
 
-def _names_text(names: tuple[str, ...]) -> str:
+def names_text(names: tuple[str, ...]) -> str:
     shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
     return f"strings -> {len(names)} class{'es' if len(names) > 1 else ''} (sorted: {shown})"
 
@@ -216,7 +216,7 @@ def read_labels(y: np.ndarray, n: int, where: str) -> tuple[np.ndarray, str, tup
         raise DataError(f"labels {where} have shape {y.shape}; expected ({n},), one per image")
     if y.dtype.kind in "US":
         ids, names = string_classes(y)
-        return ids, _names_text(names), names
+        return ids, names_text(names), names
     if y.dtype.kind == "f":
         if not np.all(np.isfinite(y)) or not np.all(y == np.rint(y)):
             raise DataError(f"labels {where} are {y.dtype} with non-integer values; expected class ids 0..K-1")

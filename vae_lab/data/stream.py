@@ -79,6 +79,7 @@ class Decoder:
     first: str  # name of the image that set `shape`, for the mismatch message
     rule: str | None = None  # how `channels` was decided from a sample (None: given); 1 then refuses colour images
     grey_tolerance: int = 0
+    label_ids: dict | None = None  # text label -> class id (sorted names), for a column of strings
 
     def __call__(self, rows: dict) -> tuple[torch.Tensor, torch.Tensor] | str:
         """A batch, or the one-line error as a string (raised by the caller: a worker's exception gets wrapped)."""
@@ -102,7 +103,14 @@ class Decoder:
         if self.label_column is None:
             y = torch.full((len(images),), -1, dtype=torch.int64)
         else:
-            y = torch.as_tensor(rows[self.label_column], dtype=torch.int64)
+            values = rows[self.label_column]
+            if self.label_ids is not None:
+                unknown = next((v for v in values if v not in self.label_ids), None)
+                if unknown is not None:
+                    return (f"column {self.label_column!r} holds {unknown!r}, not one of the training split's classes "
+                            f"({', '.join(self.label_ids)})")
+                values = [self.label_ids[v] for v in values]
+            y = torch.as_tensor(values, dtype=torch.int64)
             if len(y) and int(y.min()) < 0:
                 return f"column {self.label_column!r} holds negative labels ({int(y.min())}); expected class ids >= 0"
         return x, y
