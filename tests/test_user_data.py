@@ -519,7 +519,13 @@ def test_a_trained_model_reads_other_data_through_evaluate_and_sample(tmp_path):
         proc = _cli("scripts/evaluate.py", f"model={run}", "split=val", "iwae_samples=2", "progress=false",
                     f"dataset.options.path={path}", f"out={tmp_path / name}.json")
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert json.loads((tmp_path / f"{name}.json").read_text())["num_examples"] == 4  # 10% of 40, not of 100
+        report = json.loads((tmp_path / f"{name}.json").read_text())
+        assert report["num_examples"] == 4  # 10% of 40, not of 100
+        import hashlib  # issue 30 row 14: which data were scored
+
+        assert report["data_source"] == {"dataset": "array_file", "split": "val", "path": str(path),
+                                         "bytes": path.stat().st_size, "mtime": int(path.stat().st_mtime),
+                                         "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     for script in ("scripts/sample.py", "scripts/evaluate.py"):
         proc = _cli(script, f"model={run}", "mode=reconstruct" if "sample" in script else "split=val",
                     f"dataset.options.path={wrong}", f"out={tmp_path / 'wrong'}")
@@ -614,3 +620,49 @@ def test_hf_parquet_is_converted_into_the_datasets_cache_not_the_working_directo
     assert np.array_equal(raw.train_x.numpy(), nchw(U8))
     assert list((tmp_path / "checkout").iterdir()) == []  # no ./data/huggingface in the checkout
     assert any((tmp_path / "cache").rglob("*.arrow"))
+
+
+def test_data_source_records_path_keys_size_and_checksum(tmp_path):
+    """Issue 30 row 14: what evaluation.json records about the data it scored."""
+    import hashlib
+
+    from vae_lab.data.source_record import data_source
+
+    path = npz(tmp_path, x=U8)
+    record = data_source("array_file", {"path": str(path), "key": "x", "label_key": None}, "val", "data")
+    assert record == {"dataset": "array_file", "split": "val", "option_key": "x", "path": str(path),
+                      "bytes": path.stat().st_size, "mtime": int(path.stat().st_mtime),
+                      "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    folder = pngs(tmp_path / "f", U8[:2])
+    assert data_source("image_folder", {"path": str(folder)}, "val", "data")["files"] == 2
+    assert data_source("mnist", {}, "test", "/d") == {"dataset": "mnist", "split": "test", "data_dir": "/d"}
+
+
+def test_installed_commands_name_themselves_in_their_help(monkeypatch, capsys):
+    """Issue 30 row 15: `vae-lab-train --help` shows vae-lab-train's usage, `python train.py --help` its own."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from vae_lab.cli.train import main
+
+    for argv0, usage in (("/venv/bin/vae-lab-train", "vae-lab-train [GROUP=OPTION ...]"),
+                         ("train.py", "python train.py [GROUP=OPTION ...]")):
+        monkeypatch.setattr(sys, "argv", [argv0, "--help"])
+        try:
+            main()
+        except SystemExit:
+            pass
+        GlobalHydra.instance().clear()
+        out = capsys.readouterr().out
+        assert usage in out and ("python train.py" in out) == argv0.endswith(".py"), out[:300]
+
+
+def test_a_missing_path_is_refused_before_anything_is_printed_or_made():
+    """Issue 30 row 13: validate (run first by the Hydra callback, before the run directory exists) names the key."""
+    from vae_lab.cli.run_dir_guard import RunDirGuard  # noqa: F401 (its on_run_start calls validate first)
+    from vae_lab.config import validate
+    from vae_lab.configs import compose_train
+
+    for dataset in ("array_file", "image_folder", "hf"):
+        with pytest.raises(ConfigError) as err:
+            validate(compose_train([f"dataset={dataset}"]))
+        assert str(err.value) == "dataset.options.path is required: set it on the command line (dataset.options.path=...)"
