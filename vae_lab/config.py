@@ -98,10 +98,20 @@ def validate(cfg: DictConfig) -> None:
 
 def _check_required(cfg: DictConfig) -> None:
     """A value left ??? (dataset.options.path of array_file, say): one line before anything is printed or made."""
-    missing = sorted(key for key in OmegaConf.missing_keys(cfg) if not key.startswith("hydra."))  # Hydra's own: later
-    if missing:
-        key = missing[0]
+    key = next(_missing(cfg), None)
+    if key is not None:
         raise ConfigError(f"{key} is required: set it on the command line ({key}=...)")
+
+
+def _missing(node: DictConfig, prefix: str = ""):
+    """Keys left ??? under `node`, without resolving interpolations (${hydra:...} is not set yet at run start)."""
+    for key in node.keys():
+        if prefix == "" and key == "hydra":  # Hydra's own ??? keys are filled by Hydra
+            continue
+        if OmegaConf.is_missing(node, key):
+            yield f"{prefix}{key}"
+        elif not OmegaConf.is_interpolation(node, key) and isinstance(node[key], DictConfig):
+            yield from _missing(node[key], f"{prefix}{key}.")
 
 
 def _check_combinations(cfg: DictConfig) -> None:
