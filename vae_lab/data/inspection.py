@@ -147,9 +147,10 @@ def pixel_scale(a: np.ndarray, source: str, levels="auto") -> Pixels:
 LAYOUTS = {"auto": None, "nhw": 3, "nhwc": 4, "nchw": 4}  # dataset.options.layout -> the array's ndim
 
 
-def array_layout(shape: tuple[int, ...], source: str, layout: str = "auto") -> str:
+def array_layout(shape: tuple[int, ...], source: str, layout: str = "auto", labelled: bool = False) -> str:
     """NHW, NHWC or NCHW for an image stack (`layout`: dataset.options.layout, auto: from the shape); a lone image,
-    a flat table or an ambiguous channel axis is refused with the fix."""
+    a flat table or an ambiguous channel axis is refused with the fix (`labelled`: one label per first-axis entry
+    was found, so (3, H, W) is 3 images)."""
     if layout not in LAYOUTS:
         raise ConfigError(f"dataset.options.layout={layout!r} is invalid: must be one of {', '.join(LAYOUTS)}")
     if layout != "auto":
@@ -165,7 +166,7 @@ def array_layout(shape: tuple[int, ...], source: str, layout: str = "auto") -> s
         if shape[2] in (1, 3, 4) and shape[2] < min(shape[:2]):  # (H, W, C): one image, not H images of width C
             raise DataError(f"{source} holds one image of shape {shape} (H, W, C), not a stack; save images as "
                             f"(N,H,W,C) (one image: x[None]), or (N,H,W) for grey ones")
-        if shape[0] == 3 and shape[0] < min(shape[1:]):  # (C, H, W): one RGB image, not 3 grey images
+        if shape[0] == 3 and shape[0] < min(shape[1:]) and not labelled:  # (C, H, W): one RGB image
             raise DataError(f"{source} holds one image of shape {shape} (C, H, W), not a stack; stack images as "
                             f"(N,C,H,W) (one image: x[None]); {shape[0]} grey images? set dataset.options.layout=nhw")
         return "NHW"

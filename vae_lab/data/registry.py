@@ -360,7 +360,7 @@ def load_array_file(
                 ids = [k for k in others if loaded[k].shape == (len(images),) and loaded[k].dtype.kind in "iu"]
                 if ids:
                     said += f"; found {ids[0]!r} ({len(images)},) ints: set dataset.options.label_key={ids[0]}"
-    layout = array_layout(images.shape, where, layout)
+    layout = array_layout(images.shape, where, layout, labelled=labels is not None)
     pixels = pixel_scale(images, where, levels)
     mapped = isinstance(images, np.memmap) and pixels.values is images  # not converted: still the file
     x = _uint8_nchw(pixels.values, layout, copy=not mapped)
