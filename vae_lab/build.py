@@ -22,6 +22,7 @@ def build_datamodule(cfg: DictConfig):
         binarize=ds.binarize,
         options=plain(ds.options),
         dequantize=ds.get("dequantize", "none"),  # absent from run configs saved before it existed
+        val_max_examples=ds.get("val_max_examples", None),  # likewise: older runs validated without a cap
     )
 
 
