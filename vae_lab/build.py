@@ -43,7 +43,11 @@ def model_kwargs(cfg: DictConfig, spec) -> dict:
     """Init args of VAE (plain JSON) from the `model`, `prior` and `posterior` configs and the data spec (shapes
     and grey levels travel as values). Prior and posterior keys absent from the chosen option keep VAE's defaults."""
     from vae_lab.model_args import LATENT_KEYS
+    from vae_lab.vq_args import FAMILY_KWARGS
 
+    family = OmegaConf.select(cfg, "model.family", default="vae")
+    if family in FAMILY_KWARGS:  # a family that reads its own model.* keys
+        return {"family": family, **FAMILY_KWARGS[family](cfg, spec)}
     m = cfg.model
     latent = {arg: plain(OmegaConf.select(cfg, key)) for key, arg in LATENT_KEYS.items()
               if OmegaConf.select(cfg, key, default=None) is not None}

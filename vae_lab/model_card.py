@@ -46,6 +46,11 @@ FILE_ROLES = {CONFIG_NAME: "VAE init args (JSON)", WEIGHTS_NAME: "weights",
               RUN_INFO_NAME: "git commit and package versions", SAMPLES_NAME: "sample grid", CARD_NAME: "this card"}
 
 
+def _arch(config: dict) -> str:
+    """The architecture of a VAE's config, else the family's class (families without an `architecture` arg)."""
+    return config.get("architecture") or config.get("_class_name", "?")
+
+
 def _training_rows(config: dict, t: dict, metrics: dict | None, run_info: dict | None) -> list[tuple[str, Any]]:
     """The settings table of the card: data, model, objective, optimizer and schedule as the run had them."""
     data, loss, schedule = t.get("dataset") or {}, t.get("loss") or {}, t.get("schedule") or {}
@@ -54,8 +59,8 @@ def _training_rows(config: dict, t: dict, metrics: dict | None, run_info: dict |
         ("dataset", f"{data['name']} (validation fraction {data.get('val_fraction')}, binarize "
                     f"{data.get('binarize')})" if data.get("name") else None),
         ("image shape (C, H, W)", tuple(config["in_shape"])),
-        ("architecture", f"`{config['architecture']}` `{json.dumps(config.get('net') or {})}`"),
-        ("latent_dim", config["latent_dim"]),
+        ("architecture", f"`{_arch(config)}` `{json.dumps(config.get('net') or {})}`"),
+        ("latent_dim", config.get("latent_dim", "-")),
         ("likelihood", f"`{config['likelihood']}`"),
         ("prior, posterior", f"`{config.get('prior', 'standard_normal')}`, `{config.get('posterior', 'gaussian')}`"
                              + (f"; rate by {metrics['rate_estimator']}" if (metrics or {}).get("rate_estimator")
@@ -92,7 +97,7 @@ def model_card(config: dict, *, name: str, repo_id: str | None = None, train_cfg
                    metric_type=metric, metric_name=metric, metric_value=value)
         for split, values in splits.items() for metric, value in values.items()
     ]
-    tags = {"vae", "vae_lab", "variational-autoencoder", "pytorch", "safetensors", config["architecture"],
+    tags = {"vae", "vae_lab", "variational-autoencoder", "pytorch", "safetensors", _arch(config),
             config["likelihood"], *([dataset] if dataset else [])}
     data = ModelCardData(model_name=name, library_name="vae_lab", pipeline_tag="unconditional-image-generation",
                          tags=sorted(tags), eval_results=results or None)
@@ -102,8 +107,8 @@ def model_card(config: dict, *, name: str, repo_id: str | None = None, train_cfg
     sections = [
         f"# {name}",
         "A variational autoencoder trained with [vae_lab](https://github.com/vae-lab/vae_lab)"
-        + (f" on **{dataset}**" if dataset else "") + f": `{config['architecture']}` encoder/decoder, "
-        f"latent_dim {config['latent_dim']}, `{config['likelihood']}` likelihood p(x|z).",
+        + (f" on **{dataset}**" if dataset else "") + f": `{_arch(config)}` encoder/decoder, "
+        f"latent_dim {config.get('latent_dim', '-')}, `{config['likelihood']}` likelihood p(x|z).",
     ]
     if samples_caption:
         sections.append(f"![samples]({SAMPLES_NAME})\n\n{samples_caption}")

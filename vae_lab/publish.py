@@ -122,8 +122,8 @@ def default_commit_message(artifact_dir: Path) -> str:
     dataset = OmegaConf.select(train_cfg, "dataset.name", default="?") if train_cfg is not None else "?"
     val = split_metrics(read_metrics(artifact_dir)).get("validation", {})
     elbo = f", val ELBO {val['elbo_nats']:.2f} nats" if "elbo_nats" in val else ""
-    return (f"vae_lab: {config['architecture']} VAE on {dataset} "
-            f"(latent_dim {config['latent_dim']}, {config['likelihood']}){elbo}")
+    return (f"vae_lab: {config.get('architecture', 'vqvae')} VAE on {dataset} "
+            f"(latent_dim {config.get('latent_dim', '-')}, {config['likelihood']}){elbo}")
 
 
 def push_artifact(artifact_dir: Path, repo_id: str, *, private: bool = False, revision: str | None = None,
