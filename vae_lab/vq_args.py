@@ -50,6 +50,29 @@ VQPRIOR_RULES = VQVAE_RULES + PIXELCNN_RULES
 _STAGE1_KEYS = [r.key for r in VQVAE_RULES if r.key not in ("likelihood", "conditional")]
 
 
+def validate(cfg: DictConfig) -> None:
+    """At start, before the run directory is written: the VQ-VAE keys' rules, and that prior_of= is a VQ-VAE."""
+    if OmegaConf.select(cfg, "model.family", default=None) == "vqvae":
+        check_rules(cfg, [replace(r, key=f"model.{r.key}") for r in VQVAE_RULES if r.key != "likelihood"])
+    if OmegaConf.select(cfg, "model.family", default=None) == "vqvae_prior" or cfg.get("prior_of"):
+        check_rules(cfg, [replace(r, key=f"model.{r.key}") for r in PIXELCNN_RULES])
+    if cfg.get("prior_of"):
+        _stage1_model(str(cfg.prior_of))
+
+
+def _stage1_model(ref: str):
+    """The model and run of prior_of=ref (vae_lab.loading.load_model), refused in one line unless a VQVAE."""
+    from vae_lab.errors import ConfigError
+    from vae_lab.loading import load_model
+    from vae_lab.model.vqvae import VQVAE
+
+    source = load_model(ref)
+    if not isinstance(source.model, VQVAE):
+        raise ConfigError(f"prior_of={ref} holds a {type(source.model).__name__}, not a VQ-VAE: point it at a run "
+                          "of model.family=vqvae (architecture=vqvae)")
+    return source
+
+
 def vqvae_kwargs(cfg: DictConfig, spec) -> dict:
     """VQVAE's init args from model.* (configs/architecture/vqvae.yaml) and the data spec."""
     from vae_lab.build import resolve_likelihood
@@ -91,14 +114,8 @@ def adopt_stage1(cfg: DictConfig):
     and make this run's model a VQPrior over it (model.family=vqvae_prior, model.stage1_args). Returns the model."""
     from vae_lab.artifact import model_config
     from vae_lab.errors import ConfigError
-    from vae_lab.loading import load_model
-    from vae_lab.model.vqvae import VQVAE
 
-    ref = str(cfg.prior_of)
-    source = load_model(ref)
-    if not isinstance(source.model, VQVAE):
-        raise ConfigError(f"prior_of={ref} holds a {type(source.model).__name__}, not a VQ-VAE: point it at a run "
-                          "of model.family=vqvae (architecture=vqvae)")
+    source = _stage1_model(str(cfg.prior_of))
     for key in ("dataset.binarize", "dataset.dequantize"):  # stage 1's codes and distortion are of its own data
         theirs = OmegaConf.select(source.cfg, key, default=None) if source.cfg is not None else None
         ours = OmegaConf.select(cfg, key, default=None)

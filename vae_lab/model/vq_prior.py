@@ -100,7 +100,7 @@ class VQPrior(
         codes = self.stage1.encode_codes(x)  # (B, h, w)
         with torch.no_grad():
             p_x = self.stage1.decode(self.stage1.quantizer.embed(codes), lead=(1,))  # batch (1, B)
-            log_px = self.likelihood.log_prob(p_x, x).expand(num_samples, -1)  # (K, B)
+            log_px = p_x.log_prob(x).expand(num_samples, -1)  # (K, B)
         log_pz = self.code_log_prob(codes, y)  # (B,)
         log_q = log_p = None
         if with_log_q:  # q is a point mass at z*: log q = 0

@@ -155,7 +155,7 @@ class VQVAE(
         """
         q = self.quantize(x)
         p_x = self.decode(q.z_q, lead=(1,))  # batch (1, B): the K samples are one code
-        log_px = self.likelihood.log_prob(p_x, x).expand(num_samples, -1)  # (K, B)
+        log_px = p_x.log_prob(x).expand(num_samples, -1)  # (K, B); not the fused log_prob: it has no backward
         rate = torch.full((x.shape[0], 1), self.uniform_rate, device=x.device)
         log_q = log_p = None
         if with_log_q:
