@@ -1,5 +1,5 @@
-"""The VQ-VAE families' init args: their rules (config.json schema and model.* checks), the stage-1 init args from a
-run's config, and stage 2's from `prior_of=<stage-1 run | artifact | Hub id>`."""
+"""The VQ-VAE families' init args: their rules (config.json schema and model.* checks), and stage 2's from
+`prior_of=<stage-1 run | artifact | Hub id>`."""
 
 from dataclasses import replace
 
@@ -47,17 +47,17 @@ PIXELCNN_RULES = (
     Rule("pixelcnn_kernel", "int", lo=1),
 )
 VQPRIOR_RULES = VQVAE_RULES + PIXELCNN_RULES
-_STAGE1_KEYS = [r.key for r in VQVAE_RULES if r.key not in ("likelihood", "conditional")]
 
 
 def validate(cfg: DictConfig) -> None:
-    """At start, before the run directory is written: the VQ-VAE keys' rules, and that prior_of= is a VQ-VAE."""
-    if OmegaConf.select(cfg, "model.family", default=None) == "vqvae":
-        check_rules(cfg, [replace(r, key=f"model.{r.key}") for r in VQVAE_RULES if r.key != "likelihood"])
-    if OmegaConf.select(cfg, "model.family", default=None) == "vqvae_prior" or cfg.get("prior_of"):
-        check_rules(cfg, [replace(r, key=f"model.{r.key}") for r in PIXELCNN_RULES])
+    """At start, before the run directory is written: prior_of= names a VQ-VAE (config.validate checks the
+    families' model.* keys)."""
     if cfg.get("prior_of"):
         _stage1_model(str(cfg.prior_of))
+    elif OmegaConf.select(cfg, "model.family", default=None) == "vqvae_prior":
+        from vae_lab.errors import ConfigError
+
+        raise ConfigError("model.family=vqvae_prior is trained with prior_of=<stage-1 run, artifact or Hub id>")
 
 
 def _stage1_model(ref: str):
@@ -73,45 +73,11 @@ def _stage1_model(ref: str):
     return source
 
 
-def vqvae_kwargs(cfg: DictConfig, spec) -> dict:
-    """VQVAE's init args from model.* (configs/architecture/vqvae.yaml) and the data spec."""
-    from vae_lab.build import resolve_likelihood
-
-    run_rules = [replace(r, key=f"model.{r.key}") for r in VQVAE_RULES if r.key != "likelihood"]  # may be auto
-    check_rules(cfg, run_rules)
-    m = cfg.model
-    levels = getattr(spec, "levels", 256)
-    return {
-        "in_shape": list(spec.shape),
-        **{key: plain(m[key]) for key in _STAGE1_KEYS if key in m and key != "likelihood_levels"},
-        "net": plain(m.get("net")) or {},
-        "likelihood": resolve_likelihood(cfg, spec)[0],
-        "likelihood_levels": levels,
-        "conditional": bool(m.get("conditional", False)),
-        "num_classes": spec.num_classes or 0,
-    }
-
-
-def vqprior_kwargs(cfg: DictConfig, spec) -> dict:
-    """VQPrior's init args: stage 1's (put in model.stage1_args by adopt_stage1) and the PixelCNN's (model.pixelcnn_*
-    when the config has them, else VQPrior's defaults); class-conditional when the data has labels."""
-    from vae_lab.errors import ConfigError, DataError
-
-    if OmegaConf.select(cfg, "model.stage1_args", default=None) is None:
-        raise ConfigError("model.family=vqvae_prior is trained with prior_of=<stage-1 run, artifact or Hub id>")
-    stage1 = plain(cfg.model.stage1_args)
-    if list(spec.shape) != list(stage1["in_shape"]):
-        raise DataError(f"prior_of: stage 1 takes {tuple(stage1['in_shape'])} images but these data are "
-                        f"{tuple(spec.shape)}: train stage 2 on stage 1's dataset")
-    check_rules(cfg, [replace(r, key=f"model.{r.key}") for r in PIXELCNN_RULES])
-    prior = {r.key: cfg.model[r.key] for r in PIXELCNN_RULES if r.key in cfg.model}
-    classes = spec.num_classes or 0
-    return {**stage1, "conditional": classes > 0, "num_classes": classes, **prior}
-
-
 def adopt_stage1(cfg: DictConfig):
-    """For `prior_of=<ref>`: load the stage-1 VQ-VAE, refuse anything else, check the data settings match its run,
-    and make this run's model a VQPrior over it (model.family=vqvae_prior, model.stage1_args). Returns the model."""
+    """For `prior_of=<ref>`: load the stage-1 VQ-VAE (anything else is refused), check the data settings match its
+    run, and make this run's model a VQPrior over it: model.* becomes stage 1's init args, model.pixelcnn_* as
+    configured (architecture=vqvae_prior) or VQPrior's defaults, conditional when stage 1's data has labels.
+    build.model_kwargs then reads them as for any family. Returns the stage-1 model (its weights go in after)."""
     from vae_lab.artifact import model_config
     from vae_lab.errors import ConfigError
 
@@ -121,10 +87,12 @@ def adopt_stage1(cfg: DictConfig):
         ours = OmegaConf.select(cfg, key, default=None)
         if theirs is not None and ours != theirs:
             raise ConfigError(f"{key}={ours} differs from stage 1's run ({key}={theirs}): set {key}={theirs}")
+    stage1 = model_config(source.model, records=False)
+    prior = {r.key: cfg.model[r.key] for r in PIXELCNN_RULES if r.key in cfg.model}
     with open_dict(cfg):
-        cfg.model.family = "vqvae_prior"
-        cfg.model.stage1_args = {k: v for k, v in model_config(source.model, records=False).items()
-                                 if k not in ("conditional", "num_classes")}
+        cfg.model = {"family": "vqvae_prior", "architecture": "vqvae_prior",
+                     **{k: v for k, v in stage1.items() if k not in ("in_shape", "num_classes", "likelihood_levels")},
+                     "conditional": stage1.get("num_classes", 0) > 0, **plain(prior)}
     return source.model
 
 
@@ -134,6 +102,3 @@ def copy_stage1(model, stage1) -> None:
 
     load_state(model.stage1, stage1.state_dict(), "prior_of: stage 1")
 
-
-# model.family -> its init args from a run's config (build.model_kwargs; the VAE's are build's own)
-FAMILY_KWARGS = {"vqvae": vqvae_kwargs, "vqvae_prior": vqprior_kwargs}

@@ -1,6 +1,7 @@
 """The interface every model family offers; the rest of vae_lab (objectives, training, evaluation, pictures, loading)
 talks to a model only through it. A family is one module: its class, its init-args rules (model_args.FAMILIES)."""
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,12 @@ class ModelFamily:
     def latent_groups(self) -> tuple[LatentGroup, ...]:
         raise NotImplementedError
 
+    @property
+    def rate_estimator(self) -> str:
+        """How `terms` computes the rate (ANALYTIC: closed-form KLs per group; MONTE_CARLO: log q - log p at z);
+        metrics and evaluations say which."""
+        return ANALYTIC
+
     def terms(self, x: Tensor, y: Tensor | None = None, num_samples: int = 1, seed: int | None = None,
               with_log_q: bool = False) -> Terms:
         """The pass objectives read. seed: draw z with noise from a generator seeded so (evaluation), else rsample."""
@@ -166,7 +173,7 @@ class ModelFamily:
 
 def check_temperature(temperature: float) -> float:
     """temperature > 0 (the prior's scales are multiplied by it when sampling), else one ConfigError line."""
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 < temperature < math.inf:
         raise ConfigError(f"temperature={temperature!r} is invalid: must be a number > 0 (1: the prior itself; "
                           "0.6-0.9 give smoother samples)")
     return float(temperature)
