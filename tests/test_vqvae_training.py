@@ -66,21 +66,21 @@ def _weights(run_dir: Path) -> dict:
 
 @pytest.mark.slow
 def test_resume_is_exact_for_both_stages(tmp_path, one_torch_thread):
-    """A run from its step-20 checkpoint (ckpt_path=: full state, new directory) ends with the uninterrupted run's
-    weights and buffers (EMA codebook, usage, restart count; the prior), bit for bit."""
-    run = ["trainer.max_steps=40", "trainer.max_epochs=-1", "callbacks=no_images",
-           "callbacks.periodic_checkpoint.every_n_train_steps=20", "schedule.batch_size=32", *QUIET]
+    """A 20-step run's last.ckpt continued to step 40 (ckpt_path=: full state, new directory) ends with the weights
+    and buffers (EMA codebook, usage, restart count; the prior) of an uninterrupted 40-step run, bit for bit."""
+    run = ["trainer.max_epochs=-1", "callbacks=no_images", "schedule.batch_size=32", *QUIET]
     for stage, extra in (("s1", SMALL), ("s2", [*PRIOR, f"prior_of={tmp_path / 's1_full'}"])):
-        train(compose_cfg(tmp_path / f"{stage}_full", *run, *extra))
-        mid = sorted((tmp_path / f"{stage}_full" / "checkpoints").glob("*step=20*.ckpt")) or sorted(
-            (tmp_path / f"{stage}_full" / "checkpoints").glob("*20*.ckpt"))
-        assert mid, list((tmp_path / f"{stage}_full" / "checkpoints").iterdir())
-        train(compose_cfg(tmp_path / f"{stage}_resumed", *run, *extra, f"ckpt_path={mid[0]}"))
+        train(compose_cfg(tmp_path / f"{stage}_full", *run, *extra, "trainer.max_steps=40"))
+        train(compose_cfg(tmp_path / f"{stage}_half", *run, *extra, "trainer.max_steps=20"))
+        train(compose_cfg(tmp_path / f"{stage}_resumed", *run, *extra, "trainer.max_steps=40",
+                          f"ckpt_path={tmp_path / f'{stage}_half' / 'checkpoints' / 'last.ckpt'}"))
         full, resumed = _weights(tmp_path / f"{stage}_full"), _weights(tmp_path / f"{stage}_resumed")
         assert full.keys() == resumed.keys()
         assert all(torch.equal(full[k], resumed[k]) for k in full), stage
         if stage == "s1":
             assert int(full["model.quantizer.restart_count"]) > 0  # restarts happened and were replayed
+            assert not torch.equal(full["model.quantizer.codebook"], _weights(tmp_path / "s1_half")[
+                "model.quantizer.codebook"])  # the codebook moved after step 20
 
 
 def test_prior_of_a_vae_is_one_config_error(tmp_path, one_torch_thread):
