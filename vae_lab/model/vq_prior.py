@@ -49,7 +49,7 @@ class VQPrior(
         codebook: str = "ema",
         ema_decay: float = 0.99,
         commitment: float = 0.25,
-        dead_code_threshold: float = 0.03,
+        dead_code_threshold: float = 1.0,
         net: dict | None = None,
         likelihood: str = "discretized_logistic",
         likelihood_scale: float = 0.1,

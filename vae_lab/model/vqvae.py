@@ -72,7 +72,7 @@ class VQVAE(
         codebook: str = "ema",
         ema_decay: float = 0.99,
         commitment: float = 0.25,
-        dead_code_threshold: float = 0.03,
+        dead_code_threshold: float = 1.0,
         net: dict | None = None,
         likelihood: str = "discretized_logistic",
         likelihood_scale: float = 0.1,

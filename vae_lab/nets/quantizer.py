@@ -55,14 +55,14 @@ class VectorQuantizer(nn.Module):
     Training terms per example (sums over the grid): commitment * ||z_e - sg(e)||^2, plus ||sg(z_e) - e||^2 when
     ema=False. Dead codes: after each training pass, a code whose moving average of assignments per batch (`usage`,
     decay `decay`) is below `dead_threshold` is restarted at a random encoder output of this batch (Dhariwal et al.
-    2020, Sec. 2.4's random restarts), its usage set to 1 (one vector) so it is not restarted again for ~ln(1 /
-    dead_threshold) / (1 - decay) passes unless used. Usage starts at 0: the first training pass restarts every code
-    that drew fewer than dead_threshold / (1 - decay) vectors, a data-dependent initialisation. dead_threshold=0: no
-    restarts.
+    2020, Sec. 2.4's random restarts) with its usage set to the threshold: it survives the next pass only if it
+    draws at least `dead_threshold` vectors there, else it is moved again. Usage starts at 0: the first training
+    pass restarts every code that drew fewer than dead_threshold / (1 - decay) vectors, a data-dependent
+    initialisation. dead_threshold=0: no restarts.
     """
 
     def __init__(self, num_codes: int, dim: int, ema: bool = True, decay: float = 0.99, commitment: float = 0.25,
-                 dead_threshold: float = 0.03, eps: float = 1e-5):
+                 dead_threshold: float = 1.0, eps: float = 1e-5):
         super().__init__()
         self.num_codes, self.dim, self.ema = num_codes, dim, ema
         self.decay, self.commitment, self.dead_threshold, self.eps = decay, commitment, dead_threshold, eps
@@ -131,7 +131,7 @@ class VectorQuantizer(nn.Module):
         self.codebook.data[dead] = fresh.to(self.codebook.dtype)
         if self.ema:
             self.ema_sum[dead] = fresh
-        self.usage[dead] = 1.0
+        self.usage[dead] = self.dead_threshold
         self.restart_count += dead.numel()
         return int(dead.numel())
 
