@@ -4,6 +4,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from vae_lab.data import untrusted
 from vae_lab.data.inspection import LABEL_KEYS, image_pixels
 from vae_lab.data.stream import GREY_MODES, Decoder, StreamingBatches, StreamSource, is_table, num_rows, read_image
 from vae_lab.errors import ConfigError, DataError
@@ -37,6 +38,7 @@ def open_source(path: str, config_name: str | None, revision: str | None, stream
     import datasets
 
     local = Path(path).expanduser()
+    untrusted.check_local_source(local, _glob(local) if local.suffix.lower() in FILE_BUILDERS else [])
     if local.is_dir() and any((local / f).is_file() for f in ("dataset_info.json", "dataset_dict.json", "state.json")):
         ds = datasets.load_from_disk(str(local))  # memory-mapped, no copy
         if streaming:
@@ -121,9 +123,10 @@ def _first(rows) -> dict:
     return rows[0] if is_table(rows) else next(iter(rows.take(1)))
 
 
-def make_decoder(rows, image_column, label_column, channels, size, where: str) -> Decoder:
-    """A Decoder whose shape is the first image's (after resizing); channels from its mode when not given."""
-    from PIL import Image
+def make_decoder(rows, image_column, label_column, channels, size, where: str, root: str | None = None) -> Decoder:
+    """A Decoder whose shape is the first image's (after resizing); channels from its mode when not given; image
+    paths are read only inside `root`."""
+    from vae_lab.data.untrusted import open_image
 
     first = _first(rows)
     if first is None:
@@ -134,13 +137,14 @@ def make_decoder(rows, image_column, label_column, channels, size, where: str) -
         import io
 
         src = source.get("bytes") or source.get("path") if isinstance(source, dict) else source
-        with Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src) as img:
+        with open_image(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src, str(name), root) as img:
             # Grey modes, and transparent images whose content is the alpha mask, are 1 channel.
             channels = 1 if img.mode in GREY_MODES or image_pixels(img, 255)[0].ndim == 2 else 3
     elif channels not in (1, 3):
         raise ConfigError(f"dataset.options.channels={channels!r}: expected 1, 3 or null (from the first image)")
-    a = read_image(source, "L" if channels == 1 else "RGB", size, name)
-    return Decoder(image_column, label_column, channels, size, (channels, *a.shape[:2]), str(name))
+    a = read_image(source, "L" if channels == 1 else "RGB", size, str(name), root=root)
+    return Decoder(image_column, label_column, channels, size, (channels, *a.shape[:2]), str(name),
+                   None if root is None else str(root))
 
 
 def decode_all(rows, decoder: Decoder, num_workers: int):
@@ -182,7 +186,8 @@ def load_hf(root: Path, download: bool, path: str, image_column: str = "image", 
     label_column, class_names = _columns(train, image_column, label_column, where)
     train = _raw(train, image_column, label_column)
     test = None if test is None else _raw(test, image_column, label_column)
-    decoder = make_decoder(train, image_column, label_column, channels, size, where)
+    decoder = make_decoder(train, image_column, label_column, channels, size, where,
+                           root=untrusted.images_root(Path(path).expanduser(), Path(root) / "huggingface"))
 
     source = StreamSource(train, test, decoder, class_names, num_workers, shuffle_buffer)
     if in_memory is False or not is_table(train):

@@ -13,6 +13,7 @@ from vae_lab.data.inspection import (IMAGE_KEYS, LABEL_KEYS, array_layout, backg
                                      is_grey, pick_key, pixel_scale, read_labels, resize, to_channels)
 from vae_lab.data.raw import RawData, image_size_option as _image_size  # noqa: F401 (RawData re-exported)
 from vae_lab.data.stream import StreamSource, size_mismatch
+from vae_lab.data.untrusted import check_npz_members
 from vae_lab.errors import ConfigError, DataError, choices_error
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -157,10 +158,12 @@ def _class_folders(folder: Path) -> dict[str, list[Path]]:
 
 
 def _read_file(f: Path, background: int, size) -> tuple[np.ndarray, int, str | None]:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from vae_lab.data.untrusted import open_image
 
     try:
-        with Image.open(f) as img:
+        with open_image(f, str(f)) as img:  # a regular file, its pixel count checked before decoding
             img.load()  # decodes the whole file, so truncated files fail here
             a, depth, alpha = image_pixels(img, background)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
@@ -236,7 +239,7 @@ def load_image_folder(
         if channels == "auto":
             channels = 1 if is_grey(_read_file(files[0], bg, size)[0]) else 3
         rows = file_rows(files, labels)
-        decoder = make_decoder(rows, "image", "label" if labels else None, channels, size, str(folder))
+        decoder = make_decoder(rows, "image", "label" if labels else None, channels, size, str(folder), root=folder)
         summary = (f"data: image_folder {folder} {len(files)} images, streamed, {channels} channel(s) "
                    f"(from the first image); {said}")
         return StreamSource(rows, None, decoder, class_names, num_workers, shuffle_buffer, summary=summary)
@@ -267,6 +270,7 @@ def _open_arrays(file: Path):
                 names = z.namelist()
         except zipfile.BadZipFile as err:
             raise DataError(f"cannot read array file {file}: a damaged zip/.npz archive ({err})") from err
+        check_npz_members(file)  # an object array under any key: one line now, not a traceback when it is read
         if names and not any(n.endswith(".npy") for n in names):
             kind = f"a zip archive of {names[0]}, ...; unzip it and use dataset=image_folder for image files"
     if kind not in ("npy", "zip"):

@@ -27,16 +27,20 @@ ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 SHARDS_PER_RANK = 16  # contiguous shards per rank: their order is shuffled each epoch, on top of the buffer
 
 
-def read_image(source, mode: str, size: tuple[int, int] | None, name: str, background: int = 255) -> np.ndarray:
-    """One image (a path, bytes, or a {"bytes", "path"} row) -> uint8 (H, W) or (H, W, 3), resized if asked."""
+def read_image(source, mode: str, size: tuple[int, int] | None, name: str, background: int = 255,
+               root: str | None = None) -> np.ndarray:
+    """One image (a path, bytes, or a {"bytes", "path"} row) -> uint8 (H, W) or (H, W, 3), resized if asked; a path
+    is read only as a regular file inside `root` (vae_lab.data.untrusted)."""
     from PIL import Image, UnidentifiedImageError
+
+    from vae_lab.data.untrusted import open_image
 
     if isinstance(source, dict):
         source = source["bytes"] if source.get("bytes") is not None else source.get("path")
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
     try:
-        with Image.open(source) as img:
+        with open_image(source, name, root) as img:
             if img.mode in HIGH_MODES:
                 raise DataError(f"{name} is a 16-bit image ({img.mode}): this path decodes 8-bit images only; "
                                 f"set dataset.options.in_memory=true (image_folder keeps all 16 bits there)")
@@ -67,6 +71,7 @@ class Decoder:
     size: tuple[int, int] | None
     shape: tuple[int, int, int]  # (C, H, W) every image must have (the first image's, unless resized)
     first: str  # name of the image that set `shape`, for the mismatch message
+    root: str | None = None  # image paths are read only inside this folder (the dataset's own)
 
     def __call__(self, rows: dict) -> tuple[torch.Tensor, torch.Tensor] | str:
         """A batch, or the one-line error as a string (raised by the caller: a worker's exception gets wrapped)."""
@@ -75,7 +80,7 @@ class Decoder:
         for i, source in enumerate(rows[self.image_column]):
             name = _name(source, f"{self.image_column}[{i}]")
             try:
-                a = read_image(source, mode, self.size, name)
+                a = read_image(source, mode, self.size, name, root=self.root)
             except DataError as err:
                 return str(err)
             hw = a.shape[:2]

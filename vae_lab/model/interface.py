@@ -48,6 +48,7 @@ class Terms:
     # objective adds to its loss, and per-example values (B,) logged under the names of the family's `aux_units`.
     aux_loss: Tensor | None = None
     aux_terms: dict[str, Tensor] = field(default_factory=dict)
+    group_sizes: tuple[int, ...] = ()  # latent variables per group (KL balancing weighs groups by size)
 
     @property
     def distortion(self) -> Tensor:
@@ -152,7 +153,7 @@ class ModelFamily:
         match it exactly (vae_lab/artifact.py). Called on a family's class, an artifact of another family is refused.
         """
         from vae_lab import artifact, hub
-        from vae_lab.model import family_class
+        from vae_lab.model.registry import family_class
 
         def resolve(config: dict) -> type:
             found = family_class(config)
@@ -161,7 +162,10 @@ class ModelFamily:
                                       f"{cls.__name__}: load it with vae_lab.model.load_pretrained")
             return found
 
+        from vae_lab.run_dir import recover_swap
+
         path = Path(pretrained_model_name_or_path).expanduser()
+        recover_swap(path)  # a swap a crash interrupted: as load_model does
         if path.is_dir():
             if revision:
                 raise CheckpointError(f"revision={revision!r} applies to Hub ids, not to the local directory {path}")
