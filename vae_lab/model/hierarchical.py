@@ -249,6 +249,8 @@ class HierarchicalVAE(
         raw, _ = self._top_down(b, self.condition(y, b), features, len(self._groups), zeros, zeros)
         return self._p_x(raw, (b,)).mean
 
+    log_weights_bounded = True  # the encoder once, the decoder over chunks of at most MAX_DECODED images
+
     def log_weights(self, x: Tensor, y: Tensor | None, num_samples: int) -> tuple[Tensor, Tensor]:
         """(log w (K, B), log p(x|z) (K, B)): the encoder once; without gradients the decoder runs over chunks of
         at most MAX_DECODED images, so IWAE-5000 holds one chunk's activations, not K B images'."""

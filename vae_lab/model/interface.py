@@ -93,6 +93,9 @@ class ModelFamily:
     # True when the latent is one Gaussian vector: latent scatter, 2-D manifold, traversals, the disentangling
     # objectives and disentanglement metrics apply. Others skip those with a note.
     flat_code: bool = False
+    # True when log_weights bounds its own memory for any K (encoder once, the samples in chunks): IWAE-k then asks
+    # for all K at once instead of chunking from the outside (which would re-run the encoder per chunk).
+    log_weights_bounded: bool = False
     # Terms.aux_terms this family reports -> the unit suffix of their metric names ("_nats", "" for a loss).
     aux_units: dict[str, str] = {}
 
