@@ -156,9 +156,6 @@ def _missing(node: DictConfig, prefix: str = ""):
 def _check_combinations(cfg: DictConfig) -> None:
     """Choices that are valid alone but not together."""
     _check_dequantize(cfg)
-    from vae_lab.vq_args import validate as validate_vq
-
-    validate_vq(cfg)  # the VQ-VAE families' keys and prior_of=
     _check_latent_combinations(cfg)
     _check_steps_per_call(cfg)
     optimizer = OmegaConf.select(cfg, "schedule.optimizer", default=None)

@@ -28,8 +28,10 @@ class RunDirGuard(Callback):
     @report_user_errors
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from vae_lab.config import validate
+        from vae_lab.vq_stage2 import validate as validate_stage2
 
         validate(config)
+        validate_stage2(config)  # prior_of= names a VQ-VAE (loaded here: before the run directory is written)
         if config.get("resume") == "auto":  # same command line for the first start and every requeue (SLURM)
             run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir"))).expanduser()
             config.resume = str(run_dir) if latest_checkpoint(run_dir) else None  # no checkpoint: start fresh there

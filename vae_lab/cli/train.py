@@ -106,7 +106,7 @@ def train(cfg: DictConfig) -> dict:
 
     stage1 = None
     if cfg.get("prior_of"):  # stage 2 of a VQ-VAE: this run's model is a prior over that run's codes
-        from vae_lab.vq_args import adopt_stage1
+        from vae_lab.vq_stage2 import adopt_stage1
 
         stage1 = adopt_stage1(cfg)
     datamodule = build_datamodule(cfg)
@@ -115,7 +115,7 @@ def train(cfg: DictConfig) -> dict:
     ckpt_path = prepare_resume(cfg, model_kwargs(cfg, datamodule.spec))  # resume= / ckpt_path=, checked against the model
     module = build_module(cfg, datamodule.spec)
     if stage1 is not None:
-        from vae_lab.vq_args import copy_stage1
+        from vae_lab.vq_stage2 import copy_stage1
 
         copy_stage1(module.model, stage1)
         rank_zero_only(print)(f"prior_of: stage 1 from {cfg.prior_of} (frozen)")

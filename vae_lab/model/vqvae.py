@@ -20,11 +20,10 @@ from vae_lab.distributions import build_likelihood
 from vae_lab.distributions.likelihoods import DISCRETE_ON_CONTINUOUS
 from vae_lab.errors import ConfigError
 from vae_lab.model.interface import LatentGroup, ModelFamily, Terms, check_temperature
-from vae_lab.nets.quantizer import build_quantizer
+from vae_lab.nets.quantizer import CODEBOOKS, build_quantizer
 from vae_lab.nets.vqvae import build_vq_nets, grid_shape
 
 EXACT = "exact"  # rate_estimator: -log p(z*) of the one code the point-mass posterior puts mass on, no estimate
-CODEBOOKS = ("ema", "loss")  # how a vq codebook learns: moving averages (App. A.1) or the codebook loss (Eq. 3)
 
 
 def code_statistics(codes: Tensor, num_codes: int) -> tuple[Tensor, Tensor]:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from vae_lab.errors import ConfigError
 
+CODEBOOKS = ("ema", "loss")  # how a vq codebook learns: moving averages (App. A.1) or the codebook loss (Eq. 3)
 QUANTIZERS = ("vq", "fsq")
 
 
