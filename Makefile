@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 PYTEST_ARGS ?=
+WORKERS ?= 2
 
-.PHONY: install train test test-slow test-all benchmark clean help
+.PHONY: install train test test-fast test-slow test-all benchmark clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,12 +24,17 @@ install: $(STAMP)  ## create .venv and install vae_lab with pinned dependencies
 train: $(STAMP)  ## train the default VAE on the bundled digits data (ARGS="key=value ..." to override)
 	$(BIN)/python train.py $(ARGS)
 
-test: $(STAMP)  ## the layering contracts (lint-imports) and the default test suite (no slow or GPU tests)
+test: $(STAMP)  ## the layering contracts (lint-imports) and the default test suite (no slow or GPU tests), 2 workers
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(WORKERS) -m "not slow and not gpu" $(PYTEST_ARGS)
 
-test-slow: $(STAMP)  ## the slow tests (real-data training runs)
-	$(BIN)/python -m pytest -m "slow and not gpu" $(PYTEST_ARGS)
+test-fast: $(STAMP)  ## the inner loop: unit tests of the maths and the model (no training runs, no subprocesses)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(WORKERS) -m "not slow and not gpu" $(PYTEST_ARGS) \
+	  tests/test_families.py tests/test_hierarchical.py tests/test_vqvae.py tests/test_objectives.py \
+	  tests/test_iwae.py tests/test_likelihoods.py tests/test_priors.py tests/test_iaf.py tests/test_metrics.py
+
+test-slow: $(STAMP)  ## the slow tests (real-data training runs), 2 workers
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(WORKERS) -m "slow and not gpu" $(PYTEST_ARGS)
 
 test-all: $(STAMP)  ## every test (GPU tests skip themselves without a GPU)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -103,7 +103,8 @@ def test_a_family_option_for_another_family_is_one_line():
     from vae_lab.config import validate
 
     cfg = OmegaConf.create({"model": {"family": "vae", "latent_dim": 4, "no_such_knob": 1}})
-    with pytest.raises(ConfigError, match="model.no_such_knob is not a model option, not of model.family=vae"):
+    with pytest.raises(ConfigError, match="model.no_such_knob is not a model option, not of model.family=vae: "
+                                          "choose the family and its nets with architecture=mlp"):
         validate(cfg)
     with pytest.raises(ConfigError, match="model.family='nope' is invalid"):
         validate(OmegaConf.create({"model": {"family": "nope"}}))

@@ -67,7 +67,7 @@ def data_root(tmp_path_factory):
 
 
 @pytest.mark.parametrize("dataset", ["digits", "mnist", "fashion_mnist", "cifar10"])
-@pytest.mark.parametrize("architecture", ["mlp", "conv", "conv_deep", "resnet"])
+@pytest.mark.parametrize("architecture", ["mlp", "conv", "conv_deep", "resnet", "hierarchical"])
 def test_fast_dev_run_every_architecture_on_every_builtin_dataset(tmp_path, data_root, monkeypatch, dataset,
                                                                    architecture):
     from datasets_fixtures import trust_cifar10_files

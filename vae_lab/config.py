@@ -125,8 +125,9 @@ def _check_family_keys(cfg: DictConfig) -> None:
             continue
         owners = [name for name, spec in FAMILIES.items() if key in {r.key for r in spec.rules}]
         whose = f"an option of model.family={'/'.join(owners)}" if owners else "not a model option"
-        raise ConfigError(f"model.{key} is {whose}, not of model.family={family}: choose the family's nets with "
-                          f"architecture=<option> (python train.py --help lists them), or drop model.{key}")
+        fix = ("architecture=mlp|conv|conv_deep|resnet" if family == DEFAULT_FAMILY else f"architecture={family}")
+        raise ConfigError(f"model.{key} is {whose}, not of model.family={family}: choose the family and its nets "
+                          f"with {fix} (not model.family= alone), or drop model.{key}")
     if family != DEFAULT_FAMILY:
         for group, vae_only in (("prior", "standard_normal"), ("posterior", "gaussian")):
             chosen = OmegaConf.select(cfg, f"{group}.name", default=vae_only)

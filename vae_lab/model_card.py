@@ -69,7 +69,8 @@ def _training_rows(config: dict, t: dict, metrics: dict | None, run_info: dict |
         ("architecture", f"`{_architecture(config)}` `{json.dumps(config.get('net') or {})}`"),
         ("latent", _latent_words(config)),
         ("likelihood", f"`{config['likelihood']}`"),
-        ("prior, posterior", f"`{config.get('prior', 'standard_normal')}`, `{config.get('posterior', 'gaussian')}`"
+        ("prior, posterior", (f"`{config.get('prior', 'standard_normal')}`, `{config.get('posterior', 'gaussian')}`"
+                              if "latent_dim" in config else "the family's own (see config.json)")
                              + (f"; rate by {metrics['rate_estimator']}" if (metrics or {}).get("rate_estimator")
                                 else "")),
         ("conditional", f"on {config['num_classes']} classes" if config.get("conditional") else "no"),
