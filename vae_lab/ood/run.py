@@ -46,6 +46,15 @@ def split_out_data(argv: list[str]) -> tuple[list[str], list[str]]:
     return rest, ([f"dataset={name}"] + data if name is not None else [])
 
 
+def _csv(rows: list[list]) -> bytes:
+    import csv
+    import io
+
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    return text.getvalue().encode()
+
+
 def check(cfg: DictConfig) -> list[str]:
     from vae_lab.rules import Rule, check_rules
 
@@ -203,17 +212,12 @@ def score_model(cfg: DictConfig, data_overrides: list[str] = (), out_overrides: 
         report["scores"][name] = entry
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    import pandas as pd
-
-    frames = []
+    rows = [["source", "dataset", "split", "index", "label", *names]]
     for s, r in results.items():
-        frame = pd.DataFrame({"source": s, "dataset": report["sources"][s]["dataset"],
-                              "split": report["sources"][s]["split"], "index": np.arange(len(r["label"])),
-                              "label": r["label"].numpy()})
-        for name in names:
-            frame[name] = r[name].double().numpy()
-        frames.append(frame)
-    written = [atomic_write(out_dir / "scores.csv", lambda f: pd.concat(frames).to_csv(f, index=False))]
+        info, columns = report["sources"][s], [r[name].double().tolist() for name in names]
+        rows += [[s, info["dataset"], info["split"], i, int(label), *(repr(c[i]) for c in columns)]
+                 for i, label in enumerate(r["label"].tolist())]
+    written = [atomic_write(out_dir / "scores.csv", lambda f: f.write(_csv(rows)))]
     for name in names:
         values = {f"{s}: {report['sources'][s]['dataset']}": r[name].numpy() for s, r in results.items()}
         written.append(plots.save_png(figures.score_histogram(values, name, SCORES[name].unit),
