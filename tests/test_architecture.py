@@ -156,3 +156,27 @@ def test_an_artifact_written_before_the_split_still_loads():
     expected = torch.tensor([0.5720794200897217, 0.5341782569885254, 0.5739187598228455, 0.4697464406490326])
     torch.testing.assert_close(loaded.model.reconstruct(x).flatten()[:4], expected)
     assert isinstance(VAE.from_pretrained(str(fixture)), VAE)
+
+
+def test_an_artifact_written_before_model_families_loads_as_a_vae_and_reconstructs_exactly():
+    """tests/fixtures/artifact_pre_families: a conv VAE with an IAF posterior and a VampPrior written at commit
+    ccd28b4 (before config.json recorded `_class_name`); the numbers are what that commit's code computed."""
+    import torch
+
+    from vae_lab.loading import load_model
+    from vae_lab.model import VAE, ModelFamily
+
+    fixture = Path(__file__).parent / "fixtures" / "artifact_pre_families"
+    loaded = load_model(fixture)
+    assert type(loaded.model) is VAE and "_class_name" not in (fixture / "config.json").read_text()
+    x = torch.linspace(0, 1, 64).reshape(1, 1, 8, 8)
+    recon = loaded.model.reconstruct(x).flatten()
+    expected = torch.tensor([0.20476821064949036, 0.17654326558113098, 0.31816723942756653, 0.5083779096603394,
+                             0.4880882203578949, 0.3788931667804718])
+    torch.testing.assert_close(recon[:6], expected, rtol=0, atol=0)
+    assert float(recon.sum()) == pytest.approx(20.708110809326172, rel=1e-6)
+    torch.manual_seed(0)
+    samples = loaded.model.sample(2).flatten()[:4]
+    torch.testing.assert_close(samples, torch.tensor([0.13448528945446014, 0.10762999951839447, 0.2679178714752197,
+                                                      0.5237598419189453]), rtol=0, atol=0)
+    assert type(ModelFamily.from_pretrained(str(fixture))) is VAE  # the generic loader finds the family too

@@ -40,8 +40,29 @@ def resolve_likelihood(cfg: DictConfig, spec) -> tuple[str, str | None]:
 
 
 def model_kwargs(cfg: DictConfig, spec) -> dict:
-    """Init args of VAE (plain JSON) from the `model`, `prior` and `posterior` configs and the data spec (shapes
-    and grey levels travel as values). Prior and posterior keys absent from the chosen option keep VAE's defaults."""
+    """Init args of the model (plain JSON) from the `model` config (and for the VAE `prior` and `posterior`) and the
+    data spec (shapes and grey levels travel as values). A family other than the VAE is named by `family`."""
+    from vae_lab.model_args import DEFAULT_FAMILY, family_named
+
+    family = OmegaConf.select(cfg, "model.family", default=DEFAULT_FAMILY)
+    if family == DEFAULT_FAMILY:
+        return _vae_kwargs(cfg, spec)
+    m = cfg.model
+    own = {rule.key: plain(m[rule.key]) for rule in family_named(family).rules if rule.key in m}
+    return {
+        "family": family,
+        "in_shape": list(spec.shape),
+        **({"net": plain(m.net)} if "net" in m else {}),
+        **own,
+        "likelihood": resolve_likelihood(cfg, spec)[0],
+        "likelihood_levels": getattr(spec, "levels", 256),
+        "num_classes": spec.num_classes or 0,
+    }
+
+
+def _vae_kwargs(cfg: DictConfig, spec) -> dict:
+    """Init args of VAE. Prior and posterior keys absent from the chosen option keep VAE's defaults; no `family`
+    key, so checkpoints and config.json of VAE runs are what they were before families existed."""
     from vae_lab.model_args import LATENT_KEYS
 
     m = cfg.model

@@ -5,7 +5,7 @@ from dataclasses import replace
 from omegaconf import DictConfig, OmegaConf
 
 from vae_lab.errors import ConfigError
-from vae_lab.model_args import LATENT_KEYS, MODEL_RULES
+from vae_lab.model_args import COMMON_MODEL_KEYS, DEFAULT_FAMILY, FAMILIES, LATENT_KEYS, MODEL_RULES, family_named
 from vae_lab.rules import VAL_FRACTION, Rule, check_rules, check_value, plain  # noqa: F401 (re-exported)
 
 
@@ -51,8 +51,7 @@ RULES = [
     VAL_FRACTION,
     Rule("dataset.binarize", "choice", choices=_binarize),
     Rule("dataset.dequantize", "choice", choices=_dequantize),
-    *(replace(rule, key=f"model.{rule.key}") for rule in _RUN_MODEL_RULES if rule.key not in LATENT_KEYS.values()),
-    *(replace(_MODEL_RULE[arg], key=key) for key, arg in LATENT_KEYS.items()),
+    Rule("model.family", "choice", choices=lambda: FAMILIES),
     Rule("disentanglement.enabled", "bool"),
     Rule("disentanglement.num_train", "int", lo=10),
     Rule("disentanglement.num_test", "int", lo=10),
@@ -85,10 +84,49 @@ RULES = [
 ]
 
 
+# The VAE family's run-config rules: its init args as model.* (model.likelihood may be auto), prior.* / posterior.*.
+_VAE_RUN_RULES = [
+    *(replace(rule, key=f"model.{rule.key}") for rule in _RUN_MODEL_RULES if rule.key not in LATENT_KEYS.values()),
+    *(replace(_MODEL_RULE[arg], key=key) for key, arg in LATENT_KEYS.items()),
+]
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first value that breaks a rule or a combination that cannot work."""
     check_rules(cfg, RULES)
+    check_rules(cfg, model_rules(OmegaConf.select(cfg, "model.family", default=DEFAULT_FAMILY)))
+    _check_family_keys(cfg)
     _check_combinations(cfg)
+
+
+def model_rules(family: str) -> list[Rule]:
+    """The rules of a family's model.* keys in a run config (likelihood may be `auto` there)."""
+    if family == DEFAULT_FAMILY:
+        return _VAE_RUN_RULES
+    return [replace(rule, key=f"model.{rule.key}", choices=_likelihoods_or_auto) if rule.key == "likelihood"
+            else replace(rule, key=f"model.{rule.key}") for rule in family_named(family).rules]
+
+
+def _check_family_keys(cfg: DictConfig) -> None:
+    """Every model.* key belongs to the chosen family (a key of another family is one line naming both)."""
+    model = OmegaConf.select(cfg, "model", default=None)
+    if model is None:
+        return
+    family = model.get("family", DEFAULT_FAMILY)
+    own = {rule.key for rule in family_named(family).rules} | set(COMMON_MODEL_KEYS)
+    for key in model:
+        if key in own:
+            continue
+        owners = [name for name, spec in FAMILIES.items() if key in {r.key for r in spec.rules}]
+        whose = f"an option of model.family={'/'.join(owners)}" if owners else "not a model option"
+        raise ConfigError(f"model.{key} is {whose}, not of model.family={family}: choose the family's nets with "
+                          f"architecture=<option> (python train.py --help lists them), or drop model.{key}")
+    if family != DEFAULT_FAMILY:
+        for group, vae_only in (("prior", "standard_normal"), ("posterior", "gaussian")):
+            chosen = OmegaConf.select(cfg, f"{group}.name", default=vae_only)
+            if chosen != vae_only:
+                raise ConfigError(f"{group}={chosen} applies to model.family=vae; model.family={family} defines its "
+                                  f"own {group}s: drop {group}={chosen}")
 
 
 def _check_combinations(cfg: DictConfig) -> None:

@@ -213,6 +213,8 @@ def iwae_log_px(
             following ReLU fused in: the same maths with other kernels (the bound moves by float rounding only).
     """
     budget = memory_mb if memory_mb is not None else MEMORY_BUDGET_MB.get(x.device.type, 256)
+    if not hasattr(model, "decode"):  # a family with latent groups: through its log_weights (model.interface)
+        return _family_iwae(model, x, y, num_samples, budget, max_decoded, decoder_dtype)
     onednn = cpu_layout and x.device.type == "cpu" and decoder_dtype is None
     with _channels_last(model, cpu_layout), _onednn_linears(model, onednn), torch.inference_mode():
         acc = _accumulate(model, x, y, num_samples, q_z, budget, max_decoded, decoder_dtype)
@@ -241,3 +243,38 @@ def _accumulate(model, x, y, num_samples, q_z, memory_mb, max_decoded, decoder_d
             log_px_given_z = log_px_given_z.float()
         acc.update(log_px_given_z + prior_log_prob(p_z, z) - log_qz, log_px_given_z)  # log w, Eq. 8
     return acc
+
+
+def pass_bytes_per_sample(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> int:
+    """Bytes of every leaf module's output in one `model.log_weights(x, y, 1)` pass, per image: a generic, high
+    (the sum, not the peak) estimate of a chunk's memory for any family."""
+    total = [0]
+
+    def count(module, inputs, output):
+        if isinstance(output, torch.Tensor):
+            total[0] += output.numel() * output.element_size()
+
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    try:
+        model.log_weights(x[:1], None if y is None else y[:1], 1)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return max(1, total[0])
+
+
+def _family_iwae(model, x, y, num_samples, memory_mb, max_decoded, decoder_dtype) -> ChunkedIWAE:
+    """IWAE-k of a family with latent groups: chunks of S samples through model.log_weights (log q and log p summed
+    over the groups), S sized from the memory budget; float64 accumulation as for the VAE."""
+    autocast = torch.autocast(x.device.type, dtype=decoder_dtype or torch.float32, enabled=decoder_dtype is not None)
+    acc = ChunkedIWAE()
+    with torch.inference_mode(), autocast:
+        per_chunk = samples_per_chunk(x.shape[0], pass_bytes_per_sample(model, x, y), memory_mb, max_decoded)
+        for start in range(0, num_samples, per_chunk):
+            log_w, log_px_given_z = model.log_weights(x, y, min(per_chunk, num_samples - start))  # (S, B) each
+            acc.update(log_w.float(), log_px_given_z.float())
+    result = ChunkedIWAE()  # plain tensors out of inference mode
+    result.log_sum_w, result.sum_log_px_given_z = acc.log_sum_w.clone(), acc.sum_log_px_given_z.clone()
+    result.sum_log_w, result.num_samples = acc.sum_log_w.clone(), acc.num_samples
+    return result

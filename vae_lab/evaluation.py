@@ -9,7 +9,7 @@ from torchmetrics import MeanSquaredError
 from vae_lab.distributions import posterior_code
 from vae_lab.estimators import iwae_log_px
 from vae_lab.metrics import ActiveUnits, KLPerDimension, ReconstructionQuality, bits_per_dim
-from vae_lab.model import VAE
+from vae_lab.model import VAE, ModelFamily
 from vae_lab.objectives.rate import ANALYTIC, is_diagonal_gaussian, rate_estimator, rate_per_dim
 from vae_lab.units import Status, likelihood_status
 
@@ -20,7 +20,7 @@ RESULT_KEYS = (
     "elbo_nats", "elbo_stderr_nats", "distortion_nats", "rate_nats",
     "iwae_nats", "iwae_stderr_nats",
     "ssim", "psnr_db", "mse",
-    "active_units", "active_unit_threshold", "posterior_mean_variance", "kl_per_dim_nats",
+    "active_units", "active_unit_threshold", "posterior_mean_variance", "kl_per_dim_nats", "rate_nats_per_group",
     "rate_estimator", "notes",
 )  # fmt: skip
 BITS_KEYS = ("elbo_bits_per_dim", "iwae_bits_per_dim")
@@ -35,7 +35,7 @@ def _mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
 
 @torch.no_grad()
 def evaluate(
-    model: VAE,
+    model: ModelFamily,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     iwae_samples: int = 5000,
     max_decoded: int = 16384,
@@ -65,6 +65,9 @@ def evaluate(
         decoder_dtype: torch.bfloat16 runs the IWAE decoder passes in bf16 on a GPU (opt-in; log-probs in float32).
     """
     model = model.to(device).eval()
+    if not model.flat_code:
+        return _evaluate_groups(model, batches, iwae_samples, max_decoded, max_examples, device, progress, total,
+                                status, decoder_dtype)
     latent_dim = model.latent_dim
     p_z = model.prior()  # once: a VampPrior encodes its pseudo-inputs to build it
     quality, mse = ReconstructionQuality().to(device), MeanSquaredError().to(device)
@@ -141,6 +144,81 @@ def evaluate(
         "active_unit_threshold": active.threshold,
         "posterior_mean_variance": active.variance().tolist() if has_mean else None,
         "kl_per_dim_nats": kl_dims.compute().tolist() if estimator == ANALYTIC else [],
+        "rate_nats_per_group": {model.latent_groups()[0].name: values["rate"].mean().item()},
+        "rate_estimator": estimator,
+        "notes": notes,
+    }
+
+
+# Samples of the groups above that each group's analytic KL is averaged over (a family with latent groups).
+GROUP_RATE_SAMPLES = 16
+
+
+def _evaluate_groups(model, batches, iwae_samples, max_decoded, max_examples, device, progress, total, status,
+                     decoder_dtype) -> dict:
+    """`evaluate` for a family with latent groups: IWAE-k through its log_weights; the rate of each group its
+    analytic KL(q(z_l|x, z_<l) || p(z_l|z_<l)) averaged over GROUP_RATE_SAMPLES seeded draws of the groups above."""
+    quality, mse = ReconstructionQuality().to(device), MeanSquaredError().to(device)
+    per_example: dict[str, list[torch.Tensor]] = {"elbo": [], "distortion": [], "rate": [], "iwae": []}
+    group_sums, num_dims, seen, binary, estimator = None, None, 0, True, ANALYTIC
+    limit = max_examples if max_examples is not None else math.inf
+    bar = _progress_bar(progress, min(total, limit) if total is not None else None)
+    for x, y in batches:
+        if seen >= limit:
+            break
+        keep = int(min(x.shape[0], limit - seen))
+        x, y = x[:keep].to(device), y[:keep].to(device)
+        y = y if model.conditional else None
+        num_dims = x[0].numel()
+        binary = binary and bool(((x == 0) | (x == 1)).all())
+        iwae = iwae_log_px(model, x, y, iwae_samples, max_decoded=max_decoded, decoder_dtype=decoder_dtype)
+        t = model.terms(x, y, GROUP_RATE_SAMPLES, seed=seen)
+        estimator = t.rate_estimator
+        rates = t.rate.double()  # (B, G)
+        group_sums = rates.sum(0) if group_sums is None else group_sums + rates.sum(0)
+        distortion, rate = -iwae.mean_log_px_given_z(), rates.sum(-1)
+        for name, value in (("elbo", -(distortion + rate)), ("distortion", distortion), ("rate", rate),
+                            ("iwae", iwae.bound())):
+            per_example[name].append(value.cpu())
+        x_hat = t.reconstruction()
+        quality.update(x_hat, x)
+        mse.update(x_hat.float(), x.float())
+        seen += keep
+        bar.advance(keep)
+    bar.close()
+    if seen == 0:
+        raise ValueError("no examples to evaluate")
+    values = {name: torch.cat(parts) for name, parts in per_example.items()}
+    elbo, elbo_se = _mean_and_stderr(values["elbo"])
+    iwae_mean, iwae_se = _mean_and_stderr(values["iwae"])
+    status = status or likelihood_status(model.likelihood.name, binary_data=binary, levels=model.likelihood_levels)
+    bits = {}
+    if status.normalised:
+        bits = {f"{name}_bits_per_dim": float(bits_per_dim(torch.tensor(value), num_dims, status.log_bin_width))
+                for name, value in (("elbo", elbo), ("iwae", iwae_mean))}
+    names = [g.name for g in model.latent_groups()]
+    notes = [f"rate_nats per latent group ({len(names)}) is its {estimator} averaged over {GROUP_RATE_SAMPLES} "
+             "samples of the groups above; active_units and kl_per_dim_nats are for one flat code"]
+    return {
+        "num_examples": seen,
+        "iwae_samples": iwae_samples,
+        "num_dims": num_dims,
+        "latent_dim": model.latent_size,
+        "log_likelihood": status.as_json(),
+        "elbo_nats": elbo,
+        "elbo_stderr_nats": elbo_se,
+        "distortion_nats": values["distortion"].mean().item(),
+        "rate_nats": values["rate"].mean().item(),
+        "iwae_nats": iwae_mean,
+        "iwae_stderr_nats": iwae_se,
+        **bits,
+        **quality.compute(),
+        "mse": float(mse.compute()),
+        "active_units": None,
+        "active_unit_threshold": None,
+        "posterior_mean_variance": None,
+        "kl_per_dim_nats": [],
+        "rate_nats_per_group": dict(zip(names, (group_sums / seen).tolist())),
         "rate_estimator": estimator,
         "notes": notes,
     }

@@ -83,7 +83,8 @@ class VAEModule(L.LightningModule):
         self.kl_warmup_steps = kl_warmup_steps
         self.kl_total_steps = 1  # the run's length in optimizer steps, for cyclical annealing (set at fit start)
         # term -> unit suffix of its metric name (val/elbo_nats, train/dip_penalty, val/rate_nats/group_03)
-        self.units = {"elbo": "_nats", "distortion": "_nats", "rate": "_nats", **self.spec.terms}
+        self.units = {"elbo": "_nats", "distortion": "_nats", "rate": "_nats", **self.spec.terms,
+                      **self.model.aux_units}
         groups = self.model.latent_groups()
         self.group_terms = [f"rate_nats/{g.name}" for g in groups] if len(groups) > 1 else []  # one group: its rate
         self.units.update({name: "" for name in self.group_terms})
@@ -202,6 +203,7 @@ class VAEModule(L.LightningModule):
             codes.append(t.z[0])
         for g, name in enumerate(self.group_terms):
             out.terms[name] = t.rate[:, g]  # (B,) per latent group: they sum to `rate`
+        out.terms.update(t.aux_terms)
 
         self.sums.add(stage, out, x.shape[0])
         if stage in self.quality:

@@ -62,6 +62,27 @@ MODEL_RULES = (
     Rule("posterior_context_dim", "int", lo=0),
 )
 
+# model.* keys of a run config that every family has: the family, its architecture option (the run's name uses it),
+# the nets' shape arguments, and the likelihood and conditioning init args each family shares.
+COMMON_MODEL_KEYS = ("family", "architecture", "net", "likelihood", "likelihood_scale", "likelihood_min_scale",
+                     "likelihood_components", "likelihood_levels", "conditional")
+
+# The hierarchical family's init args (vae_lab.model.hierarchical.HierarchicalVAE); its geometry is three scalars,
+# checked against the image size when the model is built (exact halving).
+HIERARCHICAL_RULES = (
+    *(rule for rule in MODEL_RULES if rule.key in ("likelihood", "likelihood_scale", "likelihood_min_scale",
+                                                   "likelihood_components", "likelihood_levels", "conditional")),
+    Rule("downsamples", "int", lo=0),
+    Rule("latent_resolutions", "int", lo=1),
+    Rule("groups_per_resolution", "int", lo=1),
+    Rule("channels", "int", lo=1),
+    Rule("bottleneck", "float", lo=0, hi=1, lo_open=True),
+    Rule("cells", "int", lo=0),
+    Rule("free_level_cells", "int", lo=0),
+    Rule("latent_channels", "int", lo=1),
+    Rule("min_scale", "float", lo=0, lo_open=True),
+)
+
 # The `prior` and `posterior` config groups are flat VAE init args (config.json): config key -> init arg.
 LATENT_KEYS = {
     "prior.name": "prior",
@@ -89,6 +110,7 @@ class FamilySpec(NamedTuple):
 # The one registry of model families (vae_lab.model.family_class imports a family's module when it is used).
 FAMILIES: dict[str, FamilySpec] = {
     "vae": FamilySpec("vae", "VAE", "vae_lab.model.vae", MODEL_RULES),
+    "hierarchical": FamilySpec("hierarchical", "HierarchicalVAE", "vae_lab.model.hierarchical", HIERARCHICAL_RULES),
 }
 DEFAULT_FAMILY = "vae"  # config.json without `_class_name` (written before families existed) holds a VAE
 

@@ -41,9 +41,20 @@ def _table(rows: list[tuple[str, Any]]) -> str:
     return "\n".join(["| | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows if v is not None)])
 
 
-FILE_ROLES = {CONFIG_NAME: "VAE init args (JSON)", WEIGHTS_NAME: "weights",
+FILE_ROLES = {CONFIG_NAME: "the model's init args (JSON)", WEIGHTS_NAME: "weights",
               TRAIN_CONFIG_NAME: "resolved training config", METRICS_NAME: "final metrics",
               RUN_INFO_NAME: "git commit and package versions", SAMPLES_NAME: "sample grid", CARD_NAME: "this card"}
+
+
+def _latent_words(config: dict) -> str:
+    """How the card names the model's latent: `latent_dim 16` for the VAE, the family's class otherwise."""
+    if "latent_dim" in config:
+        return f"latent_dim {config['latent_dim']}"
+    return f"{config.get('_class_name', 'VAE')} latent groups (see config.json)"
+
+
+def _architecture(config: dict) -> str:
+    return config.get("architecture") or config.get("_class_name", "VAE")
 
 
 def _training_rows(config: dict, t: dict, metrics: dict | None, run_info: dict | None) -> list[tuple[str, Any]]:
@@ -54,8 +65,9 @@ def _training_rows(config: dict, t: dict, metrics: dict | None, run_info: dict |
         ("dataset", f"{data['name']} (validation fraction {data.get('val_fraction')}, binarize "
                     f"{data.get('binarize')})" if data.get("name") else None),
         ("image shape (C, H, W)", tuple(config["in_shape"])),
-        ("architecture", f"`{config['architecture']}` `{json.dumps(config.get('net') or {})}`"),
-        ("latent_dim", config["latent_dim"]),
+        ("model family", f"`{config.get('_class_name', 'VAE')}`"),
+        ("architecture", f"`{_architecture(config)}` `{json.dumps(config.get('net') or {})}`"),
+        ("latent", _latent_words(config)),
         ("likelihood", f"`{config['likelihood']}`"),
         ("prior, posterior", f"`{config.get('prior', 'standard_normal')}`, `{config.get('posterior', 'gaussian')}`"
                              + (f"; rate by {metrics['rate_estimator']}" if (metrics or {}).get("rate_estimator")
@@ -92,7 +104,7 @@ def model_card(config: dict, *, name: str, repo_id: str | None = None, train_cfg
                    metric_type=metric, metric_name=metric, metric_value=value)
         for split, values in splits.items() for metric, value in values.items()
     ]
-    tags = {"vae", "vae_lab", "variational-autoencoder", "pytorch", "safetensors", config["architecture"],
+    tags = {"vae", "vae_lab", "variational-autoencoder", "pytorch", "safetensors", _architecture(config),
             config["likelihood"], *([dataset] if dataset else [])}
     data = ModelCardData(model_name=name, library_name="vae_lab", pipeline_tag="unconditional-image-generation",
                          tags=sorted(tags), eval_results=results or None)
@@ -102,8 +114,8 @@ def model_card(config: dict, *, name: str, repo_id: str | None = None, train_cfg
     sections = [
         f"# {name}",
         "A variational autoencoder trained with [vae_lab](https://github.com/vae-lab/vae_lab)"
-        + (f" on **{dataset}**" if dataset else "") + f": `{config['architecture']}` encoder/decoder, "
-        f"latent_dim {config['latent_dim']}, `{config['likelihood']}` likelihood p(x|z).",
+        + (f" on **{dataset}**" if dataset else "") + f": `{_architecture(config)}` encoder/decoder, "
+        f"{_latent_words(config)}, `{config['likelihood']}` likelihood p(x|z).",
     ]
     if samples_caption:
         sections.append(f"![samples]({SAMPLES_NAME})\n\n{samples_caption}")
@@ -128,8 +140,8 @@ def model_card(config: dict, *, name: str, repo_id: str | None = None, train_cfg
         "## Use",
         "No pickle and no code in this artifact: `config.json` (the model's init args, checked against a schema "
         "before anything is built) and `model.safetensors`, loaded strictly.",
-        f"```python\nimport torch\nfrom vae_lab.model import VAE\n\n"
-        f"model = VAE.from_pretrained(\"{ref}\")  # eval mode\n"
+        f"```python\nimport torch\nfrom vae_lab.model import {config.get('_class_name', 'VAE')}\n\n"
+        f"model = {config.get('_class_name', 'VAE')}.from_pretrained(\"{ref}\")  # eval mode\n"
         f"images = model.sample(16{labels})  # (16, {shape}), values in [0, 1]\n```",
         f"```bash\npython scripts/evaluate.py model={ref}\npython scripts/sample.py model={ref}\n"
         f"python train.py init_from={ref} ...   # fine-tune from these weights\n```",

@@ -20,7 +20,7 @@ from vae_lab import plots
 from vae_lab.distributions import posterior_code
 from vae_lab.objectives.rate import ANALYTIC
 from vae_lab.errors import ConfigError, DataError
-from vae_lab.model import VAE
+from vae_lab.model import VAE, ModelFamily
 
 PAIR_POOL = 1024  # examples searched for interpolation pairs (only the chosen ones are kept)
 MIN_PCA_POINTS = 3  # PCA to 2-D of fewer points has no second direction worth plotting
@@ -65,6 +65,23 @@ def decode_mean(model: VAE, z: torch.Tensor, y: torch.Tensor | None = None) -> t
 def reconstructions(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of p(x|z) at z = E_q[z|x]: (N, C, H, W)."""
     return model.reconstruct(x, condition(model, y))
+
+
+def flat_only(model: ModelFamily, picture: str) -> None:
+    """PictureSkipped unless the model's latent is one flat vector (what `picture` is drawn in)."""
+    if not getattr(model, "flat_code", False):
+        raise PictureSkipped(f"{picture} needs one flat latent code (model.family=vae); a {type(model).__name__} "
+                             f"has latent groups {', '.join(g.name for g in model.latent_groups())}: skipped")
+
+
+def family_samples(model: ModelFamily, num: int, seed: int, y: torch.Tensor | None = None,
+                   temperature: float = 1.0) -> torch.Tensor:
+    """model.sample(num, y, temperature) with the random stream of `seed`, global RNG state left as it was:
+    (num, C, H, W), the mean of p(x|z) at z from the prior (each prior scale times `temperature`)."""
+    device = device_of(model)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return model.sample(num, y, temperature=temperature)
 
 
 def prior_samples(model: VAE, num: int, seed: int) -> torch.Tensor:
@@ -133,9 +150,11 @@ def pick_pairs(labels: torch.Tensor, num_pairs: int, same_class: bool = False,
 # ---------------------------------------------------------------- image grids
 
 
-def sample_grid(model: VAE, num: int, seed: int, nrow: int = 8, label: int | None = None, by_class: bool = True,
-                min_image_size: int = 28, pad_value: float = 1.0) -> tuple[torch.Tensor, str | None]:
-    """`num` prior samples (mean of p(x|z), z ~ p(z) from `prior_samples(seed)`) as a grid (C, H, W), and a note or None.
+def sample_grid(model: ModelFamily, num: int, seed: int, nrow: int = 8, label: int | None = None,
+                by_class: bool = True, min_image_size: int = 28, pad_value: float = 1.0,
+                temperature: float = 1.0) -> tuple[torch.Tensor, str | None]:
+    """`num` samples (mean of p(x|z), z from the prior as `family_samples(seed, temperature)` draws it) as a grid
+    (C, H, W), and a note or None.
 
     A conditional model draws class `label`, else (`by_class`) one column per class: up to CLASS_COLUMNS classes
     in one band of ceil(num / classes) rows; more classes wrap into bands of CLASS_COLUMNS columns, class k in
@@ -162,8 +181,9 @@ def sample_grid(model: VAE, num: int, seed: int, nrow: int = 8, label: int | Non
         y[y >= shown] = -1  # a blank tile after the last class
         nrow = CLASS_COLUMNS
     with evaluating(model):  # drawn anew each time: a learned prior (mog, vamp) moves during training
-        z = prior_samples(model, num if y is None else int((y >= 0).sum()), seed)
-        images = decode_mean(model, z.to(device), None if y is None else y[y >= 0].to(device))  # (N, C, H, W)
+        labels = None if y is None else y[y >= 0].to(device)
+        images = family_samples(model, num if y is None else int((y >= 0).sum()), seed, labels,
+                                temperature)  # (N, C, H, W)
     if y is not None and (y < 0).any():
         tiles = images.new_full((len(y), *images.shape[1:]), pad_value)
         tiles[y >= 0] = images
@@ -203,6 +223,7 @@ def interpolation_strips(model: VAE, x_a: torch.Tensor, x_b: torch.Tensor, steps
 def interpolation_grid(model: VAE, x_a: torch.Tensor, x_b: torch.Tensor, steps: int, y: torch.Tensor | None,
                        min_image_size: int = 28, pad_value: float = 1.0) -> torch.Tensor:
     """One row per pair: original a, `steps` decoded points, original b: (C, H', W')."""
+    flat_only(model, "an interpolation between codes")
     with evaluating(model):
         strips = interpolation_strips(model, x_a, x_b, steps, y)  # (P, S + 2, C, H, W)
     big = plots.upscale(strips.flatten(0, 1), min_image_size).unflatten(0, strips.shape[:2])
@@ -233,6 +254,7 @@ def kl_per_dim(q_z: Independent, p_z: Independent) -> torch.Tensor:
 
 def encode_codes(model: VAE, batches: Iterable, max_points: int, only_class: int | None = None) -> LatentCodes:
     """Posterior means, labels and KL per dimension of the first `max_points` examples (of `only_class`, if set)."""
+    flat_only(model, "a picture of the latent codes (scatter, traversals, KL per dimension)")
     device = device_of(model)
     means, labels, kl_sum, count = [], [], None, 0
     with evaluating(model):
@@ -285,6 +307,7 @@ def scatter_figure(codes: LatentCodes, class_names: tuple[str, ...] | None, titl
 def manifold_figure(model: VAE, size: int, quantiles: tuple[float, float], label: int | None = None,
                     title: str = "Decoded 2-D latent manifold") -> Figure:
     """The decoder's images over a size x size grid of 2-D codes (latent_dim 2 only)."""
+    flat_only(model, "the 2-D latent manifold")
     if model.latent_dim != 2:
         raise ConfigError(f"the latent manifold needs a model trained with model.latent_dim=2; this one has "
                           f"latent_dim={model.latent_dim}")
@@ -334,3 +357,63 @@ def latent_pictures(model: VAE, codes: LatentCodes, class_names: tuple[str, ...]
             model, codes.means[0], scores, traversal_dims, traversal_steps, traversal_range, label,
             title=f"Latent traversals around the first {split} image{first_name}", score_name=score_name)
     return drawers
+
+
+# ---------------------------------------------------------------- latent groups (every family)
+
+
+def group_rates(model: ModelFamily, batches: Iterable, max_points: int, seed: int = 0) -> tuple[list[str], torch.Tensor]:
+    """(group names, mean rate per latent group (G,) in nats) over the first `max_points` examples: one seeded
+    sample of z per example (analytic KLs per group where the family has them)."""
+    device, total, count = device_of(model), None, 0
+    with evaluating(model):
+        for x, y in batches:
+            x, y = x[: max_points - count].to(device), y[: max_points - count].to(device)
+            if not len(x):
+                continue
+            rate = model.terms(x, condition(model, y), 1, seed=seed).rate.double().sum(0)  # (G,)
+            total = rate if total is None else total + rate
+            count += len(x)
+            if count >= max_points:
+                break
+    if not count:
+        raise DataError("no examples to encode")
+    return [g.name for g in model.latent_groups()], (total / count).cpu()
+
+
+def group_rate_figure(names: list[str], rates: torch.Tensor, title: str) -> Figure:
+    """Bars of the mean rate (KL) per latent group, top group first."""
+    return plots.kl_bar_figure(rates, title, labels=names)
+
+
+def keep_groups_grid(model: ModelFamily, x: torch.Tensor, y: torch.Tensor | None, seed: int = 0,
+                     temperature: float = 1.0, min_image_size: int = 28, pad_value: float = 1.0) -> torch.Tensor:
+    """Row 0 the originals; row k (1..G) keeps the top k latent groups from the posterior and samples the rest from
+    the prior: what each level of a hierarchy encodes. Families without `reconstruct_keep`: PictureSkipped."""
+    if not hasattr(model, "reconstruct_keep"):
+        raise PictureSkipped(f"reconstructions keeping the top groups need latent groups; a {type(model).__name__} "
+                             "has one: skipped")
+    device, groups = device_of(model), len(model.latent_groups())
+    rows = [x]
+    with evaluating(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for keep in range(1, groups + 1):
+            rows.append(model.reconstruct_keep(x, condition(model, y), keep=keep, temperature=temperature))
+    images = torch.stack(rows)  # (G + 1, N, C, H, W)
+    big = plots.upscale(images.flatten(0, 1), min_image_size)
+    return plots.image_grid(big, x.shape[0], pad_value=pad_value)
+
+
+def group_pictures(model: ModelFamily, batches_fn: Callable[[], Iterable], split: str, max_points: int,
+                   num_images: int = 8) -> dict[str, Callable[[], Figure | torch.Tensor]]:
+    """The end-of-training pictures of a model with latent groups: rate per group, and reconstructions keeping the
+    top k groups (k = 1..G) of the first `num_images` examples."""
+    def rates() -> Figure:
+        names, values = group_rates(model, batches_fn(), max_points)
+        return group_rate_figure(names, values, f"KL(q||p) per latent group, {split} split")
+
+    def keep() -> torch.Tensor:
+        x, y = first_examples(batches_fn(), num_images)
+        return keep_groups_grid(model, x.to(device_of(model)), y.to(device_of(model)))
+
+    return {"kl_per_group": rates, "keep_groups": keep}

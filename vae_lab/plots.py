@@ -246,18 +246,21 @@ def traversal_figure(images: torch.Tensor, dims: list[int], kl: torch.Tensor, va
     return fig
 
 
-def kl_bar_figure(kl: torch.Tensor, title: str = "KL per latent dimension") -> Figure:
-    """Bar chart of the mean KL(q(z_d|x) || p(z_d)) per dimension d, in nats."""
+def kl_bar_figure(kl: torch.Tensor, title: str = "KL per latent dimension", labels: list[str] | None = None) -> Figure:
+    """Bar chart of the mean KL(q(z_d|x) || p(z_d)) per dimension d (or per latent group, named by `labels`), nats."""
     kl = np.asarray(kl, dtype=np.float64)  # (D,)
     fig = Figure(figsize=(min(16.0, max(6.0, 0.25 * len(kl) + 2)), 4.5), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     dims = np.arange(1, len(kl) + 1)
     ax.bar(dims, kl, color="tab:blue")
-    ax.set_xlabel("latent dimension")
+    unit = "dimension" if labels is None else "group"
+    ax.set_xlabel(f"latent {unit}")
     ax.set_ylabel("mean KL (nats)")
-    if len(kl) <= 32:
+    if labels is not None:
+        ax.set_xticks(dims, labels, rotation=45 if len(labels) > 8 else 0)
+    elif len(kl) <= 32:
         ax.set_xticks(dims)
-    ax.set_title(f"{title}\ntotal {kl.sum():.2f} nats over {len(kl)} dimensions")
+    ax.set_title(f"{title}\ntotal {kl.sum():.2f} nats over {len(kl)} {unit}s")
     ax.grid(axis="y", alpha=0.3)
     return fig
 

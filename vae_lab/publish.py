@@ -115,6 +115,11 @@ def tensorboard_files(run_dir: Path) -> list[tuple[str, Path]]:
     return out
 
 
+def type_name(artifact_dir: Path) -> str:
+    """The model family's class an artifact holds (config.json's `_class_name`; none: VAE)."""
+    return fmt.read_config(artifact_dir / fmt.CONFIG_NAME, with_records=True).get(fmt.CLASS_KEY, "VAE")
+
+
 def default_commit_message(artifact_dir: Path) -> str:
     """'vae_lab: <architecture> VAE on <dataset> (latent_dim 16, bernoulli), val ELBO -98.10 nats'."""
     config = fmt.read_config(artifact_dir / fmt.CONFIG_NAME)
@@ -122,8 +127,9 @@ def default_commit_message(artifact_dir: Path) -> str:
     dataset = OmegaConf.select(train_cfg, "dataset.name", default="?") if train_cfg is not None else "?"
     val = split_metrics(read_metrics(artifact_dir)).get("validation", {})
     elbo = f", val ELBO {val['elbo_nats']:.2f} nats" if "elbo_nats" in val else ""
-    return (f"vae_lab: {config['architecture']} VAE on {dataset} "
-            f"(latent_dim {config['latent_dim']}, {config['likelihood']}){elbo}")
+    family = type_name(artifact_dir)
+    latent = f"latent_dim {config['latent_dim']}" if "latent_dim" in config else family
+    return f"vae_lab: {config.get('architecture') or family} VAE on {dataset} ({latent}, {config['likelihood']}){elbo}"
 
 
 def push_artifact(artifact_dir: Path, repo_id: str, *, private: bool = False, revision: str | None = None,

@@ -1,9 +1,11 @@
 """Pictures of a trained VAE on demand (`scripts/sample.py`): check the request, load the model (and its data for
 the data modes), draw one mode with vae_lab.pictures, write PNGs where asked and print their paths.
 
-Modes: sample (prior samples), reconstruct (originals above reconstructions), interpolate (strips between pairs),
-traverse (one latent dimension per row, ordered by KL), latent_scatter (coloured by class; PCA beyond 2-D),
-manifold (latent_dim 2). The keys are those of configs/sample.yaml.
+Modes: sample (prior samples, at one or several temperatures), reconstruct (originals above reconstructions), and
+for models with latent groups keep_groups (reconstructions keeping the top k groups) and group_kl (KL per group);
+for one flat code interpolate (strips between pairs), traverse (one latent dimension per row, ordered by KL),
+latent_scatter (coloured by class; PCA beyond 2-D), manifold (latent_dim 2). The keys are those of
+configs/sample.yaml.
 """
 
 import sys
@@ -17,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from vae_lab import pictures, plots
 from vae_lab.config import Rule
 from vae_lab.errors import ConfigError
-from vae_lab.model import VAE
+from vae_lab.model import ModelFamily
+from vae_lab.model.interface import check_temperature
 
 SPLITS = ("val", "test")
 DEVICES = ("auto", "cpu", "cuda")
@@ -28,7 +31,7 @@ class Job:
     """What one mode needs: the command's config, the model on its device, and the data when the mode uses it."""
 
     cfg: DictConfig
-    model: VAE  # eval mode
+    model: ModelFamily  # eval mode
     n: int
     steps: int | None
     label: int | None  # class=
@@ -55,12 +58,40 @@ class Job:
         return "" if self.label is None else f"_class{self.label}"
 
 
+def temperatures(cfg: DictConfig) -> list[float]:
+    """temperature= as a list of numbers > 0 (one number, or a list such as [0.6,0.8,1.0])."""
+    value = OmegaConf.to_container(cfg.temperature) if OmegaConf.is_list(cfg.temperature) else cfg.temperature
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ConfigError("temperature=[] is invalid: give a number > 0 or a list of them, e.g. [0.6,0.8,1.0]")
+    return [check_temperature(t) for t in values]
+
+
 def _sample(job: Job) -> dict:
-    grid, note = pictures.sample_grid(job.model, job.n, job.cfg.seed, job.cfg.nrow or 8, job.label,
-                                      by_class=job.cfg.nrow is None, min_image_size=job.cfg.min_image_size)
-    if note:
-        print(f"note: {note}", file=sys.stderr, flush=True)
-    return {f"samples{job.suffix()}": grid}
+    out = {}
+    temps = temperatures(job.cfg)
+    for temperature in temps:
+        grid, note = pictures.sample_grid(job.model, job.n, job.cfg.seed, job.cfg.nrow or 8, job.label,
+                                          by_class=job.cfg.nrow is None, min_image_size=job.cfg.min_image_size,
+                                          temperature=temperature)
+        if note:
+            print(f"note: {note}", file=sys.stderr, flush=True)
+        suffix = "" if temps == [1.0] else f"_t{temperature:g}"
+        out[f"samples{job.suffix()}{suffix}"] = grid
+    return out
+
+
+def _keep_groups(job: Job) -> dict:
+    x, y = job.examples(job.n, job.label)
+    temps = temperatures(job.cfg)
+    return {f"keep_groups{job.suffix()}" + ("" if temps == [1.0] else f"_t{t:g}"): pictures.keep_groups_grid(
+        job.model, x, y, job.cfg.seed, t, job.cfg.min_image_size) for t in temps}
+
+
+def _group_kl(job: Job) -> dict:
+    names, rates = pictures.group_rates(job.model, job.batches(), job.cfg.kl_examples)
+    title = f"KL(q||p) per latent group, {job.cfg.split} split"
+    return {f"kl_per_group_{job.cfg.split}": pictures.group_rate_figure(names, rates, title)}
 
 
 def _reconstruct(job: Job) -> dict:
@@ -103,9 +134,6 @@ def _traverse(job: Job) -> dict:
 
 
 def _latent_scatter(job: Job) -> dict:
-    from vae_lab.export import need_flat_code
-
-    need_flat_code(job.model, "mode=latent_scatter")
     codes = pictures.encode_codes(job.model, job.batches(), job.n, only_class=job.label)
     title = f"Latent space of the {job.cfg.split} split"
     if job.cfg.method == "tsne":  # t-SNE beside PCA: vae_lab.projection
@@ -131,15 +159,19 @@ class Mode:
     n: int  # default of n=
     steps: int | None  # default of steps= (None: the mode has no steps)
     needs_data: bool
+    flat_code: bool = False  # drawn in one flat latent vector (model.family=vae only)
+    groups: bool = False  # about latent groups (families with several)
 
 
 MODES = {
     "sample": Mode(_sample, 64, None, False),
     "reconstruct": Mode(_reconstruct, 32, None, True),
-    "interpolate": Mode(_interpolate, 8, 8, True),
-    "traverse": Mode(_traverse, 10, 9, True),
-    "latent_scatter": Mode(_latent_scatter, 5000, None, True),
-    "manifold": Mode(_manifold, 20, None, False),
+    "interpolate": Mode(_interpolate, 8, 8, True, flat_code=True),
+    "traverse": Mode(_traverse, 10, 9, True, flat_code=True),
+    "latent_scatter": Mode(_latent_scatter, 5000, None, True, flat_code=True),
+    "manifold": Mode(_manifold, 20, None, False, flat_code=True),
+    "keep_groups": Mode(_keep_groups, 8, None, True, groups=True),
+    "group_kl": Mode(_group_kl, 0, None, True, groups=True),
     "export": Mode(None, 64, None, False),  # vae_lab.export: an .npz or an image folder, not a picture
 }
 
@@ -229,7 +261,15 @@ def run_sample(cfg: DictConfig, data_overrides: list[str] = ()) -> list[Path]:
 
         return [export_samples(cfg, loaded)]
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    job = Job(cfg, loaded.model.to(device).eval(), cfg.n or mode.n, cfg.steps or mode.steps, cfg["class"])
+    model = loaded.model
+    if mode.flat_code and not model.flat_code:
+        groups = ", ".join(g.name for g in model.latent_groups())
+        raise ConfigError(f"mode={cfg.mode} needs one flat latent code (model.family=vae); this {type(model).__name__} "
+                          f"has latent groups {groups}: use mode=sample, reconstruct, keep_groups or group_kl")
+    if mode.groups and len(model.latent_groups()) < 2:
+        raise ConfigError(f"mode={cfg.mode} is for models with several latent groups; this {type(model).__name__} "
+                          "has one: use mode=traverse or latent_scatter")
+    job = Job(cfg, model.to(device).eval(), cfg.n or mode.n, cfg.steps or mode.steps, cfg["class"])
     if mode.needs_data:
         job.datamodule = run_datamodule(cfg, loaded, data_overrides)
     elif job.label is not None and not job.model.conditional:  # class= conditions generation

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from vae_lab import pictures, plots
 from vae_lab.errors import ConfigError
-from vae_lab.model import VAE
+from vae_lab.model import ModelFamily
 
 
 def publish(trainer: "L.Trainer", tag: str, picture: torch.Tensor | Figure, path: Path) -> Path:
@@ -115,7 +115,7 @@ class ImageGrids(L.Callback):
         if not isinstance(self.pad_value, (int, float)) or not 0 <= self.pad_value <= 1:
             raise ConfigError(f"{self.config_key}.pad_value={self.pad_value!r} is invalid: must be a number in [0, 1]")
 
-    def _fixed_inputs(self, trainer: "L.Trainer", model: VAE) -> dict[str, torch.Tensor]:
+    def _fixed_inputs(self, trainer: "L.Trainer", model: ModelFamily) -> dict[str, torch.Tensor]:
         """Validation images and pairs, chosen once (CPU) and reused at every drawing (the noise is seeded)."""
         if self._fixed is None:
             source = trainer.datamodule.val_dataloader() if trainer.datamodule is not None else trainer.val_dataloaders
@@ -128,7 +128,7 @@ class ImageGrids(L.Callback):
             self._fixed = fixed
         return self._fixed
 
-    def drawers(self, trainer: "L.Trainer", model: VAE) -> dict[str, Callable[[], torch.Tensor]]:
+    def drawers(self, trainer: "L.Trainer", model: ModelFamily) -> dict[str, Callable[[], torch.Tensor]]:
         """name -> a function drawing that grid (C, H, W) of the model as it is when called."""
         fixed = self._fixed_inputs(trainer, model)
         on = {k: v.to(pictures.device_of(model)) for k, v in fixed.items()}
@@ -140,7 +140,7 @@ class ImageGrids(L.Callback):
         if self.num_samples:
             out["samples"] = lambda: self._noted(pictures.sample_grid(model, self.num_samples, self.seed, self.nrow,
                                                                       min_image_size=size, pad_value=pad))
-        if self.num_pairs:
+        if self.num_pairs and model.flat_code:  # an interpolation between two codes of one flat latent vector
             out["interpolations"] = lambda: pictures.interpolation_grid(
                 model, on["x_a"], on["x_b"], self.interpolation_steps, on["y_pair"], size, pad)
         return out

@@ -5,6 +5,8 @@ draws; this callback says when and where. Each figure is drawn on its own: one t
 one that fails is a warning, and neither costs the run its metrics.json or artifact (they are written after fit).
 """
 
+import sys
+
 import lightning as L
 
 from vae_lab import pictures
@@ -13,7 +15,8 @@ from vae_lab.errors import ConfigError, choices_error
 
 SPLITS = {"val": "val_dataloader", "test": "test_dataloader"}  # split -> the datamodule method serving it
 TAGS = {"latent_scatter": "latent/scatter", "latent_manifold": "latent/manifold",
-        "latent_traversals": "latent/traversals", "kl_per_dim": "latent/kl_per_dim_nats"}
+        "latent_traversals": "latent/traversals", "kl_per_dim": "latent/kl_per_dim_nats",
+        "kl_per_group": "latent/kl_per_group_nats", "keep_groups": "latent/keep_top_groups"}
 
 
 class LatentPlots(L.Callback):
@@ -67,10 +70,16 @@ class LatentPlots(L.Callback):
             return
         datamodule, model = trainer.datamodule, pl_module.model
         spec = getattr(datamodule, "spec", None)
-        drawers = guarded("latent plots", lambda: pictures.latent_pictures(
-            model, pictures.encode_codes(model, getattr(datamodule, SPLITS[self.split])(), self.max_points),
-            getattr(spec, "class_names", None), self.split, self.manifold_size, self.manifold_quantiles,
-            self.traversal_dims, self.traversal_steps, self.traversal_range))
+        batches = getattr(datamodule, SPLITS[self.split])
+        if not model.flat_code:  # latent groups: their rates and what each level encodes (no flat-code pictures)
+            print(f"note: latent scatter, manifold and traversals need one flat code; a {type(model).__name__} "
+                  "gets its per-group KL and top-k-group reconstructions instead", file=sys.stderr, flush=True)
+            drawers = pictures.group_pictures(model, batches, self.split, self.max_points)
+        else:
+            drawers = guarded("latent plots", lambda: pictures.latent_pictures(
+                model, pictures.encode_codes(model, batches(), self.max_points),
+                getattr(spec, "class_names", None), self.split, self.manifold_size, self.manifold_quantiles,
+                self.traversal_dims, self.traversal_steps, self.traversal_range))
         folder = images_dir(trainer, self.dirpath)
         for name, draw in (drawers or {}).items():
             if stopping(trainer):  # a signal while drawing: the rest are skipped

@@ -1,8 +1,9 @@
 """The interface every model family offers; the rest of vae_lab (objectives, training, evaluation, pictures, loading)
 talks to a model only through it. A family is one module: its class, its init-args rules (model_args.FAMILIES)."""
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -43,6 +44,10 @@ class Terms:
     z: Tensor | None = None  # (K, B, D): flat families only
     q_z: Distribution | None = None
     p_z: Distribution | None = None
+    # A family's own training terms beyond the bound (a VQ-VAE's commitment and codebook losses): a scalar every
+    # objective adds to its loss, and per-example values (B,) logged under the names of the family's `aux_units`.
+    aux_loss: Tensor | None = None
+    aux_terms: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def distortion(self) -> Tensor:
@@ -87,9 +92,17 @@ class ModelFamily:
     # True when the latent is one Gaussian vector: latent scatter, 2-D manifold, traversals, the disentangling
     # objectives and disentanglement metrics apply. Others skip those with a note.
     flat_code: bool = False
+    # Terms.aux_terms this family reports -> the unit suffix of their metric names ("_nats", "" for a loss).
+    aux_units: dict[str, str] = {}
 
     def latent_groups(self) -> tuple[LatentGroup, ...]:
         raise NotImplementedError
+
+    @property
+    def rate_estimator(self) -> str:
+        """How `terms` computes the rate (ANALYTIC: closed-form KLs per group; MONTE_CARLO: log q - log p at z);
+        metrics and evaluations say which."""
+        return ANALYTIC
 
     def terms(self, x: Tensor, y: Tensor | None = None, num_samples: int = 1, seed: int | None = None,
               with_log_q: bool = False) -> Terms:
@@ -160,7 +173,7 @@ class ModelFamily:
 
 def check_temperature(temperature: float) -> float:
     """temperature > 0 (the prior's scales are multiplied by it when sampling), else one ConfigError line."""
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 < temperature < math.inf:
         raise ConfigError(f"temperature={temperature!r} is invalid: must be a number > 0 (1: the prior itself; "
                           "0.6-0.9 give smoother samples)")
     return float(temperature)

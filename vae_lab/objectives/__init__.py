@@ -76,7 +76,13 @@ def build_objective(name: str, **kwargs) -> Callable[..., ObjectiveOutput]:
     for key in kwargs:
         if key not in accepted or key in _PER_STEP:
             raise ConfigError(f"loss.{key} is not an option of loss.name={name}")
-    return partial(fn, **kwargs)
+    return partial(_with_aux_loss, partial(fn, **kwargs))
+
+
+def _with_aux_loss(bound_fn: Callable[..., ObjectiveOutput], t, **per_step) -> ObjectiveOutput:
+    """The objective's output, with the family's own training terms (Terms.aux_loss) added to its loss."""
+    out = bound_fn(t, **per_step)
+    return out if t.aux_loss is None else ObjectiveOutput(out.loss + t.aux_loss, out.terms)
 
 
 __all__ = ["NO_RATE_WEIGHT", "OBJECTIVES", "Objective", "ObjectiveOutput", "beta_tcvae", "build_objective", "capacity",
