@@ -21,7 +21,7 @@ def score_histogram(values: dict[str, np.ndarray], name: str, unit: str) -> Figu
         ax.hist(np.clip(v, lo, hi), bins=bins, density=True, alpha=0.5, label=f"{source} ({len(v)})")
     ax.set_xlabel(f"{name} ({unit}); higher: less typical")
     ax.set_ylabel("density")
-    ax.set_title(f"{name}: 0.5-99.5 percentile range shown (outliers clipped to its ends)")
+    ax.set_title(f"{name}\n0.5-99.5 percentile range (outliers clipped to its ends)", fontsize=10)
     ax.legend(frameon=False)
     ax.grid(alpha=0.3)
     return fig
