@@ -182,7 +182,8 @@ def score_model(cfg: DictConfig, data_overrides: list[str] = (), out_overrides: 
         h = in_dm.hparams  # the out-of-distribution data reach the model as the training data did
         same = [f"dataset.binarize={h.binarize}", f"dataset.dequantize={h.dequantize}"]
         try:
-            out_dm = datamodule_for(loaded, [out_overrides[0], *same, *out_overrides[1:]], stage=None, **common)
+            out_dm = datamodule_for(loaded, [out_overrides[0], *same, *out_overrides[1:]], stage=None,
+                                    **(common | {"data_dir": cfg.paths.data_dir or h.data_dir}))  # the run's folder
         except DataError as err:
             raise DataError(f"out_data: {err}") from None
         sources["out"] = (out_dm, "test" if out_dm.spec.has_test else "train+val")  # without a test split: all
