@@ -134,7 +134,8 @@ def encode_model(cfg, data_overrides: list[str] = ()) -> Path:
     datamodule = datamodule_for(loaded, list(data_overrides), stage=None, data_dir=cfg.paths.data_dir,
                                 seed=cfg.data_seed, batch_size=cfg.batch_size)
     if cfg.split == "test" and not datamodule.spec.has_test:
-        raise ConfigError(f"split=test is invalid: dataset {datamodule.hparams.name!r} has no test split; use split=val")
+        raise ConfigError(f"split=test is invalid: dataset {datamodule.hparams.name!r} has no test split; "
+                          "use split=val")
     batches = getattr(datamodule, f"{cfg.split}_dataloader")()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     arrays = encode(loaded.model.to(device).eval(), batches, cfg.max_examples)

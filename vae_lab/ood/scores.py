@@ -66,9 +66,9 @@ def likelihood_regret(q_z: Distribution, p_z: Distribution, decode: Callable[[Te
     function of the parameters; the best finite value seen is kept, so regret >= 0. Steps are natural-gradient
     steps of the Gaussian (Fisher 1/sigma^2 for mu, 2 for log sigma: mu += lr sigma^2 g_mu, log sigma += lr g / 2),
     which make one `lr` fit any posterior scale, each clipped to one sigma (mu) and a factor e^0.5 (sigma): a
-    trust region, since a sharp likelihood makes the ELBO far from quadratic. Gradients are the path derivative ("sticking the landing", Roeder et al.
-    2017), exactly zero where q is the exact posterior (log w is then constant in z): an optimal encoder has
-    regret 0.
+    trust region, since a sharp likelihood makes the ELBO far from quadratic. Gradients are the path derivative
+    ("sticking the landing", Roeder et al. 2017), exactly zero where q is the exact posterior (log w is then
+    constant in z): an optimal encoder has regret 0.
     """
     if not is_diagonal_gaussian(q_z):
         raise ConfigError("likelihood_regret re-optimises a diagonal Gaussian q(z|x): this model's posterior is "
