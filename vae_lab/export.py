@@ -154,12 +154,14 @@ def export_samples(cfg, loaded) -> Path:
     out = Path(cfg.out).expanduser() if cfg.out is not None else loaded.default_output("samples.npz")
     if out.suffix not in ("", ".npz"):
         raise ConfigError(f"out={cfg.out} is invalid for mode=export: an .npz file or a folder (no suffix)")
-    from vae_lab.sampling import temperatures
+    from omegaconf import OmegaConf
 
-    temps = temperatures(cfg)
-    if len(temps) != 1:
-        raise ConfigError(f"mode=export draws at one temperature; temperature={temps} gives {len(temps)}")
-    images = to_levels(generate(model, n, labels, cfg.seed, cfg.mean, temps[0]), model.likelihood_levels)
+    from vae_lab.model.interface import check_temperature
+
+    if OmegaConf.is_list(cfg.temperature):
+        raise ConfigError(f"mode=export draws at one temperature; temperature={list(cfg.temperature)} is a list")
+    temperature = check_temperature(cfg.temperature)
+    images = to_levels(generate(model, n, labels, cfg.seed, cfg.mean, temperature), model.likelihood_levels)
     path = write_samples(images, labels, out)  # class folders named by index: image_folder sorts them numerically
     what = f"{len(images)} samples" + ("" if labels is None else f" ({n} per class)" if cfg["class"] == "all"
                                        else f" of class {cfg['class']}")
