@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 
 from vae_lab.cli import CONFIG_DIR
 from vae_lab.errors import DataError
-from vae_lab.feature_nets import INCEPTION_FILE, check_weights_file
+from vae_lab.feature_nets import INCEPTION_FILE, check_weights_file, inception
 from vae_lab.fid import fid, frechet_distance, moments, precision_recall
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,10 +60,14 @@ def test_precision_and_recall_on_hand_made_point_sets():
         precision_recall(real, fake, k=3)
 
 
-def test_a_missing_weights_file_says_where_and_which(tmp_path):
+def test_a_missing_or_wrong_weights_file_says_where_and_which(tmp_path):
     with pytest.raises(DataError, match=INCEPTION_FILE) as err:
         check_weights_file(str(tmp_path / "nope.pth"))
     assert str(tmp_path / "nope.pth") in str(err.value) and "\n" not in str(err.value)
+    pytest.importorskip("torch_fidelity")
+    (tmp_path / "wrong.pth").write_bytes(b"garbage\n")
+    with pytest.raises(DataError, match="not the FID Inception weights"):
+        inception(str(tmp_path / "wrong.pth"))
 
 
 @pytest.fixture(scope="module")

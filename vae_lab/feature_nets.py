@@ -57,7 +57,7 @@ def inception(path: str) -> FeatureNet:
                                  feature_extractor_weights_path=str(file))
     except ModuleNotFoundError as err:  # torch-fidelity is an optional dependency
         raise ConfigError(f"fid.features=<Inception weights> needs torch-fidelity (pip install torch-fidelity): {err}")
-    except (RuntimeError, OSError, KeyError) as err:
+    except Exception as err:  # a file that is not these weights: torch.load or the state dict refuses it
         raise DataError(f"fid.features={path}: not the FID Inception weights ({str(err).splitlines()[0]}); "
                         f"{INCEPTION_HINT}") from None
 
