@@ -204,3 +204,20 @@ def test_fashion_mnist_vs_mnist_input_complexity_separates_where_likelihood_fail
                     out_data=["dataset=mnist"])
     auroc = {name: entry["auroc"] for name, entry in report["scores"].items()}
     assert auroc["iwae"] < 0.3 and auroc["input_complexity"] > 0.85, auroc  # measured: 0.062 and 0.885
+
+
+def test_a_family_without_a_flat_code_is_scored_through_its_terms_and_log_weights():
+    from test_hierarchical import TINY
+    from vae_lab.model import build_model
+    from vae_lab.ood.scores import BatchScores, Settings
+
+    torch.manual_seed(0)
+    model = build_model({"family": "hierarchical", "in_shape": [1, 8, 8], **TINY}).eval()
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    batch = BatchScores(model, x, None, Settings(iwae_samples=5, regret_steps=2))
+    for name in ("iwae", "elbo", "recon", "input_complexity"):
+        values = batch.get(name)
+        assert values.shape == (6,) and torch.isfinite(values).all(), name
+    assert batch.get("iwae").mean() <= batch.get("elbo").mean() + 1.0  # -IWAE-5 <= -ELBO, up to Monte Carlo noise
+    with pytest.raises(ConfigError, match="hierarchical family has none"):
+        batch.get("likelihood_regret")
