@@ -253,8 +253,10 @@ def test_array_file_errors(tmp_path):
     raw = load_dataset("array_file", "unused", False, path=str(path), key="pixels", label_key="target")
     assert raw.train_y.tolist() == [0, 0, 0]
     with pytest.raises(DataError, match=r"float64 values in \[0, 1.84"):
-        load_dataset("array_file", "unused", False, path=str(write_array_file(tmp_path / "f.npy", x / 127.5)))
-    raw = load_dataset("array_file", "unused", False, path=str(write_array_file(tmp_path / "i.npy", x.astype(np.int64))))
+        load_dataset("array_file", "unused", False, path=str(write_array_file(tmp_path / "f.npy", x / 127.5)),
+                     layout="nhw")  # (3, 4, 4) unlabelled reads as one RGB image unless told (issue 30)
+    raw = load_dataset("array_file", "unused", False, path=str(write_array_file(tmp_path / "i.npy", x.astype(np.int64))),
+                       layout="nhw")
     assert raw.train_x.dtype == torch.uint8 and np.array_equal(raw.train_x[:, 0].numpy(), x)  # int64 0..235: 8-bit
     with pytest.raises(DataError, match=r"\(3, 4, 4, 5\)"):
         path = write_array_file(tmp_path / "s.npy", np.zeros((3, 4, 4, 5), np.uint8))

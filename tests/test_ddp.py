@@ -74,7 +74,7 @@ def test_ddp_on_two_cpu_processes_reduces_exactly_and_writes_once(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert (run_dir / "run_info.json").is_file()
     assert metrics["global_step"] == 16
-    ckpt = Path(metrics["best_checkpoint"])
+    ckpt = run_dir / metrics["best_checkpoint"]
     assert ckpt.is_file()
 
     per_batch = _replay_validation(run_dir, ckpt)

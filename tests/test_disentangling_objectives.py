@@ -84,11 +84,45 @@ def test_beta_tcvae_with_unit_weights_is_the_elbo_loss_and_reports_true_terms():
     torch.testing.assert_close(ours.loss, reference.loss)
     for name in ("elbo", "distortion", "rate"):
         torch.testing.assert_close(ours.terms[name], reference.terms[name])
-    weighted = beta_tcvae(flat_terms(q, p, z, p_x, x), dataset_size=50, alpha=2, beta=6, gamma=3)
-    t = weighted.terms
-    penalty = (t["mi"] + 5 * t["tc"] + 2 * t["dimwise_kl"]).mean()
-    expected = reference.loss + (1 - 0.3) * reference.terms["rate"].mean() + penalty
-    torch.testing.assert_close(weighted.loss, expected)
+    for sampling in ("mws", "mss"):  # the loss uses `sampling`'s estimates; the terms reported are mss's
+        weighted = beta_tcvae(flat_terms(q, p, z, p_x, x), dataset_size=50, alpha=2, beta=6, gamma=3,
+                              sampling=sampling)
+        t = tc_decomposition(q, p, z[0], 50, sampling)
+        penalty = (t["mi"] + 5 * t["tc"] + 2 * t["dimwise_kl"]).mean()
+        expected = reference.loss + (1 - 0.3) * reference.terms["rate"].mean() + penalty
+        torch.testing.assert_close(weighted.loss, expected)
+        for name, value in tc_decomposition(q, p, z[0], 50, "mss").items():
+            torch.testing.assert_close(weighted.terms[name], value)
+
+
+def test_reported_tc_terms_match_a_brute_force_aggregate_posterior_whatever_the_sampling():
+    """Issue 30: N = 200 known posteriors (two correlated dims), batches of 50: the terms reported against MI, TC and
+    dimension-wise KL with q(z) = (1/N) sum_n q(z|x_n) summed over the whole data set; mws's own estimates are off by
+    nats (log B .. log N), and its loss still has mws's gradients."""
+    g = torch.Generator().manual_seed(0)
+    n, b, d, sd = 200, 50, 3, 0.3
+    loc = torch.randn(n, d, generator=g)
+    loc[:, 1] = 0.9 * loc[:, 0] + 0.3 * loc[:, 1]  # correlated: a true TC of ~0.8 nats
+    params = torch.cat([loc, torch.full((n, d), math.log(math.expm1(sd)))], 1)  # softplus^-1(0.3)
+    p = standard_normal(d)
+    every = Normal(loc.unsqueeze(0), sd)  # q(z|x_n) for all n: (1, N, D)
+    sums = {k: torch.zeros(3) for k in ("reported", "mws", "truth")}
+    for _ in range(100):
+        q = diagonal_gaussian(params[torch.randperm(n, generator=g)[:b]])
+        z = q.sample((1,))
+        p_x = Independent(Bernoulli(logits=torch.zeros(1, b, 2)), 1)
+        out = beta_tcvae(flat_terms(q, p, z, p_x, torch.zeros(b, 2)), dataset_size=n, sampling="mws")
+        pairs = every.log_prob(z[0].unsqueeze(1))  # (B, N, D)
+        log_qz = torch.logsumexp(pairs.sum(-1), 1) - math.log(n)
+        log_qz_dims = (torch.logsumexp(pairs, 1) - math.log(n)).sum(-1)
+        truth = (q.log_prob(z[0]) - log_qz, log_qz - log_qz_dims, log_qz_dims - p.log_prob(z[0]))
+        mws = tc_decomposition(q, p, z[0], n, "mws")
+        for key, values in (("reported", [out.terms[k] for k in ("mi", "tc", "dimwise_kl")]), ("truth", truth),
+                            ("mws", [mws[k] for k in ("mi", "tc", "dimwise_kl")])):
+            sums[key] += torch.stack([v.mean() for v in values]) / 100
+    assert sums["truth"][1] > 0.5  # a real total correlation to find
+    torch.testing.assert_close(sums["reported"], sums["truth"], atol=0.25, rtol=0)
+    assert (sums["mws"] - sums["truth"]).abs().min() > 1.0  # what was logged before
 
 
 def test_dip_covariances_and_penalty_match_hand_formulas():

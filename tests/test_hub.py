@@ -480,7 +480,7 @@ def test_cli_push_failure_then_push_to_hub_script(cli_run):
     assert {p.name for p in (run_dir / "artifact").iterdir()} == ARTIFACT_FILES
     from vae_lab.loading import model_from_checkpoint
 
-    best = model_from_checkpoint(Path(json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]))
+    best = model_from_checkpoint(run_dir / json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"])
     shipped = read_tensors(run_dir / "artifact" / "model.safetensors")  # the weights metrics.json describes
     assert shipped.keys() == best.state_dict().keys()
     assert all(torch.equal(shipped[k], v) for k, v in best.state_dict().items())

@@ -1,6 +1,7 @@
 """The IAF posterior (Kingma et al. 2016): log q by the change of variables (autograd Jacobian), the identity at
 zero-initialised outputs, invertibility, and MADE's autoregressive masks."""
 
+import copy
 import math
 
 import pytest
@@ -112,3 +113,40 @@ def test_evaluation_noise_and_codes_use_the_flow():
     torch.testing.assert_close(code, q.from_noise(torch.zeros(5, D)))
     assert not torch.allclose(code, q.base.base_dist.loc)
     assert math.isfinite(q.log_prob(code).sum().item())
+
+
+
+def test_log_q_at_a_z_not_drawn_is_never_nan_and_matches_the_change_of_variables():
+    """Issue 30: float32 log q(z) at z the flow did not draw, with random weights of std 0.5 (some gates saturate),
+    against log N(z_0) - log|det dz/dz_0| (autograd Jacobian, float64) at the float64 inverse z_0, checked to map
+    back onto z; where z_0 lies beyond 1e6 (or float range), log q must be astronomically small, never NaN."""
+    compared = far = 0
+    for seed in range(4):
+        torch.manual_seed(seed)
+        posterior = IAFPosterior(D, min_scale=1e-4, num_steps=3, hidden_dim=8, hidden_layers=2, context_dim=C)
+        with torch.no_grad():
+            for p in posterior.parameters():
+                p.copy_(0.5 * torch.randn(p.shape))
+        params = torch.randn(1, 2 * D + C)
+        z = 3 * torch.randn(40, 1, D)  # (N, B=1, D)
+        q = posterior(params)
+        log_q = q.log_prob(z).squeeze(-1)  # float32 (N,)
+        assert not torch.isnan(log_q).any()
+        loc, scale = q.base.base_dist.loc.detach().double(), q.base.base_dist.scale.detach().double()
+        base = Independent(Normal(loc, scale), 1)
+        q64 = IAFDistribution(base, copy.deepcopy(posterior.steps).double(), params[:, 2 * D:].double())
+        with torch.no_grad():
+            z0 = q64.inverse(z.double())
+        for zi, z0i, got in zip(z, z0, log_q.tolist()):
+            if not torch.isfinite(z0i).all() or z0i.abs().max() > 1e6:  # log N(z_0) < -5e11
+                assert got < -1e10, (seed, zi, got)
+                far += 1
+                continue
+            eps = (z0i - loc) / scale
+            torch.testing.assert_close(q64.from_noise(eps), zi.double(), rtol=1e-6, atol=1e-6)
+            J = jacobian(lambda x: q64.from_noise((x[None] - loc) / scale)[0], z0i[0])
+            expected = base.log_prob(z0i).item() - torch.linalg.slogdet(J).logabsdet.item()
+            if abs(expected) < 1e4:
+                assert got == pytest.approx(expected, rel=1e-3, abs=1e-2), (seed, zi, got, expected)
+                compared += 1
+    assert compared > 60 and far > 5, (compared, far)

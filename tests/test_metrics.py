@@ -186,7 +186,7 @@ def test_training_logs_ssim_and_psnr_for_validation_and_test(tmp_path):
 
     # The logged numbers are those of posterior-mean reconstructions of the whole split, exactly.
     datamodule = build_datamodule(cfg)
-    model = load_model(metrics["best_checkpoint"]).model
+    model = load_model(str(tmp_path / metrics["best_checkpoint"])).model
     x = torch.cat([x for x, _ in datamodule.val_dataloader()])
     recon = model.reconstruct(x)
     assert val["val/ssim"] == pytest.approx(ssim_per_image(recon, x).mean().item(), rel=1e-4)
@@ -197,7 +197,7 @@ def test_training_logs_ssim_and_psnr_for_validation_and_test(tmp_path):
 
     from vae_lab.lit_module import VAEModule
 
-    module = VAEModule.load_from_checkpoint(metrics["best_checkpoint"], weights_only=True)
+    module = VAEModule.load_from_checkpoint(tmp_path / metrics["best_checkpoint"], weights_only=True)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     test = trainer.test(module, dataloaders=datamodule.val_dataloader(), verbose=False)[0]
     assert test["test/ssim"] == pytest.approx(val["val/ssim"], rel=1e-5)

@@ -38,7 +38,7 @@ def test_cli_writes_the_run_directory(tmp_path):
     val = metrics["val"]
     assert val["val/elbo_nats"] == pytest.approx(-(val["val/distortion_nats"] + val["val/rate_nats"]), rel=1e-5)
     assert "test" not in metrics  # digits has no official test split
-    assert Path(metrics["best_checkpoint"]).is_file()
+    assert (run_dir / metrics["best_checkpoint"]).is_file()  # relative: the run is relocatable
 
 
 @pytest.mark.parametrize(

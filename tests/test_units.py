@@ -82,7 +82,7 @@ def test_dequantised_bits_per_dim_of_a_trained_model_bound_its_binned_bits_per_d
                       "dataset.dequantize=uniform", "trainer.max_steps=150", "trainer.max_epochs=-1")
     metrics = train(cfg)
     assert metrics["log_likelihood"]["normalised"] and "val/bits_per_dim" in metrics["val"]
-    model = load_model(metrics["best_checkpoint"]).model
+    model = load_model(str(tmp_path / metrics["best_checkpoint"])).model
     datamodule = build_datamodule(cfg)
     datamodule.setup()
     y = torch.cat([x for x, _ in datamodule.val_dataloader()])  # (k + u)/256, the fixed evaluation noise

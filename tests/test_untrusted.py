@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from safetensors.torch import save_file
 
 from test_hub import ROOT, TOKEN, FakeHub, hub_env, read_tensors, small_vae
+from vae_lab.saved_yaml import train_config
 from vae_lab import artifact, publish
 from vae_lab.cli import CONFIG_DIR
 from vae_lab.errors import CheckpointError, ConfigError, VaeLabError
@@ -90,7 +91,7 @@ def test_train_config_strings_stay_literal_text(tmp_path, digits_artifact, monke
               for _ in range(300)]
     folder = copy_with_train_config(digits_artifact, tmp_path / "artifact",
                                     lambda cfg: cfg.update(notes=texts, nested={"x": {"y": texts[0]}}))
-    cfg = artifact.train_config(folder)
+    cfg = train_config(folder)
     assert OmegaConf.to_container(cfg, resolve=True)["notes"] == texts
     assert cfg.nested.x.y == "${oc.env:HF_TOKEN}"
 

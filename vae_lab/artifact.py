@@ -8,7 +8,6 @@ only: it is handed the model class, and never imports the VAE, the Hub or the ru
 import json
 import math
 import os
-import re
 import shutil
 import stat
 import struct
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from vae_lab.model_args import DEFAULT_FAMILY, FAMILIES, family_of_class
 from vae_lab.rules import Rule
@@ -195,11 +193,28 @@ def state_mismatch(expected: dict[str, tuple], got: dict[str, tuple]) -> str | N
     return "; ".join(parts) or None
 
 
+ALLOW_NONFINITE_ENV = "VAE_LAB_ALLOW_NONFINITE_WEIGHTS"  # =1: load NaN/inf weights anyway (debugging)
+
+
+def check_finite(state: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse weights holding NaN or inf: such a model can still report finite, meaningless numbers (a NaN in a
+    parameter that a masked or clamped path hides), so it is stopped at load, naming the tensor."""
+    if os.environ.get(ALLOW_NONFINITE_ENV) == "1":
+        return
+    for name, value in state.items():
+        if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"{where}: tensor {name} holds {bad} non-finite value(s) (NaN or inf) of "
+                                  f"{value.numel()}: a diverged or damaged model is refused (set "
+                                  f"{ALLOW_NONFINITE_ENV}=1 to load it anyway, for debugging)")
+
+
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
     """Copy `state` into `model` strictly; a one-line CheckpointError naming what differs otherwise."""
     problem = state_mismatch(shapes(model.state_dict()), shapes(state))
     if problem:
         raise CheckpointError(f"{where} does not match its model config: {problem}")
+    check_finite(state, where)
     model.load_state_dict(state, strict=True)
 
 
@@ -279,44 +294,6 @@ def load_artifact(path: Path, resolve, map_location: str = "cpu"):
     state = read_weights(weights)
     load_state(model, state, str(weights))
     return model.to(map_location).eval()
-
-
-MAX_CONFIG_NODES = 100_000  # values in a train_config.yaml (YAML aliases could otherwise expand exponentially)
-_INTERPOLATION = re.compile(r"(\\*)\$\{")  # `${`, and the backslashes before it
-
-
-def _literal(value: Any, budget: list[int]) -> Any:
-    """`value` (parsed YAML) with every string escaped so that OmegaConf reads it as its literal text: a `${...}`
-    in a downloaded config never reaches a resolver (oc.env would read the environment: HF_TOKEN)."""
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise CheckpointError(f"more than {MAX_CONFIG_NODES} values")
-    if isinstance(value, str):  # OmegaConf's grammar: \${ is a literal ${, and \\ before it one literal backslash
-        return _INTERPOLATION.sub(lambda m: m[1] * 2 + "\\${", value)
-    if isinstance(value, dict):
-        return {str(k): _literal(v, budget) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_literal(v, budget) for v in value]
-    return value if value is None or isinstance(value, (bool, int, float)) else str(value)
-
-
-def train_config(folder: Path) -> DictConfig | None:
-    """The training config shipped in an artifact (train_config.yaml), as data: bounded, safe YAML, every
-    `${...}` kept as literal text (never resolved), never instantiated. None if the artifact has none."""
-    import yaml
-
-    path = Path(folder) / TRAIN_CONFIG_NAME
-    if not os.path.lexists(path):
-        return None
-    try:
-        data = yaml.safe_load(read_bounded(path, artifact_root(Path(folder))).decode("utf-8"))
-        if not isinstance(data, dict):
-            raise CheckpointError(f"expected a mapping, got {type(data).__name__}")
-        return OmegaConf.create(_literal(data, [MAX_CONFIG_NODES]))
-    except CheckpointError as err:
-        raise CheckpointError(str(err) if str(err).startswith(str(path)) else f"{path}: {err}") from None
-    except (yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError) as err:
-        raise CheckpointError(f"{path} is not valid YAML: {str(err).splitlines()[0][:200]}") from None
 
 
 def _swap_names(out_dir: Path) -> tuple[Path, Path, Path]:

@@ -22,6 +22,7 @@ def build_datamodule(cfg: DictConfig):
         binarize=ds.binarize,
         options=plain(ds.options),
         dequantize=ds.get("dequantize", "none"),  # absent from run configs saved before it existed
+        val_max_examples=ds.get("val_max_examples", None),  # likewise: older runs validated without a cap
     )
 
 
@@ -182,13 +183,20 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list | None = None):
 
 
 def reliability_callbacks(cfg: DictConfig) -> list:
-    """The callbacks every training run gets: non-finite guard, and resumability (RNG state, signals, atomic IO)."""
+    """The callbacks every training run gets: non-finite guard (and gradient skipping), resumability (RNG state,
+    signals, atomic IO), and the weights' moving average when `ema.decay` is set."""
     from vae_lab.callbacks.nonfinite import NonFiniteGuard
     from vae_lab.callbacks.resumable import Resumable
     from vae_lab.run_dir import CHECKPOINT_DIR
 
     guard = plain(cfg.guard) if cfg.get("guard") is not None else {}
-    return [Resumable(Path(cfg.paths.output_dir) / CHECKPOINT_DIR), NonFiniteGuard(**guard)]
+    callbacks = [Resumable(Path(cfg.paths.output_dir) / CHECKPOINT_DIR), NonFiniteGuard(**guard)]
+    ema = cfg.get("ema")  # absent from run configs saved before it existed
+    if ema is not None and ema.get("decay") is not None:
+        from vae_lab.callbacks.ema import EMA
+
+        callbacks.append(EMA(ema.decay, evaluate=ema.get("evaluate", True)))
+    return callbacks
 
 
 def hub_callbacks(cfg: DictConfig) -> list:

@@ -6,7 +6,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vae_lab.errors import ConfigError
 from vae_lab.model_args import COMMON_MODEL_KEYS, DEFAULT_FAMILY, FAMILIES, LATENT_KEYS, MODEL_RULES, family_named
-from vae_lab.rules import VAL_FRACTION, Rule, check_rules, check_value, plain  # noqa: F401 (re-exported)
+from vae_lab.rules import VAL_FRACTION, VAL_MAX_EXAMPLES, Rule, check_rules, check_value, plain  # noqa: F401 (re-exported)
 
 
 def _objectives():
@@ -49,15 +49,20 @@ RULES = [
     Rule("seed", "int", lo=0, hi=2**32 - 1),  # numpy's (and seed_everything's) range
     Rule("dataset.name", "choice", choices=_datasets),
     VAL_FRACTION,
+    VAL_MAX_EXAMPLES,
     Rule("dataset.binarize", "choice", choices=_binarize),
     Rule("dataset.dequantize", "choice", choices=_dequantize),
     Rule("model.family", "choice", choices=lambda: FAMILIES),
+    Rule("guard.skip_grad_norm_above", "float", lo=0, lo_open=True, nullable=True),
+    Rule("ema.decay", "float", lo=0, hi=1, hi_open=True, nullable=True),
+    Rule("ema.evaluate", "bool"),
     Rule("disentanglement.enabled", "bool"),
     Rule("disentanglement.num_train", "int", lo=10),
     Rule("disentanglement.num_test", "int", lo=10),
     Rule("loss.name", "choice", choices=_objectives),
     Rule("loss.beta", "float", lo=0),
     Rule("loss.free_bits", "float", lo=0),
+    Rule("loss.kl_balancing", "bool"),
     Rule("loss.num_samples", "int", lo=1),
     Rule("schedule.lr", "float", lo=0, lo_open=True),
     Rule("schedule.batch_size", "int", lo=1),
@@ -93,6 +98,7 @@ _VAE_RUN_RULES = [
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first value that breaks a rule or a combination that cannot work."""
+    _check_required(cfg)
     check_rules(cfg, RULES)
     check_rules(cfg, model_rules(OmegaConf.select(cfg, "model.family", default=DEFAULT_FAMILY)))
     _check_family_keys(cfg)
@@ -127,6 +133,24 @@ def _check_family_keys(cfg: DictConfig) -> None:
             if chosen != vae_only:
                 raise ConfigError(f"{group}={chosen} applies to model.family=vae; model.family={family} defines its "
                                   f"own {group}s: drop {group}={chosen}")
+
+
+def _check_required(cfg: DictConfig) -> None:
+    """A value left ??? (dataset.options.path of array_file, say): one line before anything is printed or made."""
+    key = next(_missing(cfg), None)
+    if key is not None:
+        raise ConfigError(f"{key} is required: set it on the command line ({key}=...)")
+
+
+def _missing(node: DictConfig, prefix: str = ""):
+    """Keys left ??? under `node`, without resolving interpolations (${hydra:...} is not set yet at run start)."""
+    for key in node.keys():
+        if prefix == "" and key == "hydra":  # Hydra's own ??? keys are filled by Hydra
+            continue
+        if OmegaConf.is_missing(node, key):
+            yield f"{prefix}{key}"
+        elif not OmegaConf.is_interpolation(node, key) and isinstance(node[key], DictConfig):
+            yield from _missing(node[key], f"{prefix}{key}.")
 
 
 def _check_combinations(cfg: DictConfig) -> None:

@@ -270,7 +270,8 @@ def _family_iwae(model, x, y, num_samples, memory_mb, max_decoded, decoder_dtype
     autocast = torch.autocast(x.device.type, dtype=decoder_dtype or torch.float32, enabled=decoder_dtype is not None)
     acc = ChunkedIWAE()
     with torch.inference_mode(), autocast:
-        per_chunk = samples_per_chunk(x.shape[0], pass_bytes_per_sample(model, x, y), memory_mb, max_decoded)
+        per_chunk = num_samples if getattr(model, "log_weights_bounded", False) else samples_per_chunk(
+            x.shape[0], pass_bytes_per_sample(model, x, y), memory_mb, max_decoded)
         for start in range(0, num_samples, per_chunk):
             log_w, log_px_given_z = model.log_weights(x, y, min(per_chunk, num_samples - start))  # (S, B) each
             acc.update(log_w.float(), log_px_given_z.float())

@@ -289,6 +289,7 @@ def evaluate_model(cfg, data_overrides: list[str] = ()) -> tuple[dict, "Path"]:
     import time
     from pathlib import Path
 
+    from vae_lab.data.source_record import data_source
     from vae_lab.io import atomic_write_json
     from vae_lab.loading import datamodule_for, load_model
     from vae_lab.rules import Rule, check_rules
@@ -333,12 +334,13 @@ def evaluate_model(cfg, data_overrides: list[str] = ()) -> tuple[dict, "Path"]:
                                dequantize=h.dequantize, levels=datamodule.spec.levels)
     torch.manual_seed(cfg.seed)
     results = evaluate(loaded.model, batches, iwae_samples=cfg.iwae_samples, max_decoded=cfg.max_decoded,
-                       max_examples=cfg.max_examples, device=device, progress=cfg.progress, total=len(batches.x),
+                       max_examples=cfg.max_examples, device=device, progress=cfg.progress, total=batches.n,
                        status=status)
     report = {
         "model": str(cfg.model), "source": str(loaded.source), "split": cfg.split, "dataset": h.name,
         "binarize": h.binarize, "data_dir": h.data_dir, "data_seed": h.seed, "seed": cfg.seed, "device": device,
         "likelihood": loaded.model.likelihood.name, **results,
+        "data_source": data_source(h.name, h.options, cfg.split, h.data_dir),  # which data these numbers are of
     }
     if getattr(datamodule.spec, "factor_names", None):  # ground-truth factors: the disentanglement scores too
         report["disentanglement"] = disentanglement_report(loaded.model, datamodule, cfg.seed, device)

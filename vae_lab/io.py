@@ -102,17 +102,51 @@ def _mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
+def _temp_prefix(path: Path) -> str:
+    """`.<name>.pid<PID>.`: a temp file names its writer, so a later write can tell a dead writer's from a live one's."""
+    return f".{path.name}.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: another user's live process
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete the temp files beside `path` whose writer died mid-write (SIGKILL, power loss); returns them.
+
+    A live writer's temp file (its PID still runs, this process included) is left alone.
+    """
+    prefix, removed = _temp_prefix(path), []
+    try:
+        names = [n for n in os.listdir(path.parent) if n.startswith(prefix) and n.endswith(".tmp")]
+    except OSError:
+        return removed
+    for name in names:
+        pid = name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            (path.parent / name).unlink(missing_ok=True)
+            removed.append(path.parent / name)
+    return removed
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
     """Call `write(f)` on a temp file beside `path`, then rename it over `path`: readers see old or new, never half.
 
     Out of disk space (or quota): the temp file is removed, `path` keeps its previous content, and a
-    DiskFullError says so in one line.
+    DiskFullError says so in one line. Temp files of an earlier writer of `path` that died are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     tmp, recorder = None, None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{_temp_prefix(path)}{os.getpid()}.", suffix=".tmp")
         os.fchmod(fd, _mode(path))  # mkstemp makes 0600 files; keep the usual permissions
         with os.fdopen(fd, "wb") as f:
             recorder = _RecordingWriter(f)

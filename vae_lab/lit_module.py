@@ -11,6 +11,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 
+from vae_lab import lightning_compat
+from vae_lab.call_hooks import per_call_hooks_note
 from vae_lab.data.batches import stream_seed
 from vae_lab.direct_step import DirectStep, lightning_to_device
 from vae_lab.epoch_sums import EpochSums
@@ -26,8 +28,8 @@ from vae_lab.units import likelihood_status
 STAGES = ("train", "val", "test")
 # Steps per call pull their batches through Lightning's `dataloader_iter` flavour, which warns on every fit that it is
 # experimental and that hooks see the last batch consumed: known and covered (tests/test_steps_per_call.py).
-warnings.filterwarnings("ignore", message=r"You are using the `dataloader_iter` step flavor")
-warnings.filterwarnings("ignore", message=r"Found `dataloader_iter` argument in the `training_step`")
+for _pattern, _ in lightning_compat.DATALOADER_ITER_WARNINGS:
+    warnings.filterwarnings("ignore", message=_pattern)
 
 
 class VAEModule(L.LightningModule):
@@ -156,8 +158,14 @@ class VAEModule(L.LightningModule):
                 raise ConfigError("schedule.kl_annealing=cyclical needs a run of known length: set "
                                   "trainer.max_steps or trainer.max_epochs")
             self.kl_total_steps = max(1, int(total))
+        note = per_call_hooks_note(self.trainer.callbacks, self.steps_per_call)
+        if note:
+            rank_zero_warn(note)
 
     def on_train_start(self) -> None:
+        if not self.automatic_optimization:  # the private Lightning names the fast path uses, checked once per fit
+            lightning_compat.check(self.trainer, lightning_compat.FAST,
+                                   off_switch="schedule.steps_per_call=1" if self.discriminator is None else None)
         # Manual optimisation (steps_per_call > 1, adversarial objectives): Lightning's per-step route resolved once,
         # where it would do nothing more (one device, no loss scaler, no profiler); else None and Lightning's route.
         self._direct = None if self.automatic_optimization else DirectStep.for_module(self)
@@ -299,7 +307,7 @@ class VAEModule(L.LightningModule):
                 break
         # Lightning counts one logged step per call: count optimizer steps instead, so the loggers' x axis and
         # log_every_n_steps are in optimizer steps as with steps_per_call=1 (Lightning adds the call's own 1).
-        self.trainer.fit_loop.epoch_loop._batches_that_stepped += taken - 1
+        lightning_compat.add_batches_that_stepped(self.trainer, taken - 1)
 
     def _optimizer_step(self, batch) -> None:
         """One step as Lightning's automatic optimisation takes it: forward, zero_grad, backward, step, schedulers."""
@@ -357,10 +365,10 @@ class VAEModule(L.LightningModule):
         self._step(batch, "test", batch_idx)
 
     def configure_optimizers(self):
-        if self.discriminator is None:
-            optimizer = instantiate(self.hparams.optimizer, params=self.parameters())
-        else:
-            optimizer = instantiate(self.hparams.optimizer, params=self.model.parameters())
+        # _convert_="all": plain lists, not OmegaConf's ListConfig, in the optimizer's param groups (Adamax keeps
+        # `betas` as given, and a ListConfig there makes the checkpoint unreadable with weights_only=True)
+        params = self.parameters() if self.discriminator is None else self.model.parameters()
+        optimizer = instantiate(self.hparams.optimizer, params=params, _convert_="all")
         if not self.hparams.scheduler:
             scheduler = None
         else:

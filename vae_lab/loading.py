@@ -17,7 +17,8 @@ from vae_lab import artifact, hub
 from vae_lab.errors import CheckpointError, ConfigError
 from vae_lab.model import class_of_family, family_class
 from vae_lab.model_args import DEFAULT_FAMILY
-from vae_lab.run_dir import best_checkpoint, model_state, read_checkpoint, run_config, run_dir_busy
+from vae_lab.saved_yaml import train_config
+from vae_lab.run_dir import best_checkpoint, model_state, read_checkpoint, recover_swap, run_config
 
 
 @dataclass
@@ -73,21 +74,20 @@ def load_model(ref: str | Path, revision: str | None = None) -> LoadedModel:
     A Hub id's revision (branch, tag or commit) is pinned by `revision` or as 'owner/name@revision'.
     """
     path = Path(ref).expanduser()
-    if (path.is_dir() or not path.exists()) and path.parent.is_dir() and not run_dir_busy(path.parent):
-        artifact.recover_artifact(path)  # finish an artifact swap a crash interrupted (a no-op without its debris)
+    recover_swap(path)
     if path.is_file() and path.suffix == ".ckpt":
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
         return LoadedModel(model_from_checkpoint(path).eval(), run_config(run_dir), path, run_dir)
     if path.is_dir() and os.path.lexists(path / artifact.CONFIG_NAME):  # an artifact: data, whoever wrote it
         model = load_artifact(path)
-        return LoadedModel(model, artifact.train_config(path), path / artifact.WEIGHTS_NAME, path, trusted=False)
+        return LoadedModel(model, train_config(path), path / artifact.WEIGHTS_NAME, path, trusted=False)
     if path.is_dir():
         ckpt = best_checkpoint(path)
         return LoadedModel(model_from_checkpoint(ckpt).eval(), run_config(path), ckpt, path)
     repo_id, pinned = hub.split_revision(str(ref))  # a Hub id such as "me/vae-mnist"
     folder = hub.download_artifact(repo_id, revision or pinned)
     model = load_artifact(folder)
-    return LoadedModel(model, artifact.train_config(folder), folder / artifact.WEIGHTS_NAME, None, trusted=False)
+    return LoadedModel(model, train_config(folder), folder / artifact.WEIGHTS_NAME, None, trusted=False)
 
 
 def init_weights(model, ref: str) -> str:
@@ -148,13 +148,16 @@ def data_config(run_cfg: DictConfig | None, overrides: list[str], *, where: str,
             OmegaConf.update(dataset, key, None, force_add=True)
         else:
             OmegaConf.update(dataset, key, o.value(), merge=False, force_add=True)
-    found = None if trusted else _interpolation(OmegaConf.to_container(dataset), "dataset")  # literal text
-    if found:  # it would be resolved once it is in the data's DictConfig: refused instead
-        raise ConfigError(f"{where}: its train_config.yaml has {found[0]}={found[1]!r}: a downloaded config is "
-                          "data, its interpolations are never resolved; override the key")
+    data_dir = data_dir if data_dir is not None else OmegaConf.select(defaults, "paths.data_dir")
+    # literal text (every `${` of a download, a run's resolver calls): resolved once in the data's DictConfig
+    found = _interpolation(OmegaConf.to_container(dataset), "dataset") or _interpolation(data_dir, "paths.data_dir")
+    if found:  # refused instead
+        saved = "its train_config.yaml" if not trusted else "its saved config"
+        raise ConfigError(f"{where}: {saved} has {found[0]}={found[1]!r}: a saved config is data, its "
+                          "interpolations are never resolved when it is read again; override the key")
     return OmegaConf.create({
         "dataset": OmegaConf.to_container(dataset),
-        "paths": {"data_dir": data_dir if data_dir is not None else OmegaConf.select(defaults, "paths.data_dir")},
+        "paths": {"data_dir": data_dir},
         "schedule": {"batch_size": batch_size},
         "seed": seed if seed is not None else OmegaConf.select(defaults, "seed", default=0),
     })

@@ -3,6 +3,7 @@
 from typing import NamedTuple
 
 from vae_lab.rules import Rule
+from vae_lab.vq_args import VQPRIOR_RULES, VQVAE_RULES
 
 
 def _likelihoods():
@@ -111,6 +112,8 @@ class FamilySpec(NamedTuple):
 FAMILIES: dict[str, FamilySpec] = {
     "vae": FamilySpec("vae", "VAE", "vae_lab.model.vae", MODEL_RULES),
     "hierarchical": FamilySpec("hierarchical", "HierarchicalVAE", "vae_lab.model.hierarchical", HIERARCHICAL_RULES),
+    "vqvae": FamilySpec("vqvae", "VQVAE", "vae_lab.model.vqvae", VQVAE_RULES),
+    "vqvae_prior": FamilySpec("vqvae_prior", "VQPrior", "vae_lab.model.vq_prior", VQPRIOR_RULES),
 }
 DEFAULT_FAMILY = "vae"  # config.json without `_class_name` (written before families existed) holds a VAE
 

@@ -82,6 +82,8 @@ def _training_rows(config: dict, t: dict, metrics: dict | None, run_info: dict |
                      f"KL warm-up {schedule.get('kl_warmup_steps')} steps / {schedule.get('kl_warmup_epochs')} epochs, "
                      f"gradient clip {schedule.get('gradient_clip_val')}" if schedule else None),
         ("trained", f"{metrics.get('global_step')} steps, {metrics.get('epochs')} epochs" if metrics else None),
+        ("weights", f"`{metrics['weights']}` (ema: the moving average of the weights)"
+                    if str((metrics or {}).get("weights", "raw")).startswith("ema") else None),
         ("seed", t.get("seed")),
         ("git commit", (run_info or {}).get("git_commit")),
     ]

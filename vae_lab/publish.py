@@ -11,6 +11,7 @@ from typing import Any, Callable
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from vae_lab.saved_yaml import train_config
 from vae_lab import artifact as fmt
 from vae_lab.rules import Rule, check_rules
 from vae_lab.errors import CheckpointError, ConfigError, VaeLabError
@@ -123,7 +124,7 @@ def type_name(artifact_dir: Path) -> str:
 def default_commit_message(artifact_dir: Path) -> str:
     """'vae_lab: <architecture> VAE on <dataset> (latent_dim 16, bernoulli), val ELBO -98.10 nats'."""
     config = fmt.read_config(artifact_dir / fmt.CONFIG_NAME)
-    train_cfg = fmt.train_config(artifact_dir)
+    train_cfg = train_config(artifact_dir)
     dataset = OmegaConf.select(train_cfg, "dataset.name", default="?") if train_cfg is not None else "?"
     val = split_metrics(read_metrics(artifact_dir)).get("validation", {})
     elbo = f", val ELBO {val['elbo_nats']:.2f} nats" if "elbo_nats" in val else ""

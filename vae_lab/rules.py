@@ -96,3 +96,5 @@ def plain(value: Any) -> Any:
 
 # Shared by config.RULES and the datamodule: a validation split is needed (the best checkpoint is chosen on it).
 VAL_FRACTION = Rule("dataset.val_fraction", "float", lo=0, hi=1, lo_open=True, hi_open=True)
+# At most this many validation examples (the rest train): a 380k-image file validates 10k, not 38k, per pass.
+VAL_MAX_EXAMPLES = Rule("dataset.val_max_examples", "int", lo=1, nullable=True)

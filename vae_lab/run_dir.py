@@ -7,7 +7,8 @@
   metrics.json                                 final metrics of the best checkpoint (`best_checkpoint` names it)
   artifact/                                    the shareable model (vae_lab.artifact)
   images/, tensorboard/, train.log
-  .run.lock                                    the running process's exclusive lock (its PID inside)
+  .run.lock                                    the running process's exclusive lock (its PID inside); a sweep
+                                               job holds its job directory's, the sweep its .sweep.lock
 """
 
 import json
@@ -41,8 +42,10 @@ ABORTED_PREFIX = ".aborted_"
 # Checkpoint keys only a training checkpoint has (a weights-only or foreign file lacks them).
 TRAINING_KEYS = ("state_dict", "hyper_parameters", "optimizer_states", "loops", "global_step")
 MODEL_PREFIX = "model."  # VAEModule keeps the VAE at `self.model`
+EMA_STATE_KEY = "EMA"  # checkpoint["callbacks"][EMA_STATE_KEY]: the weights' moving average (vae_lab.callbacks.ema)
 LOCK_NAME = ".run.lock"
-_HELD_LOCKS: dict[str, tuple] = {}  # run dir -> (its FileLock, created by us), held until this process ends
+SWEEP_LOCK_NAME = ".sweep.lock"  # in hydra.sweep.dir, held by the sweep's launching process
+_HELD_LOCKS: dict[str, tuple] = {}  # lock file -> (its FileLock, created by us), held until this process ends
 
 
 def lock_run_dir(run_dir: Path) -> bool:
@@ -52,23 +55,35 @@ def lock_run_dir(run_dir: Path) -> bool:
 
     The kernel releases the lock when the holder dies, however it dies: no stale lock survives a SIGKILL.
     """
+    return _take_lock(Path(run_dir), LOCK_NAME, lambda folder, holder: (
+        f"{folder} is in use by another run (PID {holder}); wait for it to end or choose another directory"))
+
+
+def lock_sweep_dir(sweep_dir: Path) -> bool:
+    """Hold a sweep directory's lock (SWEEP_LOCK_NAME) for the sweep's life: a second sweep there is refused, as a
+    second run in a run directory is (each job also holds its own directory's run lock while it runs)."""
+    return _take_lock(Path(sweep_dir), SWEEP_LOCK_NAME, lambda folder, holder: (
+        f"hydra.sweep.dir={folder} is in use by another sweep (PID {holder}); wait for it to end or choose another "
+        "sweep directory"))
+
+
+def _take_lock(folder: Path, name: str, refusal) -> bool:
     from filelock import FileLock, Timeout
 
-    run_dir = Path(run_dir).expanduser().resolve()
-    if str(run_dir) in _HELD_LOCKS:
+    folder = folder.expanduser().resolve()
+    if str(folder / name) in _HELD_LOCKS:
         return False
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOCK_NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
     created = not path.exists()
     lock = FileLock(path, timeout=0)
     try:
         lock.acquire()
     except Timeout:
         holder = path.read_text().strip() if path.is_file() else ""
-        raise ConfigError(f"{run_dir} is in use by another run (PID {holder or 'unknown, starting'}); wait for it to "
-                          "end or choose another directory") from None
+        raise ConfigError(refusal(folder, holder or "unknown, starting")) from None
     path.write_text(f"{os.getpid()}\n")  # the contenders read it; filelock never truncates the file
-    _HELD_LOCKS[str(run_dir)] = (lock, created)
+    _HELD_LOCKS[str(path)] = (lock, created)
     return True
 
 
@@ -77,7 +92,7 @@ def run_dir_busy(run_dir: Path) -> bool:
     from filelock import FileLock, Timeout
 
     path = Path(run_dir).expanduser().resolve() / LOCK_NAME
-    if str(path.parent) in _HELD_LOCKS or not path.is_file():
+    if str(path) in _HELD_LOCKS or not path.is_file():
         return False
     lock = FileLock(path, timeout=0)
     try:
@@ -90,7 +105,7 @@ def run_dir_busy(run_dir: Path) -> bool:
 
 def unlock_run_dir(run_dir: Path) -> None:
     """Release the lock taken by lock_run_dir (a refused start), removing its file if this process created it."""
-    lock, created = _HELD_LOCKS.pop(str(Path(run_dir).expanduser().resolve()), (None, False))
+    lock, created = _HELD_LOCKS.pop(str(Path(run_dir).expanduser().resolve() / LOCK_NAME), (None, False))
     if lock is not None:
         if created:
             (Path(lock.lock_file)).unlink(missing_ok=True)
@@ -143,26 +158,69 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def best_checkpoint(run_dir: Path) -> Path:
-    """The weights a run's results describe: metrics.json's `best_checkpoint` if it still exists, else the latest."""
-    best = (read_metrics(run_dir) or {}).get("best_checkpoint")
-    if best and Path(best).is_file():
-        return Path(best)
+    """The weights a run's results describe: metrics.json's `best_checkpoint` (inside this run directory) if it
+    still exists, else the latest."""
+    best = own_file(run_dir, (read_metrics(run_dir) or {}).get("best_checkpoint"))
+    if best is not None and best.is_file():
+        return best
     latest = latest_checkpoint(run_dir)
     if latest is None:
         raise CheckpointError(f"no checkpoint in {run_dir / CHECKPOINT_DIR} (expected {LAST} or best-*.ckpt)")
     return latest
 
 
+def relative_name(run_dir: Path, path: str | Path | None) -> str | None:
+    """`path` as metrics.json records it: relative to the run directory, so a copied or moved run stays whole."""
+    if not path:
+        return None
+    try:
+        return Path(path).resolve().relative_to(Path(run_dir).resolve()).as_posix()
+    except ValueError:
+        return str(path)  # a checkpoint kept outside the run (a custom dirpath): as it was given
+
+
+def own_file(run_dir: Path, recorded: str | None) -> Path | None:
+    """A file metrics.json names, inside `run_dir`: a relative name, or (written before runs were relocatable) an
+    absolute path read as `checkpoints/<its name>`; never a file of another directory (the original of a copy)."""
+    if not isinstance(recorded, str) or not recorded:
+        return None
+    name = Path(recorded)
+    name = Path(CHECKPOINT_DIR) / name.name if name.is_absolute() else name
+    path = Path(run_dir) / name
+    return path if path.resolve().is_relative_to(Path(run_dir).resolve()) else None
+
+
 def read_metrics(run_dir: Path) -> dict | None:
+    """metrics.json (None if absent); a truncated or damaged one is one CheckpointError line."""
     path = Path(run_dir) / METRICS_NAME
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path} is not valid JSON ({reason}): a truncated or damaged file; delete it (the "
+                              "latest checkpoint is then used) or resume the run to write it again") from None
+    if not isinstance(metrics, dict):
+        raise CheckpointError(f"{path} is not a JSON object of metrics: a damaged file; delete it")
+    return metrics
 
 
 def run_config(run_dir: Path | None) -> DictConfig | None:
-    """The run's composed config (.hydra/config.yaml), when there is one."""
-    if run_dir is not None and (Path(run_dir) / CONFIG_FILE).is_file():
-        return OmegaConf.load(Path(run_dir) / CONFIG_FILE)
-    return None
+    """The run's composed config (.hydra/config.yaml), when there is one, read as data.
+
+    Bounded safe YAML; a resolver call (`${oc.env:...}`, `${hydra:...}`) stays literal text, so re-reading a run
+    (perhaps someone else's) looks nothing up in this process's environment; links between its own keys
+    (`${schedule.lr}`) still resolve. `paths.output_dir` is this directory: a moved run refers to itself.
+    """
+    from vae_lab.saved_yaml import RESOLVER_CALL, yaml_data
+
+    if run_dir is None or not os.path.lexists(Path(run_dir) / CONFIG_FILE):
+        return None
+    cfg = yaml_data(Path(run_dir) / CONFIG_FILE, Path(run_dir), literal=RESOLVER_CALL)
+    if OmegaConf.is_dict(cfg.get("paths")):
+        cfg.paths.output_dir = str(Path(run_dir))
+    return cfg
 
 
 def run_overrides(run_dir: Path) -> list[str]:
@@ -202,10 +260,30 @@ def read_checkpoint(path: Path, training: bool = True) -> dict:
     return ckpt
 
 
-def model_state(ckpt: dict) -> tuple[dict, dict]:
-    """(VAE init args, VAE state_dict) of a checkpoint read by read_checkpoint."""
+def model_state(ckpt: dict, raw: bool = False) -> tuple[dict, dict]:
+    """(model init args, model state_dict) of a checkpoint read by read_checkpoint: the weights its run evaluated,
+    i.e. the moving average when the run kept one with `ema.evaluate` (unless `raw`), else the raw weights."""
+    ema = ema_state(ckpt)
+    if ema is not None and not raw:
+        return dict(ckpt["hyper_parameters"]["model"]), dict(ema["state_dict"])
     state = {k[len(MODEL_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
     return dict(ckpt["hyper_parameters"]["model"]), state
+
+
+def ema_state(ckpt: dict) -> dict | None:
+    """The checkpoint's EMA callback state when its run evaluated with the average, else None."""
+    ema = (ckpt.get("callbacks") or {}).get(EMA_STATE_KEY)
+    return ema if isinstance(ema, dict) and ema.get("evaluate") and ema.get("state_dict") else None
+
+
+def ema_description(decay: float) -> str:
+    return f"ema({decay:g})"
+
+
+def weights_description(ckpt: dict) -> str:
+    """Which weights model_state gives: `ema(0.999)` or `raw`."""
+    ema = ema_state(ckpt)
+    return ema_description(float(ema["decay"])) if ema is not None else "raw"
 
 
 def record_run(run_dir: Path, resumed_from: str | None) -> None:
@@ -222,3 +300,13 @@ def record_run(run_dir: Path, resumed_from: str | None) -> None:
         )
         info = previous
     atomic_write_json(path, info)
+
+
+def recover_swap(path: Path) -> None:
+    """Finish an artifact swap a crash interrupted at `path` (a no-op without its debris), unless a live run holds
+    the directory around it (it may be swapping right now)."""
+    from vae_lab.artifact import recover_artifact
+
+    path = Path(path)
+    if (path.is_dir() or not path.exists()) and path.parent.is_dir() and not run_dir_busy(path.parent):
+        recover_artifact(path)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vae_lab import pictures, plots
+from vae_lab import group_pictures, pictures, plots
 from vae_lab.config import Rule
 from vae_lab.errors import ConfigError
 from vae_lab.model import ModelFamily
@@ -84,14 +84,14 @@ def _sample(job: Job) -> dict:
 def _keep_groups(job: Job) -> dict:
     x, y = job.examples(job.n, job.label)
     temps = temperatures(job.cfg)
-    return {f"keep_groups{job.suffix()}" + ("" if temps == [1.0] else f"_t{t:g}"): pictures.keep_groups_grid(
+    return {f"keep_groups{job.suffix()}" + ("" if temps == [1.0] else f"_t{t:g}"): group_pictures.keep_groups_grid(
         job.model, x, y, job.cfg.seed, t, job.cfg.min_image_size) for t in temps}
 
 
 def _group_kl(job: Job) -> dict:
-    names, rates = pictures.group_rates(job.model, job.batches(), job.cfg.kl_examples)
+    names, rates = group_pictures.group_rates(job.model, job.batches(), job.cfg.kl_examples)
     title = f"KL(q||p) per latent group, {job.cfg.split} split"
-    return {f"kl_per_group_{job.cfg.split}": pictures.group_rate_figure(names, rates, title)}
+    return {f"kl_per_group_{job.cfg.split}": group_pictures.group_rate_figure(names, rates, title)}
 
 
 def _reconstruct(job: Job) -> dict:

@@ -18,6 +18,9 @@ from vae_lab.io import atomic_write_bytes
 
 REPORT_CSV = "report.csv"
 REPORT_MD = "report.md"
+MULTIRUN_FILE = "multirun.yaml"  # Hydra's record of the sweep: its config, sweeper params and overrides
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+NOT_STARTED = "not started"  # a job of the sweep's plan with no directory yet
 FAILURE_FILE = "failure.json"  # {"error": one line, "type", "traceback", "overrides", "wall_time_s"}
 METRICS_FILE = "metrics.json"
 # metrics.json sections whose scalars go into the table; `disentanglement` (data with ground-truth factors) holds
@@ -54,7 +57,7 @@ class Job:
     path: Path
     overrides: dict[str, str]  # key (with +/~ prefix) -> value as typed on the command line
     values: dict[str, object]  # key -> parsed value (numbers as numbers), for sorting the heatmap axes
-    status: str  # ok | failed | incomplete
+    status: str  # ok | failed | incomplete (started, then killed or still running) | not started
     error: str = ""
     metrics: dict[str, float] = field(default_factory=dict)  # "val/elbo_nats", ..., "wall_time_s": as in the JSON
 
@@ -135,17 +138,46 @@ def read_job(sweep_dir: Path, job_dir: Path) -> Job:
 
 
 def collect_jobs(sweep_dir: str | Path) -> list[Job]:
-    """Every job directory under `sweep_dir` (any depth, so custom hydra.sweep.subdir layouts work), in job order."""
+    """Every job of the sweep, in job order: each job directory under `sweep_dir` (any depth, so custom
+    hydra.sweep.subdir layouts work), then the jobs of the sweep's plan (multirun.yaml) that never started."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError(f"sweep_dir={str(sweep_dir)!r} is not a directory: give a multirun directory "
                           "(hydra.sweep.dir, e.g. outputs/multiruns/<date>_<time>)")
     job_dirs = sorted({p.parent.parent for p in sweep_dir.glob("**/.hydra/overrides.yaml")},
                       key=lambda d: _natural_key(d.relative_to(sweep_dir).as_posix()))
-    if not job_dirs:
+    jobs = [read_job(sweep_dir, d) for d in job_dirs]
+    started = [job.overrides for job in jobs]
+    for number, overrides in enumerate(planned_jobs(sweep_dir) or []):
+        texts, values = _parse_overrides(overrides)
+        if texts not in started:
+            jobs.append(Job(name=str(number), path=sweep_dir / str(number), overrides=texts, values=values,
+                            status=NOT_STARTED, error="never started (the sweep was stopped before it, or is "
+                            "still running)"))
+    if not jobs:
         raise ConfigError(f"sweep_dir={str(sweep_dir)!r} holds no job directory (<job>/.hydra/overrides.yaml): "
                           "is it the directory of a multirun (python train.py -m ...)?")
-    return [read_job(sweep_dir, d) for d in job_dirs]
+    return sorted(jobs, key=lambda job: _natural_key(job.name))
+
+
+def planned_jobs(sweep_dir: Path) -> list[list[str]] | None:
+    """Each job's overrides as the basic sweeper expands them from multirun.yaml (written before the first job
+    starts); None when there is no plan to read (no multirun.yaml, another sweeper, or a sweep it cannot expand)."""
+    import yaml
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        hydra_cfg = (yaml.safe_load((Path(sweep_dir) / MULTIRUN_FILE).read_text()) or {}).get("hydra") or {}
+        sweeper = hydra_cfg.get("sweeper") or {}
+        if sweeper.get("_target_") != BASIC_SWEEPER:
+            return None
+        lines = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+        lines += [str(o) for o in (hydra_cfg.get("overrides") or {}).get("task") or []]
+        batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(lines), None)
+    except Exception:  # noqa: BLE001 - a plan we cannot read: report the job directories alone
+        return None
+    return [job for batch in batches for job in batch]
 
 
 def swept_axes(jobs: list[Job]) -> list[str]:
@@ -295,7 +327,7 @@ def _csv_bytes(jobs: list[Job], columns: list[str]) -> bytes:
 
 def _markdown(sweep_dir: Path, jobs: list[Job], axes: list[str], columns: list[str], best_line: str,
               heatmaps: list[Path]) -> bytes:
-    counts = {s: sum(j.status == s for j in jobs) for s in ("ok", "failed", "incomplete")}
+    counts = {s: sum(j.status == s for j in jobs) for s in ("ok", "failed", "incomplete", NOT_STARTED)}
     common = [k for k in dict.fromkeys(k for j in jobs for k in j.overrides) if k not in axes]
     lines = [f"# Sweep report: {sweep_dir}", ""]
     lines.append(f"{len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ". "

@@ -9,7 +9,7 @@ import sys
 
 import lightning as L
 
-from vae_lab import pictures
+from vae_lab import group_pictures, pictures
 from vae_lab.callbacks.images import check_int, guarded, images_dir, publish, should_draw, stopping
 from vae_lab.errors import ConfigError, choices_error
 
@@ -74,7 +74,7 @@ class LatentPlots(L.Callback):
         if not model.flat_code:  # latent groups: their rates and what each level encodes (no flat-code pictures)
             print(f"note: latent scatter, manifold and traversals need one flat code; a {type(model).__name__} "
                   "gets its per-group KL and top-k-group reconstructions instead", file=sys.stderr, flush=True)
-            drawers = pictures.group_pictures(model, batches, self.split, self.max_points)
+            drawers = group_pictures.group_pictures(model, batches, self.split, self.max_points)
         else:
             drawers = guarded("latent plots", lambda: pictures.latent_pictures(
                 model, pictures.encode_codes(model, batches(), self.max_points),

@@ -19,6 +19,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from vae_lab import lightning_compat
 from vae_lab.errors import CheckpointError
 from vae_lab.io import DiskFullError, atomic_torch_save
 
@@ -68,6 +69,29 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
+def rebase_checkpoint_paths(checkpoint: dict[str, Any], callbacks: list) -> None:
+    """Point the ModelCheckpoint state of a checkpoint written in another directory at this run's directory.
+
+    A run copied or moved (`cp -a X Y`) and resumed at Y holds X's absolute paths: Lightning then drops its
+    best-k bookkeeping but keeps `best_model_path`, so the final metrics and artifact would come from X's
+    checkpoint, which may belong to a new run by now. Each path under the old `dirpath` moves to the new one.
+    """
+    states = checkpoint.get("callbacks") or {}
+    for callback in callbacks:
+        state = states.get(getattr(callback, "state_key", None))
+        old, new = (state or {}).get("dirpath"), getattr(callback, "dirpath", None)
+        if not (isinstance(old, str) and new and old != new):
+            continue
+        move = lambda p: str(Path(new) / Path(p).relative_to(old)) if (  # noqa: E731
+            isinstance(p, str) and p and Path(p).is_relative_to(old)) else p
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if key in state:
+                state[key] = move(state[key])
+        if isinstance(state.get("best_k_models"), dict):
+            state["best_k_models"] = {move(k): v for k, v in state["best_k_models"].items()}
+        state["dirpath"] = new
+
+
 class Resumable(L.Callback):
     """Makes a run resumable: RNG state in checkpoints, atomic checkpoint writes, a checkpoint on SIGTERM/SIGINT.
 
@@ -107,34 +131,29 @@ class Resumable(L.Callback):
         if self._phase != "batch_end" or trainer is None:
             return False
         # Lightning's own test, the one it applies right after on_train_batch_end (where step checkpoints are taken)
-        return bool(trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
+        return lightning_compat.should_check_val(trainer)
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         # A checkpoint taken after step G's update but before G's validation ended (a step checkpoint, or a signal
         # inside that validation): Lightning would skip that validation on resume (it assumes it ran), so the
         # published metrics and best checkpoint would miss it. Rewrite the loop counters to Lightning's
         # "restarted mid-evaluation" state, with the validation's progress at zero: it is redone whole.
-        loops = checkpoint["loops"]["fit_loop"]
+        rebase_checkpoint_paths(checkpoint, trainer.checkpoint_callbacks)
+        loops = lightning_compat.fit_loop_state(checkpoint)
         if not (checkpoint.get("callbacks", {}).get(self.state_key) or {}).get("pending_validation"):
-            epoch = loops["epoch_progress"]["current"]
             if trainer.max_steps != -1 and checkpoint["global_step"] >= trainer.max_steps \
-                    and epoch["processed"] < epoch["started"]:
+                    and lightning_compat.saved_inside_epoch(loops):
                 # Saved inside the epoch loop (a step or validation end), before Lightning's end-of-step
                 # `_batches_that_stepped += 1`, which a resumed loop replays but a finished run (fit skipped) never
                 # reaches: the final validation would be logged at the last validation's step again.
-                loops["epoch_loop.state_dict"]["_batches_that_stepped"] += 1
+                lightning_compat.count_last_step(loops)
             return
-        train = loops["epoch_loop.batch_progress"]
-        for part in ("total", "current"):  # the step's hooks had finished: completed == processed
-            train[part]["completed"] = train[part]["processed"]
-        val = loops["epoch_loop.val_loop.batch_progress"]
-        done = val["total"]["completed"]
-        val["total"] = {"ready": done + 1, "started": done + 1, "processed": done, "completed": done}
-        val["current"] = {"ready": 0, "started": 0, "processed": 0, "completed": 0}
-        val["is_last_batch"] = False
+        lightning_compat.redo_validation(loops)
         self._redo_step = int(checkpoint["global_step"])
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":  # the private Lightning names used here, checked once per fit
+            lightning_compat.check(trainer, lightning_compat.RESUME)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # leave special strategies' IO alone
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 

@@ -11,6 +11,14 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errn
                       errno.ENOTDIR, errno.EISDIR}
 
 
+def printable(text: str) -> str:
+    """`text` with control and format characters escaped as repr does (\\n, \\x1b, \\u202e): a file name shown in
+    a message cannot start a forged `error:` line, move the cursor or reverse the text."""
+    import unicodedata
+
+    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in text)
+
+
 def environment_message(err: BaseException) -> str | None:
     """One line for an error caused by the machine: the first vae_lab error in the chain of `err` (a full disk while
     saving a checkpoint, even when TensorBoard's flush failed after it and replaced it), else a full disk or an
@@ -47,7 +55,7 @@ def one_line_thread_errors() -> None:
         if message is None:
             return default(args)
         name = args.thread.name if args.thread is not None else "a background thread"
-        print(f"warning: background thread {name} stopped: {message}", file=sys.stderr, flush=True)
+        print(printable(f"warning: background thread {name} stopped: {message}"), file=sys.stderr, flush=True)
 
     if not getattr(threading.excepthook, "one_line", False):  # once per process
         hook.one_line = True
@@ -77,7 +85,7 @@ def report_user_errors(fn: Callable) -> Callable:
             message = environment_message(err)
             if message is None:
                 raise
-        print(f"error: {message}", file=sys.stderr, flush=True)
+        print(f"error: {printable(message)}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
 
     return wrapper
@@ -125,7 +133,7 @@ def hydra_errors_in_one_line(entry: Callable) -> Callable:
                 raise
         finally:
             os.environ.pop("HYDRA_FULL_ERROR", None)
-        print(f"error: {message}", file=sys.stderr, flush=True)
+        print(f"error: {printable(message)}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
 
     return wrapper

@@ -12,7 +12,9 @@ from typing import Any, Callable
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from vae_lab.cli.errors import printable
 from vae_lab.errors import ConfigError, VaeLabError
+from vae_lab.run_dir import lock_run_dir, unlock_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +96,26 @@ def multirun_job(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
             return task(cfg)
         hydra_cfg = HydraConfig.get()
         started = time.time()
+        job_dir = Path(hydra_cfg.runtime.output_dir)
+        try:
+            took = _is_rank_zero() and lock_run_dir(job_dir)  # like a single run: resume=<job dir> now refused
+        except ConfigError as err:  # another process holds this job's directory: leave it as it is
+            print(printable(f"error: job {hydra_cfg.job.num} not run: {err}; the sweep goes on"), file=sys.stderr,
+                  flush=True)
+            return None
         try:
             check_multirun_strategy(cfg.get("trainer"), OmegaConf.select(hydra_cfg, "launcher._target_"))
             return task(cfg)
         except Exception as err:  # noqa: BLE001 - any failure of one job is recorded; the sweep goes on
             if _is_rank_zero():
-                path = record_failure(Path(hydra_cfg.runtime.output_dir), err, list(hydra_cfg.overrides.task),
-                                      time.time() - started)
+                path = record_failure(job_dir, err, list(hydra_cfg.overrides.task), time.time() - started)
                 log.info("job %s failed", hydra_cfg.job.num, exc_info=err)  # the traceback, into train.log
-                print(f"error: job {hydra_cfg.job.num} failed: {_one_line(err)} (recorded in {path}); "
-                      "the sweep goes on", file=sys.stderr, flush=True)
+                print(printable(f"error: job {hydra_cfg.job.num} failed: {_one_line(err)} (recorded in {path}); "
+                                "the sweep goes on"), file=sys.stderr, flush=True)
             return None
+        finally:
+            if took:  # the job is over: its directory can be resumed (a worker process may run further jobs)
+                unlock_run_dir(job_dir)
 
     return wrapper
 
@@ -130,7 +141,7 @@ class SweepReport(Callback):
             check_multirun_strategy(config.get("trainer"), OmegaConf.select(config, "hydra.launcher._target_"))
         except ConfigError as err:
             # SystemExit, not an exception: Hydra turns a callback's exceptions into warnings and goes on
-            print(f"error: {err}", file=sys.stderr, flush=True)
+            print(f"error: {printable(str(err))}", file=sys.stderr, flush=True)
             sys.exit(EXIT_USER_ERROR)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -140,7 +151,7 @@ class SweepReport(Callback):
         try:
             report = write_report(sweep_dir, metric=self.metric, mode=self.mode, axes=self.axes)
         except VaeLabError as err:
-            print(f"error: no sweep report: {err}", file=sys.stderr, flush=True)
+            print(f"error: no sweep report: {printable(str(err))}", file=sys.stderr, flush=True)
             return
         failed = [j for j in report.jobs if j.status != "ok"]
         print(f"\nSweep report: {sweep_dir.resolve() / REPORT_MD} ({len(report.jobs)} jobs, {len(failed)} failed)")
@@ -149,6 +160,6 @@ class SweepReport(Callback):
             by_error = {}  # the same error once, with every job that hit it
             for job in failed:
                 by_error.setdefault(job.error, []).append(job.name)
-            print(f"warning: {len(failed)} of {len(report.jobs)} jobs did not finish: "
-                  + "; ".join(f"job {', '.join(names)}: {error}" for error, names in by_error.items()),
+            print(printable(f"warning: {len(failed)} of {len(report.jobs)} jobs did not finish: "
+                            + "; ".join(f"job {', '.join(names)}: {error}" for error, names in by_error.items())),
                   file=sys.stderr, flush=True)

@@ -16,6 +16,8 @@ from typing import Any
 
 import lightning as L
 
+from vae_lab.startup import exit_interrupted
+
 SIGNAL_AT_ENV = "VAE_LAB_SIGNAL_AT"
 PHASES = {  # name -> what the line calls it
     "pictures": "the end-of-training pictures",
@@ -41,8 +43,8 @@ class Interrupted(BaseException):
 class Phases(L.Callback):
     """Tracks the phase of the end of a run and turns SIGTERM / SIGINT after training into Interrupted.
 
-    Before training the handlers act as the defaults would (SIGTERM ends the process, SIGINT raises
-    KeyboardInterrupt). During fit the signals are Lightning's and the Resumable callback's (a stop during
+    Before training SIGTERM ends the process as by default, and SIGINT prints one line and exits 130
+    (vae_lab.startup). During fit the signals are Lightning's and the Resumable callback's (a stop during
     training saves last.ckpt); one that lands at the end of fit, while the pictures are drawn, skips the remaining
     pictures (they check `trainer.received_sigterm`), lets Lightning save the final last.ckpt, and is recorded
     here (`received`). From the final validation on, either signal raises Interrupted at once.
@@ -66,8 +68,10 @@ class Phases(L.Callback):
         if self.mode == "training" and signum == signal.SIGTERM:
             self.received = self.received or signum  # Lightning's handler, which called this one, stops training
             return
+        if signum == signal.SIGINT and self.mode == "default":
+            exit_interrupted(signum)  # start-up: one line, exit 130 (a KeyboardInterrupt inside fit's set-up is lost)
         if signum == signal.SIGINT:
-            raise KeyboardInterrupt  # before training, or a second Ctrl-C during it: abort now
+            raise KeyboardInterrupt  # a second Ctrl-C during training: abort now
         signal.signal(signum, signal.SIG_DFL)  # not started yet: end the process as if no handler were set
         os.kill(os.getpid(), signum)
 

@@ -7,12 +7,12 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write, open_dict
 
-from vae_lab.cli.errors import report_user_errors
+from vae_lab.cli.errors import printable, report_user_errors
 from vae_lab.errors import ConfigError
 from vae_lab.io import check_writable_dir
 from vae_lab.resume import is_secondary_rank, resolve_resume
-from vae_lab.run_dir import (latest_checkpoint, lock_run_dir, run_contents, run_results, set_aside_leftovers,
-                             unlock_run_dir)
+from vae_lab.run_dir import (latest_checkpoint, lock_run_dir, lock_sweep_dir, run_contents, run_dir_busy,
+                             run_results, set_aside_leftovers, unlock_run_dir)
 
 
 class RunDirGuard(Callback):
@@ -28,8 +28,10 @@ class RunDirGuard(Callback):
     @report_user_errors
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from vae_lab.config import validate
+        from vae_lab.vq_stage2 import validate as validate_stage2
 
         validate(config)
+        validate_stage2(config)  # prior_of= names a VQ-VAE (loaded here: before the run directory is written)
         if config.get("resume") == "auto":  # same command line for the first start and every requeue (SLURM)
             run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir"))).expanduser()
             config.resume = str(run_dir) if latest_checkpoint(run_dir) else None  # no checkpoint: start fresh there
@@ -44,6 +46,10 @@ class RunDirGuard(Callback):
             raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file" + (
                 hint if str(ckpt_path) in ("last", "best", "hpc", "registry") else ""))
         if resume is not None:
+            named = Path(str(resume)).expanduser().resolve()
+            named = named.parent.parent if named.is_file() else named
+            if not is_secondary_rank() and run_dir_busy(named):  # a live writer there (a sweep's job too) comes first
+                lock_run_dir(named)  # refused naming its PID (or taken, if it ended just now)
             run_dir, _ = resolve_resume(resume)
             check_writable_dir(run_dir, "resume")
             if not is_secondary_rank():  # DDP's other ranks run in rank 0's directory, under its lock
@@ -66,14 +72,17 @@ class RunDirGuard(Callback):
             )
         aside = set_aside_leftovers(run_dir)
         if aside is not None:
-            print(f"{run_dir} held a start that left no checkpoint: its files are now in {aside}; starting fresh",
-                  file=sys.stderr, flush=True)
+            print(printable(f"{run_dir} held a start that left no checkpoint: its files are now in {aside}; "
+                            "starting fresh"), file=sys.stderr, flush=True)
 
     @report_user_errors
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.get("resume") is not None:
             raise ConfigError(f"resume={config.resume} continues one run; it cannot be combined with -m (multirun)")
         sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))).expanduser()
+        check_writable_dir(sweep_dir, "hydra.sweep.dir")
+        if not is_secondary_rank():
+            lock_sweep_dir(sweep_dir)  # before the check: a second sweep started at the same moment is refused here
         taken = sorted(p.name for p in sweep_dir.glob("*") if p.is_dir() and run_contents(p))
         if taken:
             jobs = ", ".join(taken[:3]) + (", ..." if len(taken) > 3 else "")

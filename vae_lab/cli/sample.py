@@ -26,6 +26,9 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    from vae_lab.startup import check_memory_limit
+
+    check_memory_limit()  # before torch is imported: under a small ulimit -v it dies without a Python error
     sys.argv, data = split_data_overrides(sys.argv)
     _DATA_OVERRIDES[:] = data
     _main()

@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from vae_lab.cli import CONFIG_DIR
-from vae_lab.cli.errors import hydra_errors_in_one_line, one_line_thread_errors, report_user_errors
+from vae_lab.cli.errors import hydra_errors_in_one_line, one_line_thread_errors, printable, report_user_errors
 from vae_lab.cli.hydra_callbacks import multirun_job
 from vae_lab.cli.interrupts import Interrupted, Phases
 
@@ -19,8 +19,11 @@ from vae_lab.cli.interrupts import Interrupted, Phases
 def _final_metrics(cfg: DictConfig, trainer, module, datamodule, phases: Phases) -> dict:
     """Validation (and test, when the dataset has a test split) metrics of the best checkpoint, if any, and the
     disentanglement scores when the data has ground-truth factors (cfg.disentanglement)."""
+    from vae_lab.run_dir import relative_name
+
     ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-    results = {"best_checkpoint": ckpt, "rate_estimator": module.model.rate_estimator}
+    results = {"best_checkpoint": relative_name(Path(cfg.paths.output_dir), ckpt),  # the run's own, relocatable
+               "rate_estimator": module.model.rate_estimator}
     phases.enter("validation")
     results["val"] = trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
     if datamodule.spec.has_test:
@@ -86,6 +89,7 @@ def train(cfg: DictConfig) -> dict:
     from vae_lab import publish
     from vae_lab.build import (build_datamodule, build_module, build_trainer, hub_callbacks, model_kwargs,
                                reliability_callbacks)
+    from vae_lab.callbacks.ema import weights_in_use
     from vae_lab.config import validate
     from vae_lab.io import atomic_write_json
     from vae_lab.loading import init_weights
@@ -100,11 +104,21 @@ def train(cfg: DictConfig) -> dict:
         rank_zero_only(print)(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
+    stage1 = None
+    if cfg.get("prior_of"):  # stage 2 of a VQ-VAE: this run's model is a prior over that run's codes
+        from vae_lab.vq_stage2 import adopt_stage1
+
+        stage1 = adopt_stage1(cfg)
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
     ckpt_path = prepare_resume(cfg, model_kwargs(cfg, datamodule.spec))  # resume= / ckpt_path=, checked against the model
     module = build_module(cfg, datamodule.spec)
+    if stage1 is not None:
+        from vae_lab.vq_stage2 import copy_stage1
+
+        copy_stage1(module.model, stage1)
+        rank_zero_only(print)(f"prior_of: stage 1 from {cfg.prior_of} (frozen)")
     if cfg.get("init_from"):
         rank_zero_only(print)(f"init_from: weights of {init_weights(module.model, cfg.init_from)}")
     trainer = build_trainer(cfg, extra_callbacks=hub_callbacks(cfg) + reliability_callbacks(cfg))
@@ -113,9 +127,9 @@ def train(cfg: DictConfig) -> dict:
     phases.install()
     if trainer.is_global_zero:
         record_run(run_dir, ckpt_path)  # run_info.json (a resume appends to it)
-        print(f"data: {datamodule.describe()}")
+        print(printable(f"data: {datamodule.describe()}"))
         if datamodule.summary:
-            print(datamodule.summary)
+            print("\n".join(printable(line) for line in datamodule.summary.splitlines()))
 
     with setup_frozen_for_gc():
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -123,7 +137,7 @@ def train(cfg: DictConfig) -> dict:
         if phases.received or trainer.received_sigterm:  # at the end of fit: no step left for Lightning to stop at
             raise Interrupted(phases.received or signal.SIGTERM, "pictures")
         metrics = _final_metrics(cfg, trainer, module, datamodule, phases)
-        metrics.update(global_step=trainer.global_step, epochs=trainer.current_epoch,
+        metrics.update(global_step=trainer.global_step, epochs=trainer.current_epoch, weights=weights_in_use(trainer),
                        wall_time_s=round(time.time() - started, 2), run_dir=str(run_dir.resolve()),
                        log_likelihood=module.status.as_json())
         if trainer.is_global_zero:
@@ -153,7 +167,7 @@ def _stopped(stop: Interrupted, cfg: DictConfig, run_dir: Path, step: int) -> No
     else:
         after = (f"training is complete (step {step}, checkpoints kept); resume={run_dir.resolve()} redoes the final "
                  "validation and test, metrics.json and the artifact (end-of-training pictures are not redrawn)")
-    print(f"{stop}: {after}", file=sys.stderr, flush=True)
+    print(printable(f"{stop}: {after}"), file=sys.stderr, flush=True)
     sys.exit(stop.code)
 
 
@@ -161,9 +175,18 @@ def _stopped(stop: Interrupted, cfg: DictConfig, run_dir: Path, step: int) -> No
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @report_user_errors
 @multirun_job  # in a sweep: refuse relaunching DDP; a failed job writes failure.json and the others go on
-def main(cfg: DictConfig) -> float | None:
+def _main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     return metrics["val"].get("val/elbo_nats")
+
+
+def main() -> float | None:
+    """The `train.py` / `vae-lab-train` entry: Ctrl-C before training is one line and exit 130 (vae_lab.startup)."""
+    from vae_lab.startup import check_memory_limit, exit_on_ctrl_c
+
+    exit_on_ctrl_c()
+    check_memory_limit()
+    return _main()
 
 
 if __name__ == "__main__":

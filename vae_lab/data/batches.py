@@ -80,12 +80,14 @@ class InMemoryBatches(ResumableOrder):
         world_size: int = 1,
         dequantize: str = "none",
         levels: int | None = 256,
+        rows: torch.Tensor | None = None,
     ):
         if x.dtype != storage_dtype(levels) or x.ndim != 4:
             raise ValueError(f"x must be {storage_dtype(levels)} (N, C, H, W) for levels={levels}, got {x.dtype} "
                              f"{tuple(x.shape)}")
-        if y is not None and y.shape != (len(x),):
-            raise ValueError(f"y must have shape ({len(x)},), got {tuple(y.shape)}")
+        n = len(x) if rows is None else len(rows)
+        if y is not None and y.shape != (n,):
+            raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
         if binarize_mode not in BATCH_BINARIZE:
             raise choices_error("binarize_mode", binarize_mode, BATCH_BINARIZE)
         if dequantize not in DEQUANTIZE:
@@ -99,8 +101,10 @@ class InMemoryBatches(ResumableOrder):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
         self.x = x
+        self.rows = rows  # this split's rows of x (a memory-mapped file shared by the splits); None: all of x
+        self.n = n
         self.y = y.to(device=x.device, dtype=torch.int64) if y is not None else torch.full(
-            (len(x),), -1, dtype=torch.int64, device=x.device
+            (n,), -1, dtype=torch.int64, device=x.device
         )
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -116,7 +120,7 @@ class InMemoryBatches(ResumableOrder):
 
     def _num_examples(self) -> int:
         """Examples this rank serves per epoch."""
-        n = len(self.x)
+        n = self.n
         if self.shuffle:
             return n // self.world_size
         return len(range(self.rank, n, self.world_size))
@@ -126,7 +130,7 @@ class InMemoryBatches(ResumableOrder):
 
     def _order(self, epoch: int) -> torch.Tensor:
         """This rank's indices for `epoch`, on the data's device."""
-        n, device = len(self.x), self.x.device
+        n, device = self.n, self.x.device
         if not self.shuffle:
             return torch.arange(self.rank, n, self.world_size, device=device)
         # Same seed and device type on every rank -> the same permutation; each rank keeps its own slice.
@@ -145,7 +149,8 @@ class InMemoryBatches(ResumableOrder):
         generator = torch.Generator(device=self.x.device) if random else None
         for b in range(first, len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            x = self.x.index_select(0, idx)  # (B, C, H, W) as stored: levels 0..levels-1, or float in [0, 1]
+            rows = idx if self.rows is None else self.rows[idx]
+            x = self.x.index_select(0, rows)  # (B, C, H, W) as stored: levels 0..levels-1, or float in [0, 1]
             if self.dequantize == "uniform":
                 # Training: new noise every epoch; evaluation: the same noise every pass (the epoch is left out).
                 generator.manual_seed(stream_seed(self.seed, "dequantize", epoch if self.shuffle else -1, self.rank, b))

@@ -11,7 +11,7 @@ from vae_lab.data.registry import DATASETS, RawData, load_dataset
 from vae_lab.data.spec import DataSpec
 from vae_lab.data.stream import StreamingBatches, StreamSource, is_table, num_rows
 from vae_lab.errors import ConfigError, DataError, choices_error
-from vae_lab.rules import VAL_FRACTION, check_value, plain
+from vae_lab.rules import VAL_FRACTION, VAL_MAX_EXAMPLES, check_value, plain
 from vae_lab.units import DEQUANTIZE
 
 
@@ -32,9 +32,10 @@ BINARIZE: dict[str, Binarize] = {
 
 
 def _is_binary(x: torch.Tensor, levels: int | None) -> bool:
-    """Whether every pixel of a split is 0 or the top level (levels - 1; 1.0 for continuous data)."""
+    """Whether every pixel of a split is 0 or the top level (levels - 1; 1.0 for continuous data), in chunks
+    (a memory-mapped file is read, never copied)."""
     top = 1 if levels is None else levels - 1
-    return bool(((x == 0) | (x == top)).all())
+    return all(bool(((part == 0) | (part == top)).all()) for part in x.split(8192))
 
 
 class VAEDataModule(L.LightningDataModule):
@@ -59,6 +60,7 @@ class VAEDataModule(L.LightningDataModule):
         binarize: str = "none",
         options: dict | None = None,
         dequantize: str = "none",
+        val_max_examples: int | None = None,
     ):
         super().__init__()
         if name not in DATASETS:
@@ -74,6 +76,7 @@ class VAEDataModule(L.LightningDataModule):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{key}={value!r} must be an int >= 1")
         check_value(VAL_FRACTION, val_fraction)
+        check_value(VAL_MAX_EXAMPLES, val_max_examples)
         self.save_hyperparameters(
             {
                 "name": name,
@@ -86,11 +89,13 @@ class VAEDataModule(L.LightningDataModule):
                 "binarize": binarize,
                 "options": plain(options or {}),
                 "dequantize": dequantize,
+                "val_max_examples": val_max_examples,
             }
         )
         self._raw: RawData | None = None  # filled by prepare_data when it runs in this process
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._streams: dict[str, tuple[object, int | None]] = {}  # split -> (raw rows, examples) when streamed
+        self._rows: dict[str, torch.Tensor] = {}  # split -> its rows of a memory-mapped x (served from the map)
         self._source: StreamSource | None = None
         self._spec: DataSpec | None = None
         self._factors: dict[str, torch.Tensor] = {}  # per split: ground-truth factor classes (factor datasets)
@@ -136,9 +141,12 @@ class VAEDataModule(L.LightningDataModule):
             self._raw = self._load()
 
     def _split_sizes(self, n: int) -> int:
-        """Validation examples out of `n` (rounded down, as in random_split([0.9, 0.1]))."""
+        """Validation examples out of `n` (rounded down, as in random_split([0.9, 0.1])), at most val_max_examples
+        (the rest train)."""
         h = self.hparams
         n_val = int(n * h.val_fraction)
+        if h.get("val_max_examples") is not None:
+            n_val = min(n_val, h.val_max_examples)
         if n - n_val < 1 or (h.val_fraction > 0 and n_val < 1):
             raise DataError(
                 f"{h.name}: {n} training examples cannot be split with dataset.val_fraction={h.val_fraction}"
@@ -195,10 +203,14 @@ class VAEDataModule(L.LightningDataModule):
         perm = self._permutation(n)
         train_idx, val_idx = perm[: n - n_val], perm[n - n_val :]
         pick = lambda y, idx: None if y is None else y[idx]  # noqa: E731
-        splits = {
-            "train": (raw.train_x[train_idx], pick(raw.train_y, train_idx)),
-            "val": (raw.train_x[val_idx], pick(raw.train_y, val_idx)),
-        }
+        if raw.mapped:  # a memory-mapped file: each split is its rows of the map, gathered batch by batch
+            self._rows = {"train": train_idx.sort().values, "val": val_idx.sort().values}
+            splits = {split: (raw.train_x, pick(raw.train_y, idx)) for split, idx in self._rows.items()}
+        else:
+            splits = {
+                "train": (raw.train_x[train_idx], pick(raw.train_y, train_idx)),
+                "val": (raw.train_x[val_idx], pick(raw.train_y, val_idx)),
+            }
         if raw.test_x is not None:
             splits["test"] = (raw.test_x, raw.test_y)
         if raw.factors is not None:
@@ -208,6 +220,7 @@ class VAEDataModule(L.LightningDataModule):
         for split, (x, y) in list(splits.items()):
             fixed = policy.fixed_train if split == "train" else policy.fixed_eval
             if fixed:
+                x = x[self._rows.pop(split)] if split in self._rows else x  # a fixed draw is its own copy
                 splits[split] = (sample_binary(x, stream_seed(h.seed, split), raw.levels), y)
         self._splits, self._levels = splits, raw.levels
 
@@ -223,7 +236,7 @@ class VAEDataModule(L.LightningDataModule):
             has_test=raw.test_x is not None,
             binary=policy.train_batches == "dynamic" or all(_is_binary(x, raw.levels) for x, _ in splits.values()),
             factor_names=raw.factor_names,
-            num_train=len(splits["train"][0]),
+            num_train=len(self._rows.get("train", splits["train"][0])),
             levels=raw.levels,
         )
 
@@ -246,13 +259,17 @@ class VAEDataModule(L.LightningDataModule):
     def describe(self) -> str:
         """One line for logs: name, shape, split sizes, classes."""
         spec = self.spec
-        counts = {split: len(x) for split, (x, _) in self._splits.items()}
+        counts = {split: len(self._rows.get(split, x)) for split, (x, _) in self._splits.items()}
         counts.update({split: "?" if n is None else n for split, (_, n) in self._streams.items()})
         sizes = " / ".join(f"{split} {n}" for split, n in counts.items())  # train, val[, test]
         n = spec.num_classes
         classes = f"{n} class{'es' if n > 1 else ''}" if n else "unlabelled"
         test = "" if spec.has_test else " (no test split)"
-        where = f", streamed by {self._source.num_workers} workers" if self._streams else ", in memory"
+        where = (f", streamed by {self._source.num_workers} workers" if self._streams else
+                 ", served from the memory-mapped file" if self._rows else ", in memory")
+        cap = self.hparams.get("val_max_examples")
+        if cap is not None and counts.get("val") == cap:
+            sizes += f" (val capped at dataset.val_max_examples={cap})"
         # 8-bit grey levels are the default and go unsaid; other scales are named
         pixels = (", binary" if spec.binary else "" if spec.levels == 256 else
                   ", continuous (float)" if spec.levels is None else f", {spec.levels} levels")
@@ -270,12 +287,12 @@ class VAEDataModule(L.LightningDataModule):
             return StreamingBatches(rows, s.decoder, batch_size, shuffle, self.hparams.seed, rank, world_size,
                                     s.num_workers, s.shuffle_buffer, device, num_examples=n)
         x, y = self._splits[split]
-        if device is not None and device.type == "cuda" and x.device != device:
+        if device is not None and device.type == "cuda" and x.device != device and split not in self._rows:
             # Once per split: every batch is then indexed on the GPU and Lightning's transfer is a no-op.
             x, y = x.to(device), None if y is None else y.to(device)
             self._splits[split] = (x, y)
         return InMemoryBatches(x, y, batch_size, shuffle, self.hparams.seed, binarize_mode, rank, world_size,
-                               dequantize=self.hparams.dequantize, levels=self._levels)
+                               dequantize=self.hparams.dequantize, levels=self._levels, rows=self._rows.get(split))
 
     def train_dataloader(self) -> InMemoryBatches | StreamingBatches:
         return self._batches("train", self.hparams.batch_size, True, BINARIZE[self.hparams.binarize].train_batches)

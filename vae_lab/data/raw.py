@@ -25,6 +25,7 @@ class RawData:
     factor_names: tuple[str, ...] | None = None
     levels: int | None = 256  # discrete values per pixel on the storage scale; None: continuous float32 in [0, 1]
     summary: str | None = None  # one line: what the loader understood (dtype, levels, channels, labels)
+    mapped: bool = False  # train_x is a view of a memory-mapped file: served by row, never copied whole
 
     def __post_init__(self):
         for x, y in ((self.train_x, self.train_y), (self.test_x, self.test_y)):

@@ -8,31 +8,14 @@ import numpy as np
 import torch
 from torchvision import datasets as tv
 
+from vae_lab.data.array_file import load_array_file
+from vae_lab.data.files import IMAGE_EXTENSIONS, _labels, _uint8_nchw, _wrong_source
 from vae_lab.data.hf import load_hf
-from vae_lab.data.inspection import (IMAGE_KEYS, LABEL_KEYS, array_layout, background_option, file_kind, image_pixels,
-                                     is_grey, pick_key, pixel_scale, read_labels, resize, to_channels)
-from vae_lab.data.raw import RawData, image_size_option as _image_size  # noqa: F401 (RawData re-exported)
+from vae_lab.data.inspection import (GREY_TOLERANCE, background_option, data_levels, grey_tolerance_option,
+                                     image_pixels, is_grey, resize, to_channels, upright)
+from vae_lab.data.raw import RawData, image_size_option as _image_size, storage_dtype  # noqa: F401 (RawData re-exported)
 from vae_lab.data.stream import StreamSource, size_mismatch
 from vae_lab.errors import ConfigError, DataError, choices_error
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
-def _uint8_nchw(images: np.ndarray, layout: str) -> torch.Tensor:
-    """(N, H, W), (N, H, W, C) or (N, C, H, W) array -> contiguous tensor (N, C, H, W) of the same dtype."""
-    x = torch.from_numpy(np.ascontiguousarray(images))
-    if layout == "NHW":
-        return x.unsqueeze(1)
-    if layout == "NHWC":
-        return x.permute(0, 3, 1, 2).contiguous()
-    return x
-
-
-def _labels(values) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(values), dtype=torch.int64)
-
-
-# ---------------------------------------------------------------- digits
 
 
 def load_digits(root: Path, download: bool) -> RawData:
@@ -127,41 +110,46 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def _wrong_source(path: Path, wanted: str) -> DataError:
-    """The one line for a file given to image_folder or a folder given to array_file: which dataset to use."""
-    if path.is_dir():
-        hf = any((path / f).is_file() for f in ("dataset_info.json", "dataset_dict.json", "state.json"))
-        use = "dataset=hf (a saved Hugging Face dataset)" if hf else "dataset=image_folder"
-        return DataError(f"{path} is a folder, not {wanted}: use {use} dataset.options.path={path}")
-    suffix = path.suffix.lower()
-    if suffix in (".npy", ".npz"):
-        use = "dataset=array_file"
-    elif suffix == ".zip":
-        use = f"unzip it (python -m zipfile -e {path.name} DIR) and use dataset=image_folder dataset.options.path=DIR"
-    elif suffix in (".parquet", ".arrow"):
-        use = "dataset=hf"
-    elif suffix in IMAGE_EXTENSIONS:
-        use = f"one image; point dataset.options.path at its folder {path.parent}"
-    else:
-        use = "point dataset.options.path at the folder holding the images"
-    return DataError(f"{path} is a file, not {wanted}: {use}")
+def _hidden(path: Path, folder: Path) -> bool:
+    """A file or folder under `folder` whose own name or any folder's between starts with '.' (.ipynb_checkpoints)."""
+    return any(part.startswith(".") for part in path.relative_to(folder).parts)
 
 
-def _class_folders(folder: Path) -> dict[str, list[Path]]:
-    """Class subfolders with their images; numeric names in numeric order (2 before 10), others as text."""
+def _images_below(folder: Path) -> tuple[list[Path], int]:
+    """(visible image files at any depth under `folder`, sorted; image files skipped as hidden)."""
+    found, hidden = [], 0
+    for p in folder.rglob("*"):
+        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
+            if _hidden(p, folder):
+                hidden += 1
+            else:
+                found.append(p)
+    return sorted(found), hidden
+
+
+def _class_folders(folder: Path) -> tuple[dict[str, list[Path]], int]:
+    """Class subfolders (top level only) with their images at any depth; numeric names in numeric order (2 before
+    10), others as text; and the images under hidden files and folders, skipped at every depth."""
     dirs = [d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")]
     numeric = bool(dirs) and all(d.name.isdigit() for d in dirs)
     dirs.sort(key=(lambda d: (int(d.name), d.name)) if numeric else (lambda d: d.name))
-    classes = {d.name: sorted(p for p in d.rglob("*") if _is_image(p)) for d in dirs}
-    return {name: files for name, files in classes.items() if files}
+    below = {d.name: _images_below(d) for d in dirs}
+    hidden = sum(h for _, h in below.values())
+    hidden += sum(1 for d in folder.iterdir() if d.name.startswith(".") and d.is_dir()
+                  for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    hidden += sum(1 for p in folder.iterdir() if p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return {name: files for name, (files, _) in below.items() if files}, hidden
 
 
 def _read_file(f: Path, background: int, size) -> tuple[np.ndarray, int, str | None]:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from vae_lab.data.untrusted import open_image
 
     try:
-        with Image.open(f) as img:
+        with open_image(f, str(f)) as img:  # a regular file, its pixel count checked before decoding
             img.load()  # decodes the whole file, so truncated files fail here
+            upright(img)  # EXIF orientation: phone photos are stored sideways
             a, depth, alpha = image_pixels(img, background)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
         raise DataError(f"cannot read image {f}: {err}") from err
@@ -170,35 +158,46 @@ def _read_file(f: Path, background: int, size) -> tuple[np.ndarray, int, str | N
     return (a if size is None else resize(a, size)), depth, alpha
 
 
-def _images_in_memory(files: list[Path], channels, background: int, size) -> tuple[torch.Tensor, int, str]:
-    """Every file decoded: (N, C, H, W) on one scale (uint8, or int32 when any image is 16-bit), and what was seen."""
+def _images_in_memory(files: list[Path], channels, background: int, size, tolerance: int = 0,
+                      levels="auto") -> tuple[torch.Tensor, int, str]:
+    """Every file decoded: (N, C, H, W) on one scale (uint8 up to 8-bit, int32 above: data_levels), and what was
+    seen."""
     decoded = [_read_file(f, background, size) for f in files]
     for f, (a, _, _) in zip(files, decoded):
         if a.shape[:2] != decoded[0][0].shape[:2]:
             raise DataError(size_mismatch(str(files[0]), decoded[0][0].shape, str(f), a.shape))
     depth = max(d for _, d, _ in decoded)
-    grey = all(is_grey(a) for a, _, _ in decoded)
+    grey = all(is_grey(a, tolerance) for a, _, _ in decoded)
+    near = sum(not is_grey(a) for a, _, _ in decoded) if grey else 0  # grey only within the tolerance
     chosen = (1 if grey else 3) if channels == "auto" else channels
     how = f"auto: {'all images grey' if grey else 'colour images'}" if channels == "auto" else "dataset.options"
+    if channels == "auto" and near:
+        how += f", {near} of them within ±{tolerance} (dataset.options.grey_tolerance)"
     # 8-bit images beside 16-bit ones: k * 257 maps 0..255 exactly onto 0..65535.
     arrays = [to_channels(a, chosen).astype(np.int32) * (257 if d < depth else 1) if depth == 16
               else to_channels(a, chosen) for a, d, _ in decoded]
     x = _uint8_nchw(np.stack(arrays), "NHW" if chosen == 1 else "NHWC")
+    lo, hi = int(x.min()), int(x.max())
+    levels, said = data_levels(hi, depth, levels)
+    x = x.to(storage_dtype(levels))  # 12-bit in 16-bit PNGs stays int32; 16-bit PNGs of 8-bit values become uint8
     mixed = depth == 16 and min(d for _, d, _ in decoded) < 16
-    seen = f"{depth}-bit" + (" (8-bit images scaled x257)" if mixed else "")
+    seen = f"{depth}-bit" + (" (8-bit images scaled x257)" if mixed else "") + f", values {lo}..{hi}"
+    seen += "" if said == f"{depth}-bit" or said == f"{depth}-bit ({1 << depth} levels)" else f" -> {said}"
     bg = "white" if background else "black"
     for use, said in (("alpha", "alpha used as the image (colour constant)"),
                       ("composited", f"composited on {bg} (dataset.options.background)")):
         count = sum(alpha == use for _, _, alpha in decoded)
         seen += f", {count} {said}" if count else ""
-    return x, 65536 if depth == 16 else 256, f"{seen} -> {chosen} channel{'s' if chosen == 3 else ''} ({how})"
+    return x, levels, f"{seen} -> {chosen} channel{'s' if chosen == 3 else ''} ({how})"
 
 
 def load_image_folder(
     root: Path, download: bool, path: str, image_size: int | Sequence[int] | None = None, channels="auto",
     background: str = "white", in_memory: bool = True, num_workers: int = 2, shuffle_buffer: int = 10_000,
+    grey_tolerance: int = GREY_TOLERANCE, levels="auto",
 ) -> RawData | StreamSource:
-    """Images under `path`: one class per subfolder (numeric names in numeric order), or unlabelled when loose.
+    """Images under `path`: one class per top-level subfolder (numeric names in numeric order; images deeper down
+    belong to it), or unlabelled when loose; hidden files and folders are skipped at every depth.
 
     `in_memory=false` leaves the files on disk: DataLoader workers decode them batch by batch (vae_lab.data.stream).
     """
@@ -206,13 +205,14 @@ def load_image_folder(
     if channels not in ("auto", 1, 3) or isinstance(channels, bool):
         raise ConfigError(f"dataset.options.channels={channels!r} is invalid: must be auto, 1 or 3")
     bg = background_option(background)
+    tolerance = grey_tolerance_option(grey_tolerance)
     size = _image_size(image_size)
     if folder.is_file():
         raise _wrong_source(folder, "a folder of images")
     if not folder.is_dir():
         raise DataError(f"image folder {folder} does not exist (dataset.options.path)")
     loose = sorted(p for p in folder.iterdir() if _is_image(p))
-    classes = _class_folders(folder)
+    classes, hidden = _class_folders(folder)
     if loose and classes:
         raise DataError(
             f"{folder} has images both directly inside ({loose[0].name}, ...) and in class subfolders "
@@ -230,17 +230,21 @@ def load_image_folder(
     said = "unlabelled" if loose else f"{len(classes)} class{'es' if len(classes) > 1 else ''} from subfolders{order}"
     if len(classes) == 1:
         said += " (1 class: no more than unlabelled)"
+    deeper = sum(len(f.relative_to(folder).parts) > 2 for f in files) if classes else 0
+    if deeper:  # class/sub/x.png: labelled by `class`, said so nobody expects the inner folders to be classes
+        said += f" (labels from the top-level folders; {deeper} images sit in their subfolders)"
+    if hidden:
+        said += f"; {hidden} images in hidden files/folders (.name) skipped"
     if not in_memory:
         from vae_lab.data.hf import file_rows, make_decoder
 
-        if channels == "auto":
-            channels = 1 if is_grey(_read_file(files[0], bg, size)[0]) else 3
         rows = file_rows(files, labels)
-        decoder = make_decoder(rows, "image", "label" if labels else None, channels, size, str(folder))
-        summary = (f"data: image_folder {folder} {len(files)} images, streamed, {channels} channel(s) "
-                   f"(from the first image); {said}")
+        decoder = make_decoder(rows, "image", "label" if labels else None, None if channels == "auto" else channels,
+                               size, str(folder), grey_tolerance=tolerance, root=folder)
+        summary = (f"data: image_folder {folder} {len(files)} images, streamed, {decoder.channels} channel"
+                   f"{'s' if decoder.channels == 3 else ''} ({decoder.rule or 'dataset.options'}); {said}")
         return StreamSource(rows, None, decoder, class_names, num_workers, shuffle_buffer, summary=summary)
-    x, levels, seen = _images_in_memory(files, channels, bg, size)
+    x, levels, seen = _images_in_memory(files, channels, bg, size, tolerance, levels)
     n = f"{len(files)} image{'s' if len(files) > 1 else ''}"
     summary = f"data: image_folder {folder} {n} {x.shape[2]}x{x.shape[3]} (HxW) {seen}; {said}"
     return RawData(train_x=x, train_y=None if loose else _labels(labels), class_names=class_names, levels=levels,
@@ -248,79 +252,6 @@ def load_image_folder(
 
 
 # ---------------------------------------------------------------- array file (hf: vae_lab/data/hf.py)
-
-
-def _open_arrays(file: Path):
-    """np.load of a checked file: an ndarray (.npy) or an NpzFile; anything else refused with what it is."""
-    if file.is_dir():
-        raise _wrong_source(file, "an array file")
-    if not file.is_file():
-        raise DataError(f"array file {file} does not exist (dataset.options.path)")
-    if file.stat().st_size == 0:
-        raise DataError(f"array file {file} is empty (0 bytes); save the images with numpy.save or numpy.savez")
-    kind = file_kind(file)
-    if kind == "zip":
-        import zipfile
-
-        try:
-            with zipfile.ZipFile(file) as z:
-                names = z.namelist()
-        except zipfile.BadZipFile as err:
-            raise DataError(f"cannot read array file {file}: a damaged zip/.npz archive ({err})") from err
-        if names and not any(n.endswith(".npy") for n in names):
-            kind = f"a zip archive of {names[0]}, ...; unzip it and use dataset=image_folder for image files"
-    if kind not in ("npy", "zip"):
-        raise DataError(f"{file} is not a .npy/.npz file (found {kind or 'unrecognised data'}): convert it with "
-                        f"numpy.save / numpy.savez, or use dataset=image_folder for image files")
-    try:
-        return np.load(file, allow_pickle=False)  # never unpickle user files
-    except (OSError, ValueError, EOFError) as err:
-        hint = "object arrays (dtype=object) cannot be read: save numeric arrays" if "pickle" in str(err) else err
-        raise DataError(f"cannot read array file {file}: {hint}") from err
-
-
-def load_array_file(
-    root: Path, download: bool, path: str, key: str | None = None, label_key: str | None = None
-) -> RawData:
-    """Images from a .npy array or a .npz archive (images under `key`, default x or images; labels under y, ...)."""
-    file = Path(path).expanduser().resolve()
-    loaded = _open_arrays(file)
-    labels, said = None, "unlabelled"
-    if isinstance(loaded, np.ndarray):
-        images, source, where = loaded, file.name, str(file)
-    else:
-        with loaded:
-            present = list(loaded.files)
-            if not present:
-                raise DataError(f"{file} holds no arrays; save the images with numpy.savez(path, x=images, y=labels)")
-            image_key = pick_key(present, key, IMAGE_KEYS)
-            if image_key not in present:
-                what = (f"no array {key!r} (dataset.options.key)" if key
-                        else f"no array 'x' (nor {', '.join(IMAGE_KEYS[1:])})")
-                stacks = [k for k in present if loaded[k].ndim >= 3]
-                raise DataError(f"{file} has {what}; keys present: {', '.join(present)}; "
-                                f"set dataset.options.key={stacks[0] if stacks else '<the images key>'}")
-            images, source, where = loaded[image_key], f"{file.name}[{image_key!r}]", f"{file}[{image_key!r}]"
-            if label_key is not None and label_key not in present:
-                raise DataError(f"{file} has no array {label_key!r} (dataset.options.label_key); "
-                                f"keys present: {', '.join(present)}")
-            others = [k for k in present if k != image_key]
-            wanted = pick_key(others, label_key, LABEL_KEYS)
-            if wanted is not None:
-                labels, said = read_labels(loaded[wanted], len(images), f"{wanted!r} in {file}")
-                said = f"y {wanted!r} {said}"
-            else:
-                ids = [k for k in others if loaded[k].shape == (len(images),) and loaded[k].dtype.kind in "iu"]
-                if ids:
-                    said += f"; found {ids[0]!r} ({len(images)},) ints: set dataset.options.label_key={ids[0]}"
-    layout = array_layout(images.shape, where)
-    pixels = pixel_scale(images, where)
-    x = _uint8_nchw(pixels.values, layout)
-    c = x.shape[1]
-    summary = (f"data: array_file {source} {tuple(images.shape)} {pixels.note}, {c} channel{'s' if c > 1 else ''}; "
-               f"{said}")
-    return RawData(train_x=x, train_y=None if labels is None else torch.from_numpy(labels), levels=pixels.levels,
-                   summary=summary)
 
 
 # ---------------------------------------------------------------- factor datasets

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from vae_lab.data.batches import ResumableOrder
-from vae_lab.data.inspection import HIGH_MODES, image_pixels, to_channels
+from vae_lab.data.inspection import HIGH_MODES, image_is_grey, image_pixels, to_channels, upright
 from vae_lab.errors import ConfigError, DataError
 
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes decoded as 1 channel when `channels` is not given
@@ -27,19 +27,32 @@ ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 SHARDS_PER_RANK = 16  # contiguous shards per rank: their order is shuffled each epoch, on top of the buffer
 
 
-def read_image(source, mode: str, size: tuple[int, int] | None, name: str, background: int = 255) -> np.ndarray:
-    """One image (a path, bytes, or a {"bytes", "path"} row) -> uint8 (H, W) or (H, W, 3), resized if asked."""
+class ColourImage(DataError):
+    """A colour image where channels were decided as 1 from a sample of grey ones."""
+
+
+def read_image(source, mode: str, size: tuple[int, int] | None, name: str, background: int = 255,
+               grey_within: int | None = None, root: str | None = None) -> np.ndarray:
+    """One image (a path, bytes, or a {"bytes", "path"} row) -> uint8 (H, W) or (H, W, 3), resized if asked;
+    upright by its EXIF orientation; a path is read only as a regular file inside `root` (vae_lab.data.untrusted).
+    `grey_within`: refuse a colour image (channels beyond that tolerance) in mode L, where channels were decided
+    from a sample."""
     from PIL import Image, UnidentifiedImageError
+
+    from vae_lab.data.untrusted import open_image
 
     if isinstance(source, dict):
         source = source["bytes"] if source.get("bytes") is not None else source.get("path")
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
     try:
-        with Image.open(source) as img:
+        with open_image(source, name, root) as img:
             if img.mode in HIGH_MODES:
                 raise DataError(f"{name} is a 16-bit image ({img.mode}): this path decodes 8-bit images only; "
                                 f"set dataset.options.in_memory=true (image_folder keeps all 16 bits there)")
+            upright(img)  # EXIF orientation, as the in-memory path
+            if mode == "L" and grey_within is not None and not image_is_grey(img, grey_within):
+                raise ColourImage(f"{name} is a colour image")
             if img.mode in ALPHA_MODES or img.mode == "P" and "transparency" in img.info:
                 a, _, _ = image_pixels(img, background)  # alpha as the picture, or composited: never black
                 img = Image.fromarray(to_channels(a, 1 if mode == "L" else 3))
@@ -67,15 +80,22 @@ class Decoder:
     size: tuple[int, int] | None
     shape: tuple[int, int, int]  # (C, H, W) every image must have (the first image's, unless resized)
     first: str  # name of the image that set `shape`, for the mismatch message
+    rule: str | None = None  # how `channels` was decided from a sample (None: given); 1 then refuses colour images
+    grey_tolerance: int = 0
+    label_ids: dict | None = None  # text label -> class id (sorted names), for a column of strings
+    root: str | None = None  # image paths are read only inside this folder (the dataset's own)
 
     def __call__(self, rows: dict) -> tuple[torch.Tensor, torch.Tensor] | str:
         """A batch, or the one-line error as a string (raised by the caller: a worker's exception gets wrapped)."""
         mode = "L" if self.channels == 1 else "RGB"
+        check = self.grey_tolerance if self.rule is not None and self.channels == 1 else None
         images = []
         for i, source in enumerate(rows[self.image_column]):
             name = _name(source, f"{self.image_column}[{i}]")
             try:
-                a = read_image(source, mode, self.size, name)
+                a = read_image(source, mode, self.size, name, grey_within=check, root=self.root)
+            except ColourImage as err:
+                return f"{err}, but channels were set to 1 ({self.rule}): set dataset.options.channels=3"
             except DataError as err:
                 return str(err)
             hw = a.shape[:2]
@@ -87,7 +107,14 @@ class Decoder:
         if self.label_column is None:
             y = torch.full((len(images),), -1, dtype=torch.int64)
         else:
-            y = torch.as_tensor(rows[self.label_column], dtype=torch.int64)
+            values = rows[self.label_column]
+            if self.label_ids is not None:
+                unknown = next((v for v in values if v not in self.label_ids), None)
+                if unknown is not None:
+                    return (f"column {self.label_column!r} holds {unknown!r}, not one of the training split's classes "
+                            f"({', '.join(self.label_ids)})")
+                values = [self.label_ids[v] for v in values]
+            y = torch.as_tensor(values, dtype=torch.int64)
             if len(y) and int(y.min()) < 0:
                 return f"column {self.label_column!r} holds negative labels ({int(y.min())}); expected class ids >= 0"
         return x, y

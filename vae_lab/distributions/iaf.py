@@ -34,14 +34,19 @@ def flow_step(made: MADE, z: Tensor, context: Tensor | None) -> tuple[Tensor, Te
     return sigma * z + (1 - sigma) * m, log_sigma.sum(-1)  # Eq. 14 of Kingma et al. 2016
 
 
-def invert_step(made: MADE, z_next: Tensor, context: Tensor | None) -> Tensor:
-    """z_{t-1} from z_t: D fixed-point passes, each fixing one more dimension of the autoregressive order."""
+def invert_step(made: MADE, z_next: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(z_{t-1}, log|det dz_t/dz_{t-1}|) from z_t: D fixed-point passes, each fixing one more dimension of the
+    autoregressive order, so the last pass's gate is the exact one.
+
+    z_{t-1} = m + (z_t - m) / sigma with 1 / sigma = exp(-log sigma): a saturated gate (sigma below float range) gives
+    an infinite z_{t-1}, never 0 / 0.
+    """
     z = torch.zeros_like(z_next)
     for _ in range(z_next.shape[-1]):
         m, s = made(z, context).to(z.dtype).chunk(2, dim=-1)
-        sigma, _ = gate(s)
-        z = (z_next - (1 - sigma) * m) / sigma
-    return z
+        _, log_sigma = gate(s)
+        z = m + (z_next - m) * torch.exp(-log_sigma)
+    return z, log_sigma.sum(-1)
 
 
 class IAFDistribution(Distribution):
@@ -92,20 +97,28 @@ class IAFDistribution(Distribution):
 
     def inverse(self, z: Tensor) -> Tensor:
         """The base sample z_0 = flow^-1(z) (..., B, D)."""
+        return self._inverse(z)[0]
+
+    def _inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(z_0, sum_t log|det dz_t/dz_{t-1}|) of z (..., B, D), the log-determinants from the inversion itself."""
+        log_det = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
         for made in reversed(self.steps):
-            z = invert_step(made, z, self.context)
-        return z
+            z, step_log_det = invert_step(made, z, self.context)
+            log_det = log_det + step_log_det
+        return z, log_det
 
     def log_prob(self, z: Tensor) -> Tensor:
-        """log q(z|x): (..., B); the cached value at the latest sample, else by inverting the flow."""
+        """log q(z|x): (..., B); the cached value at the latest sample, else by inverting the flow.
+
+        A z the flow (almost) never reaches inverts through a saturated gate to a z_0 beyond float range (inf, or
+        NaN once inf enters a MADE): its density underflows, so log q = -inf there, the limit, not NaN.
+        """
         if self._cache is not None and z is self._cache[0]:
             return self._cache[1]
-        z0 = self.inverse(z)
-        log_q = self.base.log_prob(z0)
-        for made in self.steps:
-            z0, log_det = flow_step(made, z0, self.context)
-            log_q = log_q - log_det
-        return log_q
+        z0, log_det = self._inverse(z)
+        lost = ~torch.isfinite(z0).all(-1)  # overflowed: |z_0| beyond float range, so N(z_0) underflows to 0
+        log_q = self.base.log_prob(torch.where(lost.unsqueeze(-1), 0, z0)) - log_det  # Algorithm 1, Kingma et al.
+        return log_q.masked_fill(lost, -torch.inf)
 
 
 class IAFPosterior(nn.Module):

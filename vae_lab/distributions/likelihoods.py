@@ -76,13 +76,14 @@ def _sum_log_sigmoid(a: torch.Tensor) -> torch.Tensor:
 
     One log per 112 elements instead of one log1p per element (log1p is the slow part of softplus on CPU); every
     factor lies in [1/2, 1], so each product is a normal float32 and the rounding error stays ~ 112 ulp.
+    `log`, not `log_`: prod's backward reads its output, so an in-place log would break `.backward()`.
     """
     a = torch.sigmoid(a.abs())  # (..., N) in [1/2, 1]
     n = a.shape[-1]
     whole = n - n % _PRODUCT_GROUP
-    total = a[..., :whole].unflatten(-1, (-1, _PRODUCT_GROUP)).prod(-1).log_().sum(-1)
+    total = a[..., :whole].unflatten(-1, (-1, _PRODUCT_GROUP)).prod(-1).log().sum(-1)
     if whole < n:
-        total = total + a[..., whole:].prod(-1).log_()
+        total = total + a[..., whole:].prod(-1).log()
     return total
 
 

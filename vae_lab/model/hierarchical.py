@@ -79,8 +79,9 @@ def hierarchy_terms(x: Tensor, draws: list[GroupDraw], p_x, log_px_given_z: Tens
     if with_log_q:
         log_q = torch.stack([d.log_q.reshape(k, b) for d in draws]).sum(0)  # (K, B)
         log_p = torch.stack([d.log_p.reshape(k, b) for d in draws]).sum(0)
+    sizes = tuple(d.z[0].numel() for d in draws)  # latent variables per group
     return Terms(x=x, p_x=p_x, log_px_given_z=log_px_given_z, rate=rate, rate_estimator=ANALYTIC,
-                 reconstruction=reconstruction, kl_units=rate, log_q=log_q, log_p=log_p)
+                 reconstruction=reconstruction, kl_units=rate, log_q=log_q, log_p=log_p, group_sizes=sizes)
 
 
 class Pass(NamedTuple):
@@ -247,6 +248,8 @@ class HierarchicalVAE(
         zeros = _zeros(next(iter(features.values())).device)
         raw, _ = self._top_down(b, self.condition(y, b), features, len(self._groups), zeros, zeros)
         return self._p_x(raw, (b,)).mean
+
+    log_weights_bounded = True  # the encoder once, the decoder over chunks of at most MAX_DECODED images
 
     def log_weights(self, x: Tensor, y: Tensor | None, num_samples: int) -> tuple[Tensor, Tensor]:
         """(log w (K, B), log p(x|z) (K, B)): the encoder once; without gradients the decoder runs over chunks of

@@ -48,6 +48,7 @@ class Terms:
     # objective adds to its loss, and per-example values (B,) logged under the names of the family's `aux_units`.
     aux_loss: Tensor | None = None
     aux_terms: dict[str, Tensor] = field(default_factory=dict)
+    group_sizes: tuple[int, ...] = ()  # latent variables per group (KL balancing weighs groups by size)
 
     @property
     def distortion(self) -> Tensor:
@@ -92,6 +93,9 @@ class ModelFamily:
     # True when the latent is one Gaussian vector: latent scatter, 2-D manifold, traversals, the disentangling
     # objectives and disentanglement metrics apply. Others skip those with a note.
     flat_code: bool = False
+    # True when log_weights bounds its own memory for any K (encoder once, the samples in chunks): IWAE-k then asks
+    # for all K at once instead of chunking from the outside (which would re-run the encoder per chunk).
+    log_weights_bounded: bool = False
     # Terms.aux_terms this family reports -> the unit suffix of their metric names ("_nats", "" for a loss).
     aux_units: dict[str, str] = {}
 
@@ -152,7 +156,7 @@ class ModelFamily:
         match it exactly (vae_lab/artifact.py). Called on a family's class, an artifact of another family is refused.
         """
         from vae_lab import artifact, hub
-        from vae_lab.model import family_class
+        from vae_lab.model.registry import family_class
 
         def resolve(config: dict) -> type:
             found = family_class(config)
@@ -161,7 +165,10 @@ class ModelFamily:
                                       f"{cls.__name__}: load it with vae_lab.model.load_pretrained")
             return found
 
+        from vae_lab.run_dir import recover_swap
+
         path = Path(pretrained_model_name_or_path).expanduser()
+        recover_swap(path)  # a swap a crash interrupted: as load_model does
         if path.is_dir():
             if revision:
                 raise CheckpointError(f"revision={revision!r} applies to Hub ids, not to the local directory {path}")

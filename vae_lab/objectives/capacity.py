@@ -1,7 +1,6 @@
 """Controlled capacity increase (Burgess et al. 2018): gamma |KL - C| with C raised linearly to C_max."""
 
 import torch
-from torch.distributions import Distribution
 
 from vae_lab.model.interface import Terms
 from vae_lab.objectives.elbo import ObjectiveOutput

@@ -2,7 +2,6 @@
 
 import torch
 import torch.nn.functional as F
-from torch.distributions import Distribution
 
 from vae_lab.model.interface import Terms
 from vae_lab.objectives.elbo import ObjectiveOutput
