@@ -235,6 +235,17 @@ def disentanglement_report(model: VAE, datamodule, seed: int = 0, device: str | 
     return disentanglement_scores(model, grid, seed, device, **sizes)
 
 
+def _sample_quality(cfg, model, datamodule, batches, device) -> dict:
+    """vae_lab.fid.sample_quality on the first fid.num_examples of the split (cfg.fid, configs/evaluate.yaml)."""
+    from vae_lab.feature_nets import feature_net
+    from vae_lab.fid import sample_quality
+    from vae_lab.pictures import first_examples
+
+    features = feature_net(cfg.fid.features, datamodule, cfg.fid.cache_dir, cfg.fid.classifier_epochs, cfg.seed)
+    real, labels = first_examples(batches, cfg.fid.num_examples, split=cfg.split)
+    return sample_quality(model.to(device), real, labels, features, cfg.fid.k, cfg.seed)
+
+
 class _NoBar:
     def advance(self, n: int) -> None:
         pass
@@ -282,6 +293,8 @@ def evaluate_model(cfg, data_overrides: list[str] = ()) -> tuple[dict, "Path"]:
     from vae_lab.io import atomic_write_json
     from vae_lab.loading import datamodule_for, load_model
     from vae_lab.rules import Rule, check_rules
+    from omegaconf import OmegaConf
+
     from vae_lab.units import likelihood_status
 
     started = time.time()
@@ -292,6 +305,14 @@ def evaluate_model(cfg, data_overrides: list[str] = ()) -> tuple[dict, "Path"]:
         Rule("data_seed", "int", lo=0, nullable=True), Rule("device", "choice", choices=lambda: DEVICES),
         Rule("progress", "bool"),
     ])
+    fid_features = OmegaConf.select(cfg, "fid.features")
+    if fid_features is not None:  # a missing weights file: one line before any work
+        from vae_lab.feature_nets import CLASSIFIER_NAMES, check_weights_file
+
+        check_rules(cfg, [Rule("fid.num_examples", "int", lo=4), Rule("fid.k", "int", lo=1),
+                          Rule("fid.classifier_epochs", "int", lo=1)])
+        if fid_features not in CLASSIFIER_NAMES:
+            check_weights_file(fid_features)
     loaded = load_model(cfg.model)
     if cfg.out is not None:
         out = Path(cfg.out).expanduser()
@@ -323,6 +344,8 @@ def evaluate_model(cfg, data_overrides: list[str] = ()) -> tuple[dict, "Path"]:
     }
     if getattr(datamodule.spec, "factor_names", None):  # ground-truth factors: the disentanglement scores too
         report["disentanglement"] = disentanglement_report(loaded.model, datamodule, cfg.seed, device)
+    if fid_features is not None:
+        report["sample_quality"] = _sample_quality(cfg, loaded.model, datamodule, batches, device)
     report["wall_time_s"] = round(time.time() - started, 2)
     atomic_write_json(out, report)
     return report, out
