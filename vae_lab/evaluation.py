@@ -160,7 +160,7 @@ def _evaluate_groups(model, batches, iwae_samples, max_decoded, max_examples, de
     analytic KL(q(z_l|x, z_<l) || p(z_l|z_<l)) averaged over GROUP_RATE_SAMPLES seeded draws of the groups above."""
     quality, mse = ReconstructionQuality().to(device), MeanSquaredError().to(device)
     per_example: dict[str, list[torch.Tensor]] = {"elbo": [], "distortion": [], "rate": [], "iwae": []}
-    group_sums, num_dims, seen, binary, estimator = None, None, 0, True, ANALYTIC
+    group_sums, num_dims, seen, binary, estimator, codes = None, None, 0, True, ANALYTIC, None
     limit = max_examples if max_examples is not None else math.inf
     bar = _progress_bar(progress, min(total, limit) if total is not None else None)
     for x, y in batches:
@@ -183,6 +183,7 @@ def _evaluate_groups(model, batches, iwae_samples, max_decoded, max_examples, de
         x_hat = t.reconstruction()
         quality.update(x_hat, x)
         mse.update(x_hat.float(), x.float())
+        codes = _code_counts(model, x, codes)
         seen += keep
         bar.advance(keep)
     bar.close()
@@ -221,7 +222,29 @@ def _evaluate_groups(model, batches, iwae_samples, max_decoded, max_examples, de
         "rate_nats_per_group": dict(zip(names, (group_sums / seen).tolist())),
         "rate_estimator": estimator,
         "notes": notes,
+        **_code_usage(codes),
     }
+
+
+def _code_counts(model, x: torch.Tensor, counts: torch.Tensor | None) -> torch.Tensor | None:
+    """Running counts of each discrete code over the split (a family with a codebook: `encode_codes`), else None."""
+    encode = getattr(model, "encode_codes", None) or getattr(getattr(model, "stage1", None), "encode_codes", None)
+    if encode is None:
+        return None
+    num_codes = model.num_codes
+    batch = torch.bincount(encode(x).flatten(), minlength=num_codes).cpu()
+    return batch if counts is None else counts + batch
+
+
+def _code_usage(counts: torch.Tensor | None) -> dict:
+    """Codebook diagnostics over the whole split: perplexity exp(H(usage)), the fraction of codes used, the usage
+    histogram (counts per code)."""
+    if counts is None:
+        return {}
+    p = counts.double() / counts.sum()
+    entropy = -(p * p.clamp(min=1e-300).log()).sum()
+    return {"code_perplexity": float(entropy.exp()), "codes_used_fraction": float((counts > 0).double().mean()),
+            "code_usage": counts.tolist()}
 
 
 def disentanglement_report(model: VAE, datamodule, seed: int = 0, device: str | torch.device = "cpu",
