@@ -24,7 +24,8 @@ from vae_lab.callbacks.latent import LatentPlots
 from vae_lab.cli import CONFIG_DIR
 from vae_lab.errors import ConfigError, DataError
 from vae_lab.model import VAE
-from vae_lab.pictures import (encode_codes, interpolation_latents, interpolation_strips, kl_per_dim, pick_pairs,
+from vae_lab.distributions.kl import rate_per_dim
+from vae_lab.pictures import (encode_codes, interpolation_latents, interpolation_strips, pick_pairs,
                               reconstructions, scatter_figure)
 from vae_lab.plots import upscale
 
@@ -102,7 +103,7 @@ def test_kl_per_dim_sums_to_the_kl_and_matches_the_closed_form():
     loc, scale = torch.randn(5, 3), torch.rand(5, 3) + 0.1
     q_z = Independent(Normal(loc, scale), 1)
     p_z = Independent(Normal(torch.zeros(3), torch.ones(3)), 1)
-    per_dim = kl_per_dim(q_z, p_z)
+    per_dim = rate_per_dim(q_z, p_z)
     closed_form = 0.5 * (loc**2 + scale**2 - 1) - scale.log()  # KL(N(m, s^2) || N(0, 1)) per dimension
     torch.testing.assert_close(per_dim, closed_form)
     torch.testing.assert_close(per_dim.sum(-1), kl_divergence(q_z, p_z))
@@ -117,7 +118,7 @@ def test_encode_codes_keeps_the_first_points_of_a_class_and_averages_kl():
     with torch.no_grad():
         q_z = model.encode(x[:7])
         torch.testing.assert_close(codes.means, q_z.mean)
-        torch.testing.assert_close(codes.kl_per_dim, kl_per_dim(q_z, model.prior()).mean(0))
+        torch.testing.assert_close(codes.kl_per_dim, rate_per_dim(q_z, model.prior()).mean(0))
     only = encode_codes(model, batches, max_points=3, only_class=1)
     assert only.labels.tolist() == [1, 1, 1]
     with torch.no_grad():

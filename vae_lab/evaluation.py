@@ -81,7 +81,7 @@ def evaluate(
             break
         keep = int(min(x.shape[0], limit - seen))
         x, y = x[:keep].to(device), y[:keep].to(device)
-        y = y if model.conditional else None
+        y = model.labels(y)
         num_dims = x[0].numel()
         binary = binary and bool(((x == 0) | (x == 1)).all())
 
@@ -168,7 +168,7 @@ def _evaluate_groups(model, batches, iwae_samples, max_decoded, max_examples, de
             break
         keep = int(min(x.shape[0], limit - seen))
         x, y = x[:keep].to(device), y[:keep].to(device)
-        y = y if model.conditional else None
+        y = model.labels(y)
         num_dims = x[0].numel()
         binary = binary and bool(((x == 0) | (x == 1)).all())
         iwae = iwae_log_px(model, x, y, iwae_samples, max_decoded=max_decoded, decoder_dtype=decoder_dtype)
@@ -300,8 +300,7 @@ def _progress_bar(enabled: bool, total: int | None):
     return _RichBar(total) if enabled else _NoBar()
 
 
-SPLITS = ("val", "test")
-DEVICES = ("auto", "cpu", "cuda")
+from vae_lab.rules import DEVICES, SPLITS  # noqa: E402 (the tools' shared choices)
 
 
 def evaluate_model(cfg, data_overrides: list[str] = ()) -> tuple[dict, "Path"]:

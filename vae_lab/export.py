@@ -102,7 +102,7 @@ def encode(model, batches, max_examples: int | None = None) -> dict[str, np.ndar
             break
         keep = int(min(len(x), limit - seen))
         x, y = x[:keep].to(device), y[:keep].to(device)
-        q_z = model.encode(x, y if model.conditional else None)
+        q_z = model.encode(x, model.labels(y))
         codes.append(q_z.code().cpu())
         if is_diagonal_gaussian(q_z):
             scales.append(q_z.base_dist.scale.cpu())

@@ -196,7 +196,7 @@ class VAEModule(L.LightningModule):
               codes: list | None = None) -> torch.Tensor:
         """The loss of one batch; its metrics accumulated and logged. `codes` receives z when given (a list)."""
         x, y = batch
-        y = y if self.model.conditional else None
+        y = self.model.labels(y)
         # Fixed evaluation noise: the same z every epoch (validation curves and the best checkpoint follow the
         # model, not Monte Carlo noise), validation never shifts the training random stream, and a DDP
         # evaluation can be replayed shard by shard in one process (tests/test_ddp.py).

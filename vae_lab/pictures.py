@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import torch
 from matplotlib.figure import Figure
 from torch import nn
-from torch.distributions import Distribution, Independent, kl_divergence
+from torch.distributions import Distribution
 
 from vae_lab import plots
 from vae_lab.distributions import posterior_code
+from vae_lab.distributions.kl import rate_per_dim
 from vae_lab.objectives.rate import ANALYTIC
 from vae_lab.errors import ConfigError, DataError
 from vae_lab.model import VAE, ModelFamily
@@ -54,7 +55,7 @@ def device_of(model: VAE) -> torch.device:
 
 def condition(model: VAE, y: torch.Tensor | None) -> torch.Tensor | None:
     """Labels for a conditional model, None for an unconditional one (which must not see them)."""
-    return y if model.conditional else None
+    return model.labels(y)
 
 
 def decode_mean(model: VAE, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -247,11 +248,6 @@ class LatentCodes:
         return bool(len(self.labels)) and bool((self.labels >= 0).all())
 
 
-def kl_per_dim(q_z: Independent, p_z: Independent) -> torch.Tensor:
-    """KL(q(z_d|x) || p(z_d)) for each example and dimension (B, D); sums over d to KL(q || p) (factorised)."""
-    return kl_divergence(q_z.base_dist, p_z.base_dist)
-
-
 def encode_codes(model: VAE, batches: Iterable, max_points: int, only_class: int | None = None) -> LatentCodes:
     """Posterior means, labels and KL per dimension of the first `max_points` examples (of `only_class`, if set)."""
     flat_only(model, "a picture of the latent codes (scatter, traversals, KL per dimension)")
@@ -269,7 +265,7 @@ def encode_codes(model: VAE, batches: Iterable, max_points: int, only_class: int
                 continue
             q_z = model.encode(x, condition(model, y))
             if factorised:
-                kl = kl_per_dim(q_z, p_z).sum(0)  # (D,)
+                kl = rate_per_dim(q_z, p_z).sum(0)  # (D,)
                 kl_sum = kl if kl_sum is None else kl_sum + kl
             means.append(posterior_code(q_z).cpu())
             labels.append(y.cpu())

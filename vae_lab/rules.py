@@ -98,3 +98,7 @@ def plain(value: Any) -> Any:
 VAL_FRACTION = Rule("dataset.val_fraction", "float", lo=0, hi=1, lo_open=True, hi_open=True)
 # At most this many validation examples (the rest train): a 380k-image file validates 10k, not 38k, per pass.
 VAL_MAX_EXAMPLES = Rule("dataset.val_max_examples", "int", lo=1, nullable=True)
+
+# What the evaluate, sample, score and encode tools accept: the evaluation splits and the device choice.
+SPLITS = ("val", "test")
+DEVICES = ("auto", "cpu", "cuda")

@@ -22,8 +22,7 @@ from vae_lab.errors import ConfigError
 from vae_lab.model import ModelFamily
 from vae_lab.model.interface import check_temperature
 
-SPLITS = ("val", "test")
-DEVICES = ("auto", "cpu", "cuda")
+from vae_lab.rules import DEVICES, SPLITS  # noqa: E402 (the tools' shared choices)
 
 
 @dataclass

@@ -137,6 +137,10 @@ class ModelFamily:
             total += size
         return total
 
+    def labels(self, y: Tensor | None) -> Tensor | None:
+        """The labels this model sees: y for a conditional model, None for an unconditional one (which must not)."""
+        return y if self.conditional else None
+
     def condition(self, y: Tensor | None, n: int) -> Tensor | None:
         """One-hot labels (n, num_classes) for a conditional model (repeated k-major over samples), None otherwise."""
         if not self.conditional:

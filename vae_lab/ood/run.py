@@ -14,7 +14,7 @@ from vae_lab.errors import ConfigError, DataError
 from vae_lab.ood.scores import SCORES, BatchScores, Settings, check_scores
 
 SPLITS = ("train", "val", "test")
-DEVICES = ("auto", "cpu", "cuda")
+from vae_lab.rules import DEVICES  # noqa: E402
 _OUT_DATA = re.compile(r"^[+~]{0,2}out_data([.=]|$)")
 
 
@@ -94,7 +94,7 @@ def score_source(model, batches, names: list[str], settings: Settings, backgroun
             break
         keep = int(min(len(x), limit - seen))
         x, y = x[:keep].to(device), y[:keep].to(device)
-        batch = BatchScores(model, x, y if model.conditional else None, settings, background, levels, index)
+        batch = BatchScores(model, x, model.labels(y), settings, background, levels, index)
         for name in names:
             out[name].append(batch.get(name))
         out["x"].append(x.cpu())
