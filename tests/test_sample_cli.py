@@ -129,7 +129,7 @@ def test_output_defaults_to_the_run_images_folder_and_out_may_name_the_file(runs
     ("cond5", ["class=10"], r"class=10 is invalid: must be an integer in \[0, 9\]"),
     ("cond5", ["mode=interpolate", "pair=[7,9]"], "interpolates within one class"),
     ("plain2", ["mode=interpolate", "pair=[7,9]", "class=1"], "give one of them"),
-    ("plain2", ["mode=nope"], "mode='nope' is invalid: must be one of: group_kl, interpolate, keep_groups, latent_scatter, manifold"),
+    ("plain2", ["mode=nope"], "mode='nope' is invalid: must be one of: export, group_kl, interpolate, keep_groups, latent_scatter, manifold"),
     ("plain2", ["mode=reconstruct", "split=test"], "has no test split; use split=val"),
     ("plain2", ["n=0"], "n=0 is invalid: must be an integer >= 1"),
     ("plain2", ["mode=interpolate", "pair=[1]"], r"pair=\[1\] is invalid"),

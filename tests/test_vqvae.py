@@ -224,3 +224,21 @@ def test_bad_init_args_are_one_config_error(args, message):
     with pytest.raises(ConfigError, match=None) as err:
         VQVAE([1, 8, 8], **{"code_dim": 3, **args})
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_evaluate_reports_codebook_usage_over_the_split_and_iwae_equals_the_elbo():
+    """A point-mass posterior: IWAE-k equals the ELBO; the usage histogram counts every position of every example,
+    perplexity and the used fraction follow from it (brute force)."""
+    from vae_lab.evaluation import evaluate
+
+    torch.manual_seed(0)
+    model = VQVAE([1, 8, 8], codebook_size=6, code_dim=3, net=SMALL, likelihood="bernoulli").eval()
+    x = (torch.rand(10, 1, 8, 8) > 0.5).float()
+    report = evaluate(model, [(x[:6], torch.zeros(6, dtype=torch.long)), (x[6:], torch.zeros(4, dtype=torch.long))],
+                      iwae_samples=3)
+    counts = torch.bincount(model.encode_codes(x).flatten(), minlength=6)
+    assert report["code_usage"] == counts.tolist() and sum(report["code_usage"]) == 10 * math.prod(model.grid)
+    p = counts.double() / counts.sum()
+    assert report["code_perplexity"] == pytest.approx(float((-(p[p > 0] * p[p > 0].log()).sum()).exp()))
+    assert report["codes_used_fraction"] == pytest.approx(float((counts > 0).double().mean()))
+    assert report["iwae_nats"] == pytest.approx(report["elbo_nats"], abs=1e-4)

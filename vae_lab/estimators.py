@@ -213,7 +213,7 @@ def iwae_log_px(
             following ReLU fused in: the same maths with other kernels (the bound moves by float rounding only).
     """
     budget = memory_mb if memory_mb is not None else MEMORY_BUDGET_MB.get(x.device.type, 256)
-    if not hasattr(model, "decode"):  # a family with latent groups: through its log_weights (model.interface)
+    if not getattr(model, "flat_code", True):  # a family without one flat code: through its log_weights (interface)
         return _family_iwae(model, x, y, num_samples, budget, max_decoded, decoder_dtype)
     onednn = cpu_layout and x.device.type == "cpu" and decoder_dtype is None
     with _channels_last(model, cpu_layout), _onednn_linears(model, onednn), torch.inference_mode():

@@ -160,7 +160,7 @@ def _evaluate_groups(model, batches, iwae_samples, max_decoded, max_examples, de
     analytic KL(q(z_l|x, z_<l) || p(z_l|z_<l)) averaged over GROUP_RATE_SAMPLES seeded draws of the groups above."""
     quality, mse = ReconstructionQuality().to(device), MeanSquaredError().to(device)
     per_example: dict[str, list[torch.Tensor]] = {"elbo": [], "distortion": [], "rate": [], "iwae": []}
-    group_sums, num_dims, seen, binary, estimator = None, None, 0, True, ANALYTIC
+    group_sums, num_dims, seen, binary, estimator, codes = None, None, 0, True, ANALYTIC, None
     limit = max_examples if max_examples is not None else math.inf
     bar = _progress_bar(progress, min(total, limit) if total is not None else None)
     for x, y in batches:
@@ -183,6 +183,7 @@ def _evaluate_groups(model, batches, iwae_samples, max_decoded, max_examples, de
         x_hat = t.reconstruction()
         quality.update(x_hat, x)
         mse.update(x_hat.float(), x.float())
+        codes = _code_counts(model, x, codes)
         seen += keep
         bar.advance(keep)
     bar.close()
@@ -221,7 +222,29 @@ def _evaluate_groups(model, batches, iwae_samples, max_decoded, max_examples, de
         "rate_nats_per_group": dict(zip(names, (group_sums / seen).tolist())),
         "rate_estimator": estimator,
         "notes": notes,
+        **_code_usage(codes),
     }
+
+
+def _code_counts(model, x: torch.Tensor, counts: torch.Tensor | None) -> torch.Tensor | None:
+    """Running counts of each discrete code over the split (a family with a codebook: `encode_codes`), else None."""
+    encode = getattr(model, "encode_codes", None) or getattr(getattr(model, "stage1", None), "encode_codes", None)
+    if encode is None:
+        return None
+    num_codes = model.num_codes
+    batch = torch.bincount(encode(x).flatten(), minlength=num_codes).cpu()
+    return batch if counts is None else counts + batch
+
+
+def _code_usage(counts: torch.Tensor | None) -> dict:
+    """Codebook diagnostics over the whole split: perplexity exp(H(usage)), the fraction of codes used, the usage
+    histogram (counts per code)."""
+    if counts is None:
+        return {}
+    p = counts.double() / counts.sum()
+    entropy = -(p * p.clamp(min=1e-300).log()).sum()
+    return {"code_perplexity": float(entropy.exp()), "codes_used_fraction": float((counts > 0).double().mean()),
+            "code_usage": counts.tolist()}
 
 
 def disentanglement_report(model: VAE, datamodule, seed: int = 0, device: str | torch.device = "cpu",
@@ -233,6 +256,17 @@ def disentanglement_report(model: VAE, datamodule, seed: int = 0, device: str | 
     from vae_lab.disentanglement import disentanglement_scores
 
     return disentanglement_scores(model, grid, seed, device, **sizes)
+
+
+def _sample_quality(cfg, model, datamodule, batches, device) -> dict:
+    """vae_lab.fid.sample_quality on the first fid.num_examples of the split (cfg.fid, configs/evaluate.yaml)."""
+    from vae_lab.feature_nets import feature_net
+    from vae_lab.fid import sample_quality
+    from vae_lab.pictures import first_examples
+
+    features = feature_net(cfg.fid.features, datamodule, cfg.fid.cache_dir, cfg.fid.classifier_epochs, cfg.seed)
+    real, labels = first_examples(batches, cfg.fid.num_examples, split=cfg.split)
+    return sample_quality(model.to(device), real, labels, features, cfg.fid.k, cfg.seed)
 
 
 class _NoBar:
@@ -282,6 +316,8 @@ def evaluate_model(cfg, data_overrides: list[str] = ()) -> tuple[dict, "Path"]:
     from vae_lab.io import atomic_write_json
     from vae_lab.loading import datamodule_for, load_model
     from vae_lab.rules import Rule, check_rules
+    from omegaconf import OmegaConf
+
     from vae_lab.units import likelihood_status
 
     started = time.time()
@@ -292,6 +328,14 @@ def evaluate_model(cfg, data_overrides: list[str] = ()) -> tuple[dict, "Path"]:
         Rule("data_seed", "int", lo=0, nullable=True), Rule("device", "choice", choices=lambda: DEVICES),
         Rule("progress", "bool"),
     ])
+    fid_features = OmegaConf.select(cfg, "fid.features")
+    if fid_features is not None:  # a missing weights file: one line before any work
+        from vae_lab.feature_nets import CLASSIFIER_NAMES, check_weights_file
+
+        check_rules(cfg, [Rule("fid.num_examples", "int", lo=4), Rule("fid.k", "int", lo=1),
+                          Rule("fid.classifier_epochs", "int", lo=1)])
+        if fid_features not in CLASSIFIER_NAMES:
+            check_weights_file(fid_features)
     loaded = load_model(cfg.model)
     if cfg.out is not None:
         out = Path(cfg.out).expanduser()
@@ -323,6 +367,8 @@ def evaluate_model(cfg, data_overrides: list[str] = ()) -> tuple[dict, "Path"]:
     }
     if getattr(datamodule.spec, "factor_names", None):  # ground-truth factors: the disentanglement scores too
         report["disentanglement"] = disentanglement_report(loaded.model, datamodule, cfg.seed, device)
+    if fid_features is not None:
+        report["sample_quality"] = _sample_quality(cfg, loaded.model, datamodule, batches, device)
     report["wall_time_s"] = round(time.time() - started, 2)
     atomic_write_json(out, report)
     return report, out

@@ -128,7 +128,7 @@ class Projection:
     """2-D coordinates of latent codes and how they were obtained."""
 
     coords: np.ndarray  # (N, 2)
-    method: str  # "raw": the latent coordinates themselves; "pca": the first two principal components
+    method: str  # "raw": the latent coordinates themselves; "pca": the first two principal components; "tsne"
     axis_labels: tuple[str, str]
     explained_variance: tuple[float, float] | None  # share of the total variance on each axis (PCA only)
 
@@ -180,6 +180,8 @@ def latent_scatter(projection: Projection, labels: np.ndarray | None = None,
     if projection.method == "pca":
         total = 100 * sum(projection.explained_variance)
         how = f"PCA to 2-D: {total:.1f}% of the variance explained"
+    elif projection.method == "tsne":
+        how = "t-SNE to 2-D (distances between clusters are not meaningful)"
     else:
         how = "raw latent coordinates"
     ax.set_title(f"{title}\n{len(xy)} posterior means, {how}")

@@ -135,7 +135,13 @@ def _traverse(job: Job) -> dict:
 
 def _latent_scatter(job: Job) -> dict:
     codes = pictures.encode_codes(job.model, job.batches(), job.n, only_class=job.label)
-    figure = pictures.scatter_figure(codes, job.class_names, f"Latent space of the {job.cfg.split} split")
+    title = f"Latent space of the {job.cfg.split} split"
+    if job.cfg.method == "tsne":  # t-SNE beside PCA: vae_lab.projection
+        from vae_lab.projection import tsne_scatter
+
+        return {f"latent_tsne_{job.cfg.split}{job.suffix()}": tsne_scatter(codes, job.class_names, title,
+                                                                            job.cfg.seed, job.cfg.perplexity)}
+    figure = pictures.scatter_figure(codes, job.class_names, title)
     return {f"latent_scatter_{job.cfg.split}{job.suffix()}": figure}
 
 
@@ -166,6 +172,7 @@ MODES = {
     "manifold": Mode(_manifold, 20, None, False, flat_code=True),
     "keep_groups": Mode(_keep_groups, 8, None, True, groups=True),
     "group_kl": Mode(_group_kl, 0, None, True, groups=True),
+    "export": Mode(None, 64, None, False),  # vae_lab.export: an .npz or an image folder, not a picture
 }
 
 RULES = [
@@ -180,6 +187,8 @@ RULES = [
     Rule("min_image_size", "int", lo=1),
     Rule("seed", "int", lo=0),
     Rule("device", "choice", choices=lambda: DEVICES),
+    Rule("method", "choice", choices=lambda: ("pca", "tsne")),
+    Rule("perplexity", "float", lo=1),
 ]
 
 
@@ -187,6 +196,8 @@ def check(cfg: DictConfig) -> None:
     """One clear ConfigError for the first bad value."""
     for rule in RULES:
         value = cfg[rule.key]
+        if rule.key == "class" and value == "all" and cfg.mode == "export":  # n of every class
+            continue
         if not rule.ok(value):
             raise ConfigError(f"{rule.key}={value!r} is invalid: must be {rule.describe()}")
     pair = OmegaConf.to_container(cfg.pair) if OmegaConf.is_list(cfg.pair) else cfg.pair
@@ -245,6 +256,10 @@ def run_sample(cfg: DictConfig, data_overrides: list[str] = ()) -> list[Path]:
     check(cfg)
     mode = MODES[cfg.mode]
     loaded = load_model(cfg.model)
+    if cfg.mode == "export":
+        from vae_lab.export import export_samples
+
+        return [export_samples(cfg, loaded)]
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model = loaded.model
     if mode.flat_code and not model.flat_code:

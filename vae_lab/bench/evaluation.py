@@ -19,7 +19,7 @@ def iwae_loop(model, batches, num_samples: int, max_decoded: int) -> float:
     estimates = []
     for x, _ in batches:
         per_chunk = max(1, max_decoded // len(x))  # samples per decoder pass, as vae_lab chunks them
-        if not hasattr(model, "decode"):  # a family with latent groups: its own log weights, chunk by chunk
+        if not getattr(model, "flat_code", True):  # a family without one flat code: its own log weights, by chunks
             log_w = [model.log_weights(x, None, min(per_chunk, num_samples - start))[0]
                      for start in range(0, num_samples, per_chunk)]
             estimates.append(torch.logsumexp(torch.cat(log_w), dim=0) - math.log(num_samples))

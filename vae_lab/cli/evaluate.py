@@ -38,10 +38,22 @@ def print_table(report: dict) -> None:
         *((f"disentanglement {k}", f"{v:.4f}") for k, v in (report.get("disentanglement") or {}).items()
           if isinstance(v, float)),
         *(("note", note) for note in report.get("notes", [])),
+        *_quality_rows(report.get("sample_quality")),
     ]
     for name, value in rows:
         table.add_row(name, value)
     Console().print(table)
+
+
+def _quality_rows(q: dict | None) -> list[tuple[str, str]]:
+    if not q:
+        return []
+    return [("FID samples / reconstructions", f"{q['fid_samples']:.3f} / {q['fid_reconstructions']:.3f}"),
+            ("FID floor (real halves)", f"{q['fid_real_halves']:.3f}"),
+            ("precision / recall, samples", f"{q['precision_samples']:.4f} / {q['recall_samples']:.4f}"),
+            ("precision / recall, reconstructions",
+             f"{q['precision_reconstructions']:.4f} / {q['recall_reconstructions']:.4f}"),
+            ("FID features", q["features"])]
 
 
 @hydra_errors_in_one_line

@@ -105,7 +105,33 @@ class VAEDataModule(L.LightningDataModule):
 
     def _load(self) -> RawData | StreamSource:
         h = self.hparams
-        return load_dataset(h.name, Path(h.data_dir).expanduser(), h.download, **h.options)
+        options = {k: v for k, v in h.options.items() if k != "classes"}  # classes: applied in setup, any source
+        return load_dataset(h.name, Path(h.data_dir).expanduser(), h.download, **options)
+
+    def _keep_classes(self, raw: RawData) -> RawData:
+        """Only the examples whose label is in dataset.options.classes, in the train and test splits alike (the
+        validation split is carved out of the kept training examples); labels keep their indices."""
+        classes = self.hparams.options.get("classes")
+        if classes is None:
+            return raw
+        name = self.hparams.name
+        ok = isinstance(classes, list) and classes and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                                                          for c in classes)
+        if not ok:
+            raise ConfigError(f"dataset.options.classes={classes!r} is invalid: must be a non-empty list of class "
+                              "indices, e.g. [0,1,2]")
+        if isinstance(raw, StreamSource) or raw.train_y is None:
+            what = "is streamed" if isinstance(raw, StreamSource) else "is unlabelled"
+            raise ConfigError(f"dataset.options.classes needs labelled in-memory data; {name} {what}")
+        count = len(raw.class_names) if raw.class_names else int(raw.train_y.max()) + 1
+        if max(classes) >= count:
+            raise ConfigError(f"dataset.options.classes={classes} is invalid: {name} has classes 0..{count - 1}")
+        wanted = torch.tensor(sorted(set(classes)))
+        keep = torch.isin(raw.train_y, wanted)
+        test = None if raw.test_y is None else torch.isin(raw.test_y, wanted)
+        pick = lambda t, m: None if t is None or m is None else t[m]  # noqa: E731
+        return RawData(raw.train_x[keep], raw.train_y[keep], pick(raw.test_x, test), pick(raw.test_y, test),
+                       raw.class_names, pick(raw.factors, keep), raw.factor_names, raw.levels, raw.summary)
 
     def prepare_data(self) -> None:
         # Lightning runs this on one process per node before setup: with download=True torchvision fetches or
@@ -164,7 +190,7 @@ class VAEDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._splits or self._streams:
             return
-        raw = self._raw if self._raw is not None else self._load()
+        raw = self._keep_classes(self._raw if self._raw is not None else self._load())
         self._raw = None
         self.summary = raw.summary if raw.summary else None  # the loader's one line: what it understood
         if isinstance(raw, StreamSource):
