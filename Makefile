@@ -7,7 +7,7 @@ ARGS   ?=
 PYTEST_ARGS ?=
 WORKERS ?= 2
 
-.PHONY: install train test test-fast test-slow test-all benchmark clean help
+.PHONY: install train test test-fast test-slow test-all benchmark docs docs-serve clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,5 +42,11 @@ test-all: $(STAMP)  ## every test (GPU tests skip themselves without a GPU)
 benchmark: $(STAMP)  ## throughput vs a hand-written loop (scripts/benchmark.py; ARGS to pass options)
 	$(BIN)/python scripts/benchmark.py $(ARGS)
 
+docs: $(STAMP)  ## build the docs site strictly into site/ (a broken link, anchor or docstring fails it)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site/
+
+docs-serve: $(STAMP)  ## serve the docs on http://127.0.0.1:8000, rebuilt on every edit
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8000
+
 clean:  ## remove the virtualenv and caches (keeps outputs/)
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build site *.egg-info

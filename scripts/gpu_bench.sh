@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU rows of issues 13/20 (README "Performance"): MLP and conv_deep under bf16 autocast on CIFAR-10-shaped
+# The GPU rows of issues 13/20 (docs/performance.md): MLP and conv_deep under bf16 autocast on CIFAR-10-shaped
 # generated data (no download: works offline), training sides a/b/c/l and IWAE-5000 evaluation (vae_lab vs the
 # straightforward loop), each side's FLOP/s as a share of the GPU's datasheet bf16 peak (H200: 989 TFLOP/s dense).
 #

@@ -3,7 +3,7 @@
 # side by side (the same machine load for both), then test log p(x) by IWAE-K on the test split:
 #   binarised MNIST (experiment=mnist_hierarchical vs mnist_likelihood architecture=conv) and 8-bit Fashion-MNIST
 #   (experiment=fashion_mnist_hierarchical vs the conv VAE with the same logistic mixture).
-#   MAXT=00:00:50:00 K=1000 MAX=1000 bash scripts/results_hierarchical.sh   # README's CPU budget
+#   MAXT=00:00:50:00 K=1000 MAX=1000 bash scripts/results_hierarchical.sh   # the CPU budget of docs/families.md
 #   MAXT=00:00:02:00 K=10 MAX=200 bash scripts/results_hierarchical.sh   # smoke test
 # Env: MAXT (Lightning's max_time per run, DD:HH:MM:SS), K, MAX (test examples; empty: all 10k), HW, DATA, OUT, PY,
 # PAIRS (binarised, eightbit or both).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The README's binarised-MNIST table: one training budget for every row, then test log p(x) by IWAE-K.
-#   STEPS=30000 MAXT=00:00:04:20 K=5000 HW=gpu bash scripts/results_table_mnist.sh   # the README's budget
+# The binarised-MNIST table (docs/priors.md): one training budget for every row, then test log p(x) by IWAE-K.
+#   STEPS=30000 MAXT=00:00:04:20 K=5000 HW=gpu bash scripts/results_table_mnist.sh   # the table's budget
 #   STEPS=50000 K=5000 HW=gpu bash scripts/results_table_mnist.sh        # a longer GPU budget
 #   STEPS=50 K=10 MAX=100 bash scripts/results_table_mnist.sh            # CPU smoke test (minutes)
 # Env: STEPS (optimizer steps), K (importance samples), MAX (test examples; empty: all 10k), WARMUP (KL warm-up

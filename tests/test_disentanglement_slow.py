@@ -10,7 +10,7 @@ from vae_lab.cli import CONFIG_DIR
 from vae_lab.disentanglement import disentanglement_scores
 
 SEEDS = (0, 1)
-# The README table's data and budget (5760 sprites, 600 steps of 64)
+# The docs/disentanglement.md table's data and budget (5760 sprites, 600 steps of 64)
 BUDGET = ["dataset=sprites", "dataset.options.stride.orientation=8", "dataset.options.stride.pos_x=4",
           "dataset.options.stride.pos_y=4", "model.latent_dim=10", "model.net.hidden_dims=[256,64]",
           "schedule.lr=2e-3", "trainer.max_steps=600", "trainer.max_epochs=-1", "callbacks=none", "logger=none",
@@ -33,6 +33,6 @@ def _mig(tmp_path, loss: str, seed: int) -> float:
 def test_beta_tcvae_vs_vanilla_mig_over_seeds(tmp_path):
     migs = {loss: [_mig(tmp_path / f"{loss}{s}", loss, s) for s in SEEDS] for loss in ("elbo", "beta_tcvae")}
     print({k: np.round(v, 3).tolist() for k, v in migs.items()})
-    # Measured by the README runs at this budget (seeds 0 and 1, best checkpoints by val ELBO, MIG on 1000 points):
+    # Measured by the docs' runs at this budget (seeds 0 and 1, best checkpoints by val ELBO, MIG on 1000 points):
     # beta_tcvae 0.089 / 0.101, elbo 0.031 / 0.021. This test scores the last weights on 5000 points.
     assert np.mean(migs["beta_tcvae"]) > np.mean(migs["elbo"]), migs

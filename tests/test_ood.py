@@ -193,7 +193,7 @@ def test_cli_out_data_of_another_shape_is_one_line_naming_both_shapes(run_dir, t
 def test_fashion_mnist_vs_mnist_input_complexity_separates_where_likelihood_fails(tmp_path):
     """A conv VAE (discretised logistic on 8-bit pixels) trained 400 steps (~1.5 min) on Fashion-MNIST gives MNIST
     higher likelihood (AUROC of -log p(x) well under 0.5, Nalisnick et al. 2019) while input complexity (Serra et
-    al. 2020), the best score here, separates them (README: Out-of-distribution scores)."""
+    al. 2020), the best score here, separates them (docs/ood.md)."""
     from datasets_fixtures import copy_mnist
 
     root = copy_mnist(copy_mnist(tmp_path / "data", "FashionMNIST"), "MNIST")

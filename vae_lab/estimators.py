@@ -2,7 +2,7 @@
 
 Generic over every posterior, prior and likelihood: only model.encode -> q(z|x) (rsample, log_prob),
 model.prior() -> log_prob and model.decode -> p(x|z) are used (plus the likelihood's optional fused log_prob).
-What makes it fast, measured on the MLP and conv decoders at k = 5000 (README "Performance"):
+What makes it fast, measured on the MLP and conv decoders at k = 5000 (docs/performance.md):
   - one decoder call per chunk of samples x images, sized from a memory budget of decoder activations: big
     enough that per-chunk dispatch costs nothing, small enough that a conv decoder's activations are not streamed
     through memory (a plain loop's 16k-image passes of the conv decoder hold ~800 MB of activations);

@@ -1,7 +1,7 @@
 """Every private Lightning name vae_lab relies on, in one place, and `check` that each is still there.
 
 Why private names at all: the fast path they serve is measured. Steps per call with DirectStep gave 1.07-1.18x the
-images/s of steps_per_call=1 on the MLP (README "Performance", column a/s), and DirectStep's hook-name shortcut is
+images/s of steps_per_call=1 on the MLP (docs/performance.md, column a/s), and DirectStep's hook-name shortcut is
 4.6 -> 0.6 us a hook. A Lightning upgrade that renames one of them would not fail: a write would land on a dead
 attribute (the loggers' x axis, the hook `self.log` credits) or a test would answer wrongly. `check` turns that
 into one line at the start of a fit; tests/test_lightning_compat.py checks each name's behaviour, and that no

@@ -18,7 +18,7 @@ class EMA(L.Callback):
     automatic and manual optimisation (steps per call) alike, and not at all where fp16 loss scaling skips the step.
     A step the non-finite guard (or its gradient skipping) skipped leaves every gradient None: no update then either.
     One fused `torch._foreach_lerp_`: on the dev CPU 0.27 ms on the MNIST MLP's 714k weights in cache, 0.64 ms right
-    after a backward (README: Resuming and reliability); torch's AveragedModel with get_ema_multi_avg_fn, the same
+    after a backward (docs/training.md: Training stability); torch's AveragedModel with get_ema_multi_avg_fn, the same
     lerp behind more bookkeeping, 0.50 ms in cache.
 
     The checkpoint's `state_dict` keeps the raw weights (resume continues them exactly); the average is this

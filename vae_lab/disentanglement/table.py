@@ -1,6 +1,6 @@
 """`python -m vae_lab.disentanglement.table RUN_DIR... [--num-train N --num-test M --metrics mig,dci,...]`:
 score trained runs on their data's ground-truth factors, write <run>/disentanglement.json, print a markdown table
-of mean +- std over the runs of each objective (the README's Disentanglement table)."""
+of mean +- std over the runs of each objective (the table of docs/disentanglement.md)."""
 
 import argparse
 import json

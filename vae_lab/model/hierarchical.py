@@ -124,11 +124,11 @@ class HierarchicalVAE(
 
     Args:
         in_shape: (C, H, W) of the images, values in [0, 1].
-        likelihood, likelihood_*: p(x|z) as the VAE has them (distributions.LIKELIHOODS).
-        channels: width of the residual stream (encoder and decoder); bottleneck: a cell's inner width as a
-            fraction of it (VDVAE's bottleneck_multiple); cells: residual cells per latent level of
-            the encoder and per group of the decoder; free_level_cells: per level without latents (the finer ones),
-            encoder and decoder alike.
+        likelihood: p(x|z) as the VAE has it (distributions.LIKELIHOODS), with its likelihood_* args.
+        channels: width of the residual stream (encoder and decoder).
+        bottleneck: a cell's inner width as a fraction of `channels` (VDVAE's bottleneck_multiple).
+        cells: residual cells per latent level of the encoder and per group of the decoder.
+        free_level_cells: cells per level without latents (the finer ones), encoder and decoder alike.
         min_scale: floor of every prior and posterior scale.
     """
 

@@ -89,17 +89,19 @@ class ModelFamily:
     """What a model family implements (mixed into an nn.Module). Attributes every family sets: in_shape,
     conditional, num_classes, likelihood (a Likelihood), likelihood_levels."""
 
-    family: str = ""  # its name in model.family and model_args.FAMILIES
-    # True when the latent is one Gaussian vector: latent scatter, 2-D manifold, traversals, the disentangling
-    # objectives and disentanglement metrics apply. Others skip those with a note.
+    family: str = ""
+    """Its name in model.family and model_args.FAMILIES."""
     flat_code: bool = False
-    # True when log_weights bounds its own memory for any K (encoder once, the samples in chunks): IWAE-k then asks
-    # for all K at once instead of chunking from the outside (which would re-run the encoder per chunk).
+    """True when the latent is one Gaussian vector: latent scatter, 2-D manifold, traversals, the disentangling
+    objectives and disentanglement metrics apply. Others skip those with a note."""
     log_weights_bounded: bool = False
-    # Terms.aux_terms this family reports -> the unit suffix of their metric names ("_nats", "" for a loss).
+    """True when log_weights bounds its own memory for any K (encoder once, the samples in chunks): IWAE-k then asks
+    for all K at once instead of chunking from the outside (which would re-run the encoder per chunk)."""
     aux_units: dict[str, str] = {}
+    """Terms.aux_terms this family reports -> the unit suffix of their metric names ("_nats", "" for a loss)."""
 
     def latent_groups(self) -> tuple[LatentGroup, ...]:
+        """The latent groups, top first: their names in metrics (rate_nats/<name>) and shapes per example."""
         raise NotImplementedError
 
     @property

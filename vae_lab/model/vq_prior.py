@@ -33,7 +33,9 @@ class VQPrior(
 
     Args:
         conditional: the prior sees the one-hot label (class-conditional samples).
-        pixelcnn_channels, pixelcnn_layers, pixelcnn_kernel: width, gated layers and kernel size of the PixelCNN.
+        pixelcnn_channels: width of the PixelCNN.
+        pixelcnn_layers: its gated layers.
+        pixelcnn_kernel: its kernel size.
     """
 
     family = "vqvae_prior"

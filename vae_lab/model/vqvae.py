@@ -54,7 +54,7 @@ class VQVAE(
         dead_code_threshold: restart a vq code whose moving average of assignments per batch is below this
             (nets.quantizer.VectorQuantizer); 0: never.
         net: channels (one stride-2 stage each), residual_blocks, residual_hidden (nets.vqvae.build_vq_nets).
-        likelihood*: p(x|z) as for the VAE (vae_lab.distributions.LIKELIHOODS).
+        likelihood: p(x|z) as for the VAE (vae_lab.distributions.LIKELIHOODS), with its likelihood_* args.
         num_classes: labels of the data (unused by stage 1, whose prior is uniform; the stage-2 prior uses them).
     """
 

@@ -2,10 +2,10 @@
 codebook (van den Oord et al. 2017) and finite scalar quantisation (Mentzer et al. 2023). Weights and buffers only:
 no likelihood, no loss weighting beyond the commitment / codebook terms that belong to the quantiser.
 
-Why our own code and not vector-quantize-pytorch (README: VQ-VAE): the library adds four dependencies (einops, einx,
+Why our own code and not vector-quantize-pytorch (docs/families.md): the library adds four dependencies (einops, einx,
 loguru, torch-einops-utils), names its buffers after its own internals (a checkpoint or artifact would be tied to
 its version), and was ~5x slower on the dev CPU at this size with the same nearest codes (a one-off measurement;
-the numbers are in the README's VQ-VAE section). What we need is ~150 lines.
+the numbers are in the VQ-VAE section of docs/families.md). What we need is ~150 lines.
 """
 
 import math

@@ -1,0 +1,75 @@
+"""The docs: the site builds strictly (a missing page, a broken link or anchor, a docstring mkdocstrings cannot read
+fails it), and the README stays a short front page whose links and pictures exist."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+MAX_README_LINES = 300
+MAX_PICTURE_BYTES = 100_000
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def readme_links() -> list[str]:
+    """Targets of the README's Markdown links and images, outside code blocks."""
+    text = re.sub(r"```.*?```", "", README.read_text(), flags=re.S)
+    return LINK.findall(text)
+
+
+def local_target(link: str) -> Path | None:
+    """The file a relative link names (anchors dropped); None for a web or in-page link."""
+    if re.match(r"[a-z]+:", link) or link.startswith("#"):
+        return None
+    return ROOT / link.split("#")[0]
+
+
+def test_site_builds_strictly(tmp_path):
+    mkdocs = shutil.which("mkdocs") or str(Path(sys.executable).with_name("mkdocs"))
+    proc = subprocess.run([mkdocs, "build", "--strict", "-d", str(tmp_path / "site")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # every page of the nav was written, the API reference with the interface's members in it
+    assert (tmp_path / "site" / "adding-a-family" / "index.html").is_file()
+    api = (tmp_path / "site" / "api" / "model" / "index.html").read_text()
+    assert all(f'id="vae_lab.model.interface.ModelFamily.{name}"' in api
+               for name in ("latent_groups", "terms", "sample", "reconstruct", "log_weights", "log_weights_bounded"))
+
+
+def test_readme_is_short_and_starts_with_the_two_commands():
+    lines = README.read_text().splitlines()
+    assert len(lines) <= MAX_README_LINES, f"README.md has {len(lines)} lines (at most {MAX_README_LINES})"
+    commands = [line.split("#")[0].strip() for line in lines if line.startswith("make ")]
+    assert commands[:2] == ["make train", "make test"]
+
+
+def test_readme_links_and_pictures_exist():
+    links = readme_links()
+    assert any(link.startswith("docs/images/") for link in links)  # the links are really read
+    missing = [link for link in links if (path := local_target(link)) is not None and not path.exists()]
+    assert not missing, f"README.md links to files that do not exist: {missing}"
+    pictures = [local_target(link) for link in links if link.endswith(".png")]
+    assert len(pictures) >= 5
+    big = {p.name: p.stat().st_size for p in pictures if p.stat().st_size > MAX_PICTURE_BYTES}
+    assert not big, f"pictures over {MAX_PICTURE_BYTES} bytes: {big}"
+
+
+def test_every_docs_page_the_readme_names_is_in_the_nav():
+    nav = (ROOT / "mkdocs.yml").read_text()
+    pages = {link.split("#")[0][len("docs/"):] for link in readme_links()
+             if link.startswith("docs/") and link.split("#")[0].endswith(".md")}
+    assert pages, "the README links no docs page"
+    assert not {p for p in pages if p not in nav}
+
+
+@pytest.mark.parametrize("link, found", [("docs/index.md", True), ("docs/nope.md", False),
+                                         ("docs/images/nope.png", False), ("https://x.org/a.md", None)])
+def test_the_link_check_can_fail(link, found):
+    path = local_target(link)
+    assert (None if path is None else path.exists()) is found
