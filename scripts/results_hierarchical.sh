@@ -16,7 +16,7 @@ declare -A RUNS=(
   [binarised_hierarchical]="experiment=mnist_hierarchical"
   [binarised_conv]="experiment=mnist_likelihood architecture=conv ~model.net.hidden_dims ~model.net.activation schedule.kl_warmup_steps=5000"
   [eightbit_hierarchical]="experiment=fashion_mnist_hierarchical"
-  [eightbit_conv]="dataset=fashion_mnist architecture=conv model.likelihood=discretized_logistic_mixture model.likelihood_components=5 schedule.max_epochs=-1 schedule.kl_warmup_steps=5000"
+  [eightbit_conv]="dataset=fashion_mnist dataset.binarize=none architecture=conv model.likelihood=discretized_logistic_mixture model.likelihood_components=5 schedule.max_epochs=-1 schedule.kl_warmup_steps=5000"
 )
 names=()
 for pair in $PAIRS; do names+=("${pair}_hierarchical" "${pair}_conv"); done

@@ -8,7 +8,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 from vae_lab.config import _missing
-from vae_lab.model_args import family_named
+from vae_lab.model_args import COMMON_MODEL_KEYS, family_named
 from vae_lab.cli import CONFIG_DIR
 from vae_lab.config import validate
 from vae_lab.errors import ConfigError
@@ -42,9 +42,11 @@ def test_every_option_composes_and_validates(override):
     validate(cfg)
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     model = container["model"]
-    # the VAE's code size, or another family's knobs (its own init args, each present)
-    assert model["latent_dim"] >= 1 if model["family"] == "vae" else {
-        rule.key for rule in family_named(model["family"]).rules if rule.key not in ("likelihood_levels",)} <= set(model)
+    # the VAE's code size, or another family's knobs: its own init args only, at least one of them set
+    # (vqvae_prior takes stage 1's from prior_of= at start)
+    own = {rule.key for rule in family_named(model["family"]).rules}
+    assert model["latent_dim"] >= 1 if model["family"] == "vae" else (
+        set(model) - set(COMMON_MODEL_KEYS) <= own and set(model) & own - set(COMMON_MODEL_KEYS))
 
 
 @pytest.mark.parametrize("dataset", ["digits", "mnist", "fashion_mnist"])
