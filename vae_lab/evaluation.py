@@ -33,6 +33,20 @@ def _mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
     return values.mean().item(), stderr
 
 
+def _bounds(model, per_example: dict, status: Status | None, binary: bool, num_dims: int):
+    """The per-example values joined, the ELBO's and IWAE's means and standard errors, what the bound is (status:
+    given, else decided from the likelihood and whether every pixel seen was 0 or 1) and bits/dim where it is a
+    normalised log-likelihood."""
+    values = {name: torch.cat(parts) for name, parts in per_example.items()}
+    elbo, iwae = _mean_and_stderr(values["elbo"]), _mean_and_stderr(values["iwae"])
+    status = status or likelihood_status(model.likelihood.name, binary_data=binary, levels=model.likelihood_levels)
+    bits = {}
+    if status.normalised:
+        bits = {f"{name}_bits_per_dim": float(bits_per_dim(torch.tensor(value[0]), num_dims, status.log_bin_width))
+                for name, value in (("elbo", elbo), ("iwae", iwae))}
+    return values, elbo, iwae, status, bits
+
+
 @torch.no_grad()
 def evaluate(
     model: ModelFamily,
@@ -110,14 +124,8 @@ def evaluate(
     if seen == 0:
         raise ValueError("no examples to evaluate")
 
-    values = {name: torch.cat(parts) for name, parts in per_example.items()}
-    elbo, elbo_se = _mean_and_stderr(values["elbo"])
-    iwae_mean, iwae_se = _mean_and_stderr(values["iwae"])
-    status = status or likelihood_status(model.likelihood.name, binary_data=binary, levels=model.likelihood_levels)
-    bits = {}
-    if status.normalised:
-        bits = {f"{name}_bits_per_dim": float(bits_per_dim(torch.tensor(value), num_dims, status.log_bin_width))
-                for name, value in (("elbo", elbo), ("iwae", iwae_mean))}
+    values, (elbo, elbo_se), (iwae_mean, iwae_se), status, bits = _bounds(model, per_example, status, binary,
+                                                                            num_dims)
     notes, has_mean = [], is_diagonal_gaussian(q_z)
     if estimator != ANALYTIC:
         notes.append(f"rate_nats is Monte Carlo over the {iwae_samples} samples and kl_per_dim_nats is omitted: "
@@ -189,14 +197,8 @@ def _evaluate_groups(model, batches, iwae_samples, max_decoded, max_examples, de
     bar.close()
     if seen == 0:
         raise ValueError("no examples to evaluate")
-    values = {name: torch.cat(parts) for name, parts in per_example.items()}
-    elbo, elbo_se = _mean_and_stderr(values["elbo"])
-    iwae_mean, iwae_se = _mean_and_stderr(values["iwae"])
-    status = status or likelihood_status(model.likelihood.name, binary_data=binary, levels=model.likelihood_levels)
-    bits = {}
-    if status.normalised:
-        bits = {f"{name}_bits_per_dim": float(bits_per_dim(torch.tensor(value), num_dims, status.log_bin_width))
-                for name, value in (("elbo", elbo), ("iwae", iwae_mean))}
+    values, (elbo, elbo_se), (iwae_mean, iwae_se), status, bits = _bounds(model, per_example, status, binary,
+                                                                            num_dims)
     names = [g.name for g in model.latent_groups()]
     notes = [f"rate_nats per latent group ({len(names)}) is its {estimator} averaged over {GROUP_RATE_SAMPLES} "
              "samples of the groups above; active_units and kl_per_dim_nats are for one flat code"]
