@@ -16,9 +16,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 from torch.distributions import Normal, kl_divergence
 
-from vae_lab.distributions import build_likelihood
 from vae_lab.distributions.kl import ANALYTIC
-from vae_lab.distributions.likelihoods import DISCRETE_ON_CONTINUOUS
 from vae_lab.errors import ConfigError
 from vae_lab.model.interface import LatentGroup, ModelFamily, Terms, check_temperature
 from vae_lab.nets.hierarchical import BottomUp, TopDown, level_sizes
@@ -168,13 +166,8 @@ class HierarchicalVAE(
                               f"{len(sizes)} level(s): {', '.join(f'{h}x{w}' for h, w in sizes)})")
         self.conditional = conditional
         self.num_classes = num_classes
-        self.likelihood = build_likelihood(likelihood)
-        if self.likelihood.kind == "discrete" and likelihood_levels is None:
-            raise ConfigError(DISCRETE_ON_CONTINUOUS.format(likelihood=likelihood))
-        self.likelihood_levels = likelihood_levels
-        self.likelihood_kwargs = {"scale": likelihood_scale, "min_scale": likelihood_min_scale,
-                                  "channels": self.in_shape[0], "components": likelihood_components,
-                                  "levels": likelihood_levels or 256}
+        self.set_likelihood(likelihood, likelihood_scale, likelihood_min_scale, likelihood_components,
+                            likelihood_levels)
         self.min_scale = min_scale
         self.latent_channels = latent_channels
         latent_levels = list(range(downsamples - latent_resolutions + 1, downsamples + 1))

@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from vae_lab.errors import CheckpointError, ConfigError
+from vae_lab.distributions.likelihoods import DISCRETE_ON_CONTINUOUS, build_likelihood
 from vae_lab.distributions.kl import ANALYTIC, MONTE_CARLO, is_diagonal_gaussian, rate_per_dim
 
 
@@ -138,6 +139,16 @@ class ModelFamily:
                 size *= n
             total += size
         return total
+
+    def set_likelihood(self, name: str, scale: float, min_scale: float, components: int, levels: int | None) -> None:
+        """p(x|z)'s family and its settings (every family's likelihood init args), after `in_shape` is set: a
+        discretised likelihood needs the data's grey levels (None: continuous data) and is refused without them."""
+        self.likelihood = build_likelihood(name)
+        if self.likelihood.kind == "discrete" and levels is None:
+            raise ConfigError(DISCRETE_ON_CONTINUOUS.format(likelihood=name))
+        self.likelihood_levels = levels
+        self.likelihood_kwargs = {"scale": scale, "min_scale": min_scale, "channels": self.in_shape[0],
+                                  "components": components, "levels": levels or 256}
 
     def labels(self, y: Tensor | None) -> Tensor | None:
         """The labels this model sees: y for a conditional model, None for an unconditional one (which must not)."""

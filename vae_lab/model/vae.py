@@ -7,9 +7,8 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 from torch.distributions import Distribution
 
-from vae_lab.distributions import build_likelihood, build_posterior, build_prior, sample_with_seed
+from vae_lab.distributions import build_posterior, build_prior, sample_with_seed
 from vae_lab.distributions.kl import is_diagonal_gaussian
-from vae_lab.distributions.likelihoods import DISCRETE_ON_CONTINUOUS
 from vae_lab.distributions.prior import VAMP_CONDITIONAL
 from vae_lab.errors import ConfigError
 from vae_lab.model.interface import LatentGroup, ModelFamily, Terms, check_temperature, flat_terms
@@ -77,13 +76,8 @@ class VAE(
         self.latent_dim = latent_dim
         self.conditional = conditional
         self.num_classes = num_classes
-        self.likelihood = build_likelihood(likelihood)
-        if self.likelihood.kind == "discrete" and likelihood_levels is None:
-            raise ConfigError(DISCRETE_ON_CONTINUOUS.format(likelihood=likelihood))
-        self.likelihood_levels = likelihood_levels
-        self.likelihood_kwargs = {"scale": likelihood_scale, "min_scale": likelihood_min_scale,
-                                  "channels": self.in_shape[0], "components": likelihood_components,
-                                  "levels": likelihood_levels or 256}
+        self.set_likelihood(likelihood, likelihood_scale, likelihood_min_scale, likelihood_components,
+                            likelihood_levels)
         self.posterior_min_scale = posterior_min_scale
         # Modules without weights (standard_normal, gaussian) add nothing to the state_dict: today's keys.
         self.posterior_module = build_posterior(

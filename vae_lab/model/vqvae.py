@@ -16,8 +16,6 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from vae_lab.distributions import build_likelihood
-from vae_lab.distributions.likelihoods import DISCRETE_ON_CONTINUOUS
 from vae_lab.errors import ConfigError
 from vae_lab.model.interface import LatentGroup, ModelFamily, Terms, check_temperature
 from vae_lab.nets.quantizer import CODEBOOKS, build_quantizer
@@ -93,13 +91,8 @@ class VQVAE(
             raise choices_error("model.codebook", codebook, CODEBOOKS)
         self.in_shape = tuple(int(s) for s in in_shape)
         self.conditional, self.num_classes = False, num_classes
-        self.likelihood = build_likelihood(likelihood)
-        if self.likelihood.kind == "discrete" and likelihood_levels is None:
-            raise ConfigError(DISCRETE_ON_CONTINUOUS.format(likelihood=likelihood))
-        self.likelihood_levels = likelihood_levels
-        self.likelihood_kwargs = {"scale": likelihood_scale, "min_scale": likelihood_min_scale,
-                                  "channels": self.in_shape[0], "components": likelihood_components,
-                                  "levels": likelihood_levels or 256}
+        self.set_likelihood(likelihood, likelihood_scale, likelihood_min_scale, likelihood_components,
+                            likelihood_levels)
         self.quantizer = build_quantizer(quantizer, codebook_size, code_dim, codebook == "ema", ema_decay, commitment,
                                          dead_code_threshold)
         self.num_codes = self.quantizer.size  # K: exactly codebook_size
