@@ -120,3 +120,11 @@ def test_a_vae_checkpoint_has_no_family_key_so_old_runs_resume():
                                       "conditional": False}})
     kwargs = model_kwargs(cfg, DataSpec(shape=(1, 8, 8), num_classes=None, class_names=None, has_test=False))
     assert "family" not in kwargs and kwargs["latent_dim"] == 4
+
+
+def test_an_objective_on_a_flat_code_is_refused_for_a_family_without_one():
+    from vae_lab.config import validate
+
+    cfg = OmegaConf.create({"model": {"family": "hierarchical"}, "loss": {"name": "beta_tcvae"}})
+    with pytest.raises(ConfigError, match="loss=beta_tcvae reads the aggregate posterior of one flat Gaussian code"):
+        validate(cfg)

@@ -271,6 +271,10 @@ def _check_latent_combinations(cfg: DictConfig) -> None:
     name = OmegaConf.select(cfg, "loss.name", default="elbo")
     from vae_lab.objectives import OBJECTIVES
 
+    family = OmegaConf.select(cfg, "model.family", default=DEFAULT_FAMILY)
+    if name in OBJECTIVES and OBJECTIVES[name].flat_code and family != DEFAULT_FAMILY:
+        raise ConfigError(f"loss={name} reads the aggregate posterior of one flat Gaussian code (model.family=vae); "
+                          f"model.family={family} has none: use loss=elbo or loss=iwae")
     if name in OBJECTIVES and OBJECTIVES[name].analytic_rate and not factorised:
         raise ConfigError(f"loss={name} needs the KL in closed form (prior=standard_normal, posterior=gaussian); "
                           f"with prior={prior} posterior={posterior} it has none: choose those, or loss=elbo")
