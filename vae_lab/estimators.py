@@ -66,13 +66,9 @@ class ChunkedIWAE:
         return self.sum_log_w / self.num_samples
 
 
-def decoded_bytes_per_sample(model: nn.Module, q_z, x: torch.Tensor, y: torch.Tensor | None) -> int:
-    """Bytes of every leaf module's output and the likelihood's parameters for one decoded z per image.
-
-    One probe call of model.decode on zeros shaped like one draw of q_z (in x's dtype and device; no random numbers
-    drawn), with forward hooks on the leaf modules: a generic, high (the sum, not the peak) estimate of a chunk's
-    memory.
-    """
+@contextmanager
+def _leaf_output_bytes(model: nn.Module):
+    """A one-item list whose total grows by the bytes of every leaf module's tensor output while the block runs."""
     total = [0]
 
     def count(module, inputs, output):
@@ -82,11 +78,22 @@ def decoded_bytes_per_sample(model: nn.Module, q_z, x: torch.Tensor, y: torch.Te
     leaves = [m for m in model.modules() if next(m.children(), None) is None]
     handles = [m.register_forward_hook(count) for m in leaves]
     try:
-        z = torch.zeros((1, *q_z.batch_shape, *q_z.event_shape), dtype=x.dtype, device=x.device)
-        p_x = model.decode(z, y)
+        yield total
     finally:
         for handle in handles:
             handle.remove()
+
+
+def decoded_bytes_per_sample(model: nn.Module, q_z, x: torch.Tensor, y: torch.Tensor | None) -> int:
+    """Bytes of every leaf module's output and the likelihood's parameters for one decoded z per image.
+
+    One probe call of model.decode on zeros shaped like one draw of q_z (in x's dtype and device; no random numbers
+    drawn), with forward hooks on the leaf modules: a generic, high (the sum, not the peak) estimate of a chunk's
+    memory.
+    """
+    with _leaf_output_bytes(model) as total:
+        z = torch.zeros((1, *q_z.batch_shape, *q_z.event_shape), dtype=x.dtype, device=x.device)
+        p_x = model.decode(z, y)
     total[0] += sum(t.numel() * t.element_size() for t in _tensors_of(p_x))
     return max(1, total[0] // max(1, math.prod(q_z.batch_shape)))
 
@@ -248,19 +255,8 @@ def _accumulate(model, x, y, num_samples, q_z, memory_mb, max_decoded, decoder_d
 def pass_bytes_per_sample(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> int:
     """Bytes of every leaf module's output in one `model.log_weights(x, y, 1)` pass, per image: a generic, high
     (the sum, not the peak) estimate of a chunk's memory for any family."""
-    total = [0]
-
-    def count(module, inputs, output):
-        if isinstance(output, torch.Tensor):
-            total[0] += output.numel() * output.element_size()
-
-    leaves = [m for m in model.modules() if next(m.children(), None) is None]
-    handles = [m.register_forward_hook(count) for m in leaves]
-    try:
+    with _leaf_output_bytes(model) as total:
         model.log_weights(x[:1], None if y is None else y[:1], 1)
-    finally:
-        for handle in handles:
-            handle.remove()
     return max(1, total[0])
 
 
