@@ -142,6 +142,25 @@ def test_real_mnist_archives(tmp_path, name, folder, first_class):
     assert x.shape == (128, 1, 28, 28) and 0 <= y.min() and y.max() <= 9
 
 
+def test_mnist_archives_in_place_load_with_download_false(tmp_path, monkeypatch):
+    """The .gz archives the not-found message asks for are enough offline: they are extracted, never downloaded."""
+    root = copy_mnist(tmp_path)
+    monkeypatch.setattr("torchvision.datasets.utils.download_url", lambda *a, **k: pytest.fail("downloaded"))
+    raw = load_dataset("mnist", root, download=False)
+    assert raw.train_x.shape == (60000, 1, 28, 28) and raw.test_x.shape == (10000, 1, 28, 28)
+    assert (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+
+    # a folder the archives cannot be extracted into: one line naming it and the fix
+    other = copy_mnist(tmp_path / "other")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("torchvision.datasets.utils.extract_archive", refuse)
+    with pytest.raises(DataError, match="cannot extract .*Permission denied.*writable folder"):
+        load_dataset("mnist", other, download=False)
+
+
 def test_missing_mnist_names_the_searched_path(tmp_path):
     with pytest.raises(DataError) as err:
         load_dataset("mnist", tmp_path / "empty", download=False)

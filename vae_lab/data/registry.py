@@ -67,11 +67,38 @@ def _md5_mismatch(cls, root: Path) -> str | None:
     return None
 
 
+def _extract_local_archives(cls, root: Path) -> None:
+    """Extract MNIST-style `<Name>/raw/*.gz` archives that are present and pass their md5 (no network touched).
+
+    torchvision only extracts inside `download()`, so with download=false the archives a user put in place (and that
+    the not-found message names) would be refused; a file whose md5 fails is left for `_md5_mismatch` to name.
+    """
+    import hashlib
+
+    from torchvision.datasets.utils import extract_archive
+
+    raw = root / cls.__name__ / "raw"
+    for filename, md5 in getattr(cls, "resources", []):
+        archive = raw / filename
+        target = raw / Path(filename).stem
+        if target.is_file() or not archive.is_file():
+            continue
+        if hashlib.md5(archive.read_bytes(), usedforsecurity=False).hexdigest() != md5:
+            continue
+        try:
+            extract_archive(str(archive), str(raw))
+        except OSError as err:
+            raise DataError(f"cannot extract {archive} into {raw} ({err.strerror or err}); copy the archives to a "
+                            f"writable folder and set paths.data_dir to it") from err
+
+
 def _torchvision_loader(cls, expected_files: Callable, layout: str, doc: str) -> Callable:
     """A loader for a torchvision dataset class whose `.data` already holds every decoded image."""
 
     def load(root: Path, download: bool) -> RawData:
         root = Path(root).expanduser().resolve()
+        if not download:
+            _extract_local_archives(cls, root)
         splits = []
         for train in (True, False):
             try:
