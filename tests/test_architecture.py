@@ -158,6 +158,12 @@ def test_an_artifact_written_before_the_split_still_loads():
     assert isinstance(VAE.from_pretrained(str(fixture)), VAE)
 
 
+def _same_cpu_as_pinned() -> bool:
+    from test_pinned_numbers import EXACT
+
+    return EXACT
+
+
 def test_an_artifact_written_before_model_families_loads_as_a_vae_and_reconstructs_exactly():
     """tests/fixtures/artifact_pre_families: a conv VAE with an IAF posterior and a VampPrior written at commit
     ccd28b4 (before config.json recorded `_class_name`); the numbers are what that commit's code computed."""
@@ -173,10 +179,12 @@ def test_an_artifact_written_before_model_families_loads_as_a_vae_and_reconstruc
     recon = loaded.model.reconstruct(x).flatten()
     expected = torch.tensor([0.20476821064949036, 0.17654326558113098, 0.31816723942756653, 0.5083779096603394,
                              0.4880882203578949, 0.3788931667804718])
-    torch.testing.assert_close(recon[:6], expected, rtol=0, atol=0)
+    # bit for bit on the CPU model the numbers were written on; another CPU's kernels may round the last float bit
+    exact = {"rtol": 0, "atol": 0} if _same_cpu_as_pinned() else {"rtol": 1e-5, "atol": 1e-6}
+    torch.testing.assert_close(recon[:6], expected, **exact)
     assert float(recon.sum()) == pytest.approx(20.708110809326172, rel=1e-6)
     torch.manual_seed(0)
     samples = loaded.model.sample(2).flatten()[:4]
     torch.testing.assert_close(samples, torch.tensor([0.13448528945446014, 0.10762999951839447, 0.2679178714752197,
-                                                      0.5237598419189453]), rtol=0, atol=0)
+                                                      0.5237598419189453]), **exact)
     assert type(ModelFamily.from_pretrained(str(fixture))) is VAE  # the generic loader finds the family too
