@@ -28,10 +28,8 @@ test: $(STAMP)  ## the layering contracts (lint-imports) and the default test su
 	$(BIN)/lint-imports --no-cache
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(WORKERS) -m "not slow and not gpu" $(PYTEST_ARGS)
 
-test-fast: $(STAMP)  ## the inner loop: unit tests of the maths and the model (no training runs, no subprocesses)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(WORKERS) -m "not slow and not gpu" $(PYTEST_ARGS) \
-	  tests/test_families.py tests/test_hierarchical.py tests/test_vqvae.py tests/test_objectives.py \
-	  tests/test_iwae.py tests/test_likelihoods.py tests/test_priors.py tests/test_iaf.py tests/test_metrics.py
+test-fast: $(STAMP)  ## the inner loop (~30 s): tests/unit/, the maths and the modules (no Trainer, no subprocess)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(WORKERS) -m "not slow and not gpu" $(PYTEST_ARGS) tests/unit
 
 test-slow: $(STAMP)  ## the slow tests (real-data training runs), 2 workers
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(WORKERS) -m "slow and not gpu" $(PYTEST_ARGS)

@@ -1,9 +1,14 @@
+"""Shared by every tier: the tier markers, one torch thread per test process, the CI time budget, and the tiny
+trained runs that tests share read-only (`trained_run`)."""
+
 import os
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+os.environ["OMP_NUM_THREADS"] = os.environ.get("VAE_LAB_TEST_THREADS", "1")  # before torch starts its thread pool
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (ROOT.parent / "shared" / "data").resolve()
@@ -21,10 +26,18 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+TIERS = ("unit", "integration", "cli")  # tests/<tier>/: the marker every test there gets
+
+
 def pytest_collection_modifyitems(config, items):
-    """Each test process one torch thread (2 shared cores: a second intra-op thread only spins), set here so that
-    every worker of `pytest -n` gets it too."""
+    """Each test gets its tier's marker (`-m unit`, `-m "not cli"`, ...), and each test process one torch thread
+    (2 shared cores: a second intra-op thread only spins), set here so that every worker of `pytest -n` gets it."""
     torch.set_num_threads(int(os.environ.get("VAE_LAB_TEST_THREADS", "1")))
+    tests = Path(__file__).parent
+    for item in items:
+        parts = Path(item.fspath).relative_to(tests).parts
+        if len(parts) > 1 and parts[0] in TIERS:
+            item.add_marker(parts[0])
 
 
 @pytest.fixture(autouse=True)
@@ -36,3 +49,14 @@ def _within_the_ci_budget(request):
     deadline = os.environ.get("VAE_LAB_TEST_DEADLINE")
     if deadline and time.time() > float(deadline):
         pytest.skip("CI time budget spent (VAE_LAB_TEST_DEADLINE): run `make test-slow` locally for this test")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """name -> the run directory of one of `trained.RUNS` (tiny runs on the bundled digits), trained once per test
+    session and shared by every test and every xdist worker. Read-only: copy it (`shutil.copytree`) to write."""
+    import trained
+
+    base = tmp_path_factory.getbasetemp()  # an xdist worker's is <session>/popen-gwN: share the session's folder
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "trained_runs"
+    return lambda name: trained.shared_run(shared, name)

@@ -10,7 +10,7 @@ from vae_lab.disentanglement.mig import dominant_factors
 from vae_lab.evaluation import disentanglement_report
 from vae_lab.plots import mi_heatmap, save_png, traversal_figure
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["shape", "scale", "orientation", "pos_x", "pos_y"]
 
 

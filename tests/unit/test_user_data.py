@@ -16,7 +16,7 @@ from vae_lab.data.raw import storage_dtype
 from vae_lab.data.registry import load_dataset
 from vae_lab.errors import ConfigError, DataError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RNG = np.random.default_rng(0)
 U8 = RNG.integers(0, 256, (6, 5, 7), dtype=np.uint8)  # 6 images 5x7, 8-bit
 BITS = RNG.integers(0, 2, (202, 28, 20), dtype=np.uint8)  # binary glyphs stored as 0/1

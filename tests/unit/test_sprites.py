@@ -14,7 +14,7 @@ from vae_lab.data.sprites import DSPRITES_FILE, FACTOR_NAMES, FACTOR_SIZES, fact
 from vae_lab.errors import ConfigError, DataError
 from vae_lab.plots import image_grid, save_png
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SUBSET = {"orientation": 8, "pos_x": 8, "pos_y": 8}  # 3 x 6 x 5 x 4 x 4 = 1440 images
 
 
