@@ -120,3 +120,16 @@ def run_many(tool: str, cases: list[tuple[str, list[str]]], out: Path, watch: Pa
     results = json.loads(Path(out).read_text())
     assert sorted(results) == sorted(name for name, _ in cases), proc.stderr[-3000:]
     return results
+
+
+def execute(argv: list, *, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600,
+            ok: bool | None = None) -> subprocess.CompletedProcess:
+    """Any other program (lint-imports, mkdocs, pip, an installed command, a shell line): like `run`, but `argv`
+    is the whole command line and `env`, when given, replaces the environment (an empty directory's user)."""
+    proc = subprocess.run([str(a) for a in argv], cwd=cwd, env=ENV if env is None else env, capture_output=True,
+                          text=True, timeout=timeout)
+    if ok is True:
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    elif ok is False:
+        assert proc.returncode != 0, proc.stdout[-2000:]
+    return proc

@@ -1,16 +1,12 @@
-"""The docs: the site builds strictly (a missing page, a broken link or anchor, a docstring mkdocstrings cannot read
-fails it), and the README stays a short front page whose links and pictures exist."""
+"""The docs: the README stays a short front page whose links and pictures exist, and every page it names is in the
+site's nav (the strict build of the site itself, a process, is in tests/cli/test_project_tools.py)."""
 
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 MAX_README_LINES = 300
 MAX_PICTURE_BYTES = 100_000
@@ -28,18 +24,6 @@ def local_target(link: str) -> Path | None:
     if re.match(r"[a-z]+:", link) or link.startswith("#"):
         return None
     return ROOT / link.split("#")[0]
-
-
-def test_site_builds_strictly(tmp_path):
-    mkdocs = shutil.which("mkdocs") or str(Path(sys.executable).with_name("mkdocs"))
-    proc = subprocess.run([mkdocs, "build", "--strict", "-d", str(tmp_path / "site")], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    # every page of the nav was written, the API reference with the interface's members in it
-    assert (tmp_path / "site" / "adding-a-family" / "index.html").is_file()
-    api = (tmp_path / "site" / "api" / "model" / "index.html").read_text()
-    assert all(f'id="vae_lab.model.interface.ModelFamily.{name}"' in api
-               for name in ("latent_groups", "terms", "sample", "reconstruct", "log_weights", "log_weights_bounded"))
 
 
 def test_readme_is_short_and_starts_with_the_two_commands():
