@@ -91,7 +91,7 @@ class _Trainee:
     def loss(self, x, y):
         """The same computation as VAEModule's step: the family's terms (K reparameterised samples), objective."""
         model = self.model
-        y = y if model.conditional else None
+        y = model.labels(y)
         with self.autocast:  # forward only, as Lightning's mixed precision does
             return self.objective(model.terms(x, y, self.num_samples, with_log_q=self.log_q)).loss
 

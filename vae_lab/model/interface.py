@@ -150,8 +150,9 @@ class ModelFamily:
         self.likelihood_kwargs = {"scale": scale, "min_scale": min_scale, "channels": self.in_shape[0],
                                   "components": components, "levels": levels or 256}
 
-    def labels(self, y: Tensor | None) -> Tensor | None:
-        """The labels this model sees: y for a conditional model, None for an unconditional one (which must not)."""
+    def labels(self, y: Tensor | int | None) -> Tensor | int | None:
+        """The labels this model sees (a batch's, or one class index): y for a conditional model, None for an
+        unconditional one (which must not). The one place a caller drops labels."""
         return y if self.conditional else None
 
     def condition(self, y: Tensor | None, n: int) -> Tensor | None:
