@@ -10,7 +10,7 @@ from vae_lab.distributions import posterior_code
 from vae_lab.estimators import iwae_log_px
 from vae_lab.metrics import ActiveUnits, KLPerDimension, ReconstructionQuality, bits_per_dim
 from vae_lab.model import VAE, ModelFamily
-from vae_lab.objectives.rate import ANALYTIC, is_diagonal_gaussian, rate_estimator, rate_per_dim
+from vae_lab.distributions.kl import ANALYTIC, is_diagonal_gaussian, rate_estimator, rate_per_dim
 from vae_lab.units import Status, likelihood_status
 
 # What `evaluate` returns (and scripts/evaluate.py writes to evaluation.json), besides the run's description;

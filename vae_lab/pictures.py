@@ -18,8 +18,7 @@ from torch.distributions import Distribution
 
 from vae_lab import plots
 from vae_lab.distributions import posterior_code
-from vae_lab.distributions.kl import rate_per_dim
-from vae_lab.objectives.rate import ANALYTIC
+from vae_lab.distributions.kl import ANALYTIC, rate_per_dim
 from vae_lab.errors import ConfigError, DataError
 from vae_lab.model import VAE, ModelFamily
 
