@@ -120,9 +120,14 @@ class ModelFamily:
         """n images (n, C, H, W): z from the prior (scales times `temperature`), then the mean (or a sample) of p(x|z)."""
         raise NotImplementedError
 
-    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """The mean of p(x|z) at the posterior code of x: (B, C, H, W)."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """forward without gradients: the reconstruction pictures and metrics use."""
+        return self(x, y)
 
     def log_weights(self, x: Tensor, y: Tensor | None, num_samples: int) -> tuple[Tensor, Tensor]:
         """(log w (K, B), log p(x|z) (K, B)) for K = num_samples draws z ~ q(z|x): what IWAE-k reads."""
