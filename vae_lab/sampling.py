@@ -22,7 +22,7 @@ from vae_lab.errors import ConfigError
 from vae_lab.model import ModelFamily
 from vae_lab.model.interface import check_temperature
 
-from vae_lab.rules import DEVICES, SPLITS  # noqa: E402 (the tools' shared choices)
+from vae_lab.rules import DEVICES, EVAL_SPLITS  # noqa: E402 (the tools' shared choices)
 
 
 @dataclass
@@ -181,7 +181,7 @@ RULES = [
     Rule("steps", "int", lo=2, nullable=True),
     Rule("traversal_range", "float", lo=0, lo_open=True),
     Rule("nrow", "int", lo=1, nullable=True),
-    Rule("split", "choice", choices=lambda: SPLITS),
+    Rule("split", "choice", choices=lambda: EVAL_SPLITS),
     Rule("kl_examples", "int", lo=1),
     Rule("min_image_size", "int", lo=1),
     Rule("seed", "int", lo=0),
