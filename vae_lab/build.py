@@ -40,14 +40,17 @@ def resolve_likelihood(cfg: DictConfig, spec) -> tuple[str, str | None]:
     return chosen, f"likelihood auto -> {chosen} ({reason})"
 
 
-def model_kwargs(cfg: DictConfig, spec) -> dict:
+def model_kwargs(cfg: DictConfig, spec, likelihood: str | None = None) -> dict:
     """Init args of the model (plain JSON) from the `model` config (and for the VAE `prior` and `posterior`) and the
-    data spec (shapes and grey levels travel as values). A family other than the VAE is named by `family`."""
+    data spec (shapes and grey levels travel as values). A family other than the VAE is named by `family`.
+    likelihood: model.likelihood already resolved (resolve_likelihood); None: resolved here."""
     from vae_lab.model_args import DEFAULT_FAMILY, family_named
 
+    if likelihood is None:
+        likelihood = resolve_likelihood(cfg, spec)[0]
     family = OmegaConf.select(cfg, "model.family", default=DEFAULT_FAMILY)
     if family == DEFAULT_FAMILY:
-        return _vae_kwargs(cfg, spec)
+        return _vae_kwargs(cfg, spec, likelihood)
     m = cfg.model
     own = {rule.key: plain(m[rule.key]) for rule in family_named(family).rules if rule.key in m}
     return {
@@ -55,13 +58,13 @@ def model_kwargs(cfg: DictConfig, spec) -> dict:
         "in_shape": list(spec.shape),
         **({"net": plain(m.net)} if "net" in m else {}),
         **own,
-        "likelihood": resolve_likelihood(cfg, spec)[0],
+        "likelihood": likelihood,
         "likelihood_levels": getattr(spec, "levels", 256),
         "num_classes": spec.num_classes or 0,
     }
 
 
-def _vae_kwargs(cfg: DictConfig, spec) -> dict:
+def _vae_kwargs(cfg: DictConfig, spec, likelihood: str) -> dict:
     """Init args of VAE. Prior and posterior keys absent from the chosen option keep VAE's defaults; no `family`
     key, so checkpoints and config.json of VAE runs are what they were before families existed."""
     from vae_lab.model_args import LATENT_KEYS
@@ -77,7 +80,7 @@ def _vae_kwargs(cfg: DictConfig, spec) -> dict:
         "latent_dim": m.latent_dim,
         "architecture": m.architecture,
         "net": plain(m.net),
-        "likelihood": resolve_likelihood(cfg, spec)[0],
+        "likelihood": likelihood,
         "likelihood_scale": float(m.likelihood_scale),
         "likelihood_min_scale": float(m.likelihood_min_scale),
         "likelihood_components": int(m.likelihood_components),
@@ -89,26 +92,35 @@ def _vae_kwargs(cfg: DictConfig, spec) -> dict:
     }
 
 
-def build_module(cfg: DictConfig, spec):
+def run_model_kwargs(cfg: DictConfig, spec) -> dict:
+    """The run's model init args: the likelihood resolved once, and what `auto` chose said once per run (rank
+    zero, not once per DDP rank)."""
+    likelihood, auto_line = resolve_likelihood(cfg, spec)
+    if auto_line:
+        from lightning.pytorch.utilities import rank_zero_only
+
+        rank_zero_only(print)(auto_line)
+    return model_kwargs(cfg, spec, likelihood)
+
+
+def build_module(cfg: DictConfig, spec, model: dict | None = None):
+    """The LightningModule. model: the run's model init args (run_model_kwargs), when the run already built them
+    (train.py checks a resumed checkpoint against them first); None: built here."""
     from vae_lab.lit_module import VAEModule
     from vae_lab.config import steps_per_call
     from vae_lab.schedules import optimizer_options
 
     s = cfg.schedule
+    steps = steps_per_call(cfg)
     objective = plain(cfg.loss)
     if "dataset_size" in objective and objective["dataset_size"] is None:
         objective["dataset_size"] = spec.num_train  # N of beta-TCVAE's estimators of log q(z): the training split
     annealing = {k: s[k] for k in ("kl_annealing", "kl_cycles", "kl_cycle_ratio") if k in s}
-    if manual_optimization(cfg):  # Lightning refuses Trainer(gradient_clip_val) then: the module clips
+    if manual_optimization(cfg, steps):  # Lightning refuses Trainer(gradient_clip_val) then: the module clips
         annealing.update(gradient_clip_val=cfg.trainer.gradient_clip_val,
                          gradient_clip_algorithm=cfg.trainer.gradient_clip_algorithm)
-    _, auto_line = resolve_likelihood(cfg, spec)
-    if auto_line:
-        from lightning.pytorch.utilities import rank_zero_only
-
-        rank_zero_only(print)(auto_line)  # once per run, not once per DDP rank
     module = VAEModule(
-        model=model_kwargs(cfg, spec),
+        model=run_model_kwargs(cfg, spec) if model is None else model,
         objective=objective,
         optimizer=optimizer_options(plain(s.optimizer), cfg.trainer.precision),
         scheduler=plain(s.scheduler),
@@ -116,20 +128,19 @@ def build_module(cfg: DictConfig, spec):
         kl_warmup_epochs=float(s.kl_warmup_epochs),
         binary_data=bool(getattr(spec, "binary", False)),
         dequantize=cfg.dataset.get("dequantize", "none"),
-        steps_per_call=steps_per_call(cfg),
+        steps_per_call=steps,
         **annealing,
     )
     _speed_options(cfg, module.model)
     return module
 
 
-def manual_optimization(cfg: DictConfig) -> bool:
+def manual_optimization(cfg: DictConfig, steps_per_call: int) -> bool:
     """Whether the LightningModule steps its optimizers itself: a second network with its own optimizer, or
-    several optimizer steps per Lightning call (schedule.steps_per_call > 1)."""
-    from vae_lab.config import steps_per_call
+    several optimizer steps per Lightning call (steps_per_call: config.steps_per_call(cfg), worked out once)."""
     from vae_lab.objectives import objective_named
 
-    return objective_named(cfg.loss.name).discriminator or steps_per_call(cfg) > 1
+    return objective_named(cfg.loss.name).discriminator or steps_per_call > 1
 
 
 def _speed_options(cfg: DictConfig, model) -> None:
@@ -154,11 +165,19 @@ def _instantiate_all(group: DictConfig | None) -> list:
     return [instantiate(node) for node in (group or {}).values() if node is not None and "_target_" in node]
 
 
-def build_trainer(cfg: DictConfig, extra_callbacks: list | None = None):
+def build_trainer(cfg: DictConfig, extra_callbacks: list | None = None, module=None):
+    """The Trainer. module: the LightningModule it will fit, whose own optimisation mode (manual: it clips the
+    gradients itself) is then read rather than worked out from cfg again."""
     import lightning as L
 
     trainer_kwargs = plain(cfg.trainer)
-    if manual_optimization(cfg):
+    if module is not None:
+        manual = not module.automatic_optimization
+    else:
+        from vae_lab.config import steps_per_call
+
+        manual = manual_optimization(cfg, steps_per_call(cfg))
+    if manual:
         trainer_kwargs["gradient_clip_val"] = None  # clipped by the module (build_module passes the value)
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks")) + list(extra_callbacks or [])

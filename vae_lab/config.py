@@ -219,11 +219,13 @@ def steps_per_call(cfg: DictConfig) -> int:
 def _check_steps_per_call(cfg: DictConfig) -> None:
     """auto or an integer >= 1. Several steps per call keep step-based checkpoints exact at call boundaries; step-based
     validation inside an epoch counts Lightning calls, not optimizer steps, so a set number > 1 is refused with it
-    rather than silently moved (auto picks 1 there)."""
+    rather than silently moved. auto is not checked: steps_per_call picks a number that fits (1 where none > 1 does)."""
     value = OmegaConf.select(cfg, "schedule.steps_per_call", default=1)
-    if value != "auto" and value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+    if value == "auto" or value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"schedule.steps_per_call={value} is invalid: must be auto or an integer >= 1")
-    n = steps_per_call(cfg)
+    n = value
     if n == 1:
         return
     if _validates_within_epochs(cfg):

@@ -10,7 +10,7 @@ from vae_lab.distributions import posterior_code
 from vae_lab.estimators import iwae_log_px
 from vae_lab.metrics import ActiveUnits, KLPerDimension, ReconstructionQuality, bits_per_dim
 from vae_lab.model import VAE, ModelFamily
-from vae_lab.objectives.rate import ANALYTIC, is_diagonal_gaussian, rate_estimator, rate_per_dim
+from vae_lab.distributions.kl import ANALYTIC, is_diagonal_gaussian, rate_estimator, rate_per_dim
 from vae_lab.units import Status, likelihood_status
 
 # What `evaluate` returns (and scripts/evaluate.py writes to evaluation.json), besides the run's description;
@@ -302,7 +302,7 @@ def _progress_bar(enabled: bool, total: int | None):
     return _RichBar(total) if enabled else _NoBar()
 
 
-from vae_lab.rules import DEVICES, SPLITS  # noqa: E402 (the tools' shared choices)
+from vae_lab.rules import DEVICES, EVAL_SPLITS  # noqa: E402 (the tools' shared choices)
 
 
 def evaluate_model(cfg, data_overrides: list[str] = ()) -> tuple[dict, "Path"]:
@@ -323,7 +323,7 @@ def evaluate_model(cfg, data_overrides: list[str] = ()) -> tuple[dict, "Path"]:
 
     started = time.time()
     check_rules(cfg, [
-        Rule("split", "choice", choices=lambda: SPLITS), Rule("iwae_samples", "int", lo=1),
+        Rule("split", "choice", choices=lambda: EVAL_SPLITS), Rule("iwae_samples", "int", lo=1),
         Rule("batch_size", "int", lo=1), Rule("max_decoded", "int", lo=1),
         Rule("max_examples", "int", lo=1, nullable=True), Rule("seed", "int", lo=0),
         Rule("data_seed", "int", lo=0, nullable=True), Rule("device", "choice", choices=lambda: DEVICES),

@@ -120,11 +120,11 @@ def encode(model, batches, max_examples: int | None = None) -> dict[str, np.ndar
 def encode_model(cfg, data_overrides: list[str] = ()) -> Path:
     """scripts/encode.py: load, check, encode the split, write the .npz; returns its path."""
     from vae_lab.loading import datamodule_for, load_model
-    from vae_lab.rules import Rule, check_rules
+    from vae_lab.rules import DATA_SPLITS, DEVICES, Rule, check_rules
 
-    check_rules(cfg, [Rule("split", "choice", choices=lambda: ("train", "val", "test")),
+    check_rules(cfg, [Rule("split", "choice", choices=lambda: DATA_SPLITS),
                       Rule("max_examples", "int", lo=1, nullable=True), Rule("batch_size", "int", lo=1),
-                      Rule("device", "choice", choices=lambda: ("auto", "cpu", "cuda")),
+                      Rule("device", "choice", choices=lambda: DEVICES),
                       Rule("data_seed", "int", lo=0, nullable=True)])
     loaded = load_model(cfg.model)
     need_flat_code(loaded.model, "scripts/encode.py")

@@ -70,7 +70,7 @@ def sample_quality(model, real: Tensor, labels: Tensor | None, features, k: int 
         with torch.no_grad():
             for i in range(0, len(real), batch_size):
                 x = real[i:i + batch_size].to(device)
-                y = labels[i:i + batch_size].to(device) if model.conditional else None
+                y = model.labels(None if labels is None else labels[i:i + batch_size].to(device))
                 samples.append(model.sample(len(x), y).clamp(0, 1).cpu())
                 recons.append(model.reconstruct(x, y).clamp(0, 1).cpu())
     f_real = features.features(real)

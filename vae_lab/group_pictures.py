@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from vae_lab import plots
 from vae_lab.errors import DataError
 from vae_lab.model import ModelFamily
-from vae_lab.pictures import PictureSkipped, condition, device_of, evaluating, first_examples
+from vae_lab.pictures import PictureSkipped, device_of, evaluating, first_examples
 
 def group_rates(model: ModelFamily, batches: Iterable, max_points: int, seed: int = 0) -> tuple[list[str], torch.Tensor]:
     """(group names, mean rate per latent group (G,) in nats) over the first `max_points` examples: one seeded
@@ -20,7 +20,7 @@ def group_rates(model: ModelFamily, batches: Iterable, max_points: int, seed: in
             x, y = x[: max_points - count].to(device), y[: max_points - count].to(device)
             if not len(x):
                 continue
-            rate = model.terms(x, condition(model, y), 1, seed=seed).rate.double().sum(0)  # (G,)
+            rate = model.terms(x, model.labels(y), 1, seed=seed).rate.double().sum(0)  # (G,)
             total = rate if total is None else total + rate
             count += len(x)
             if count >= max_points:
@@ -47,7 +47,7 @@ def keep_groups_grid(model: ModelFamily, x: torch.Tensor, y: torch.Tensor | None
     with evaluating(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for keep in range(1, groups + 1):
-            rows.append(model.reconstruct_keep(x, condition(model, y), keep=keep, temperature=temperature))
+            rows.append(model.reconstruct_keep(x, model.labels(y), keep=keep, temperature=temperature))
     images = torch.stack(rows)  # (G + 1, N, C, H, W)
     big = plots.upscale(images.flatten(0, 1), min_image_size)
     return plots.image_grid(big, x.shape[0], pad_value=pad_value)

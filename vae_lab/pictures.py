@@ -18,8 +18,7 @@ from torch.distributions import Distribution
 
 from vae_lab import plots
 from vae_lab.distributions import posterior_code
-from vae_lab.distributions.kl import rate_per_dim
-from vae_lab.objectives.rate import ANALYTIC
+from vae_lab.distributions.kl import ANALYTIC, rate_per_dim
 from vae_lab.errors import ConfigError, DataError
 from vae_lab.model import VAE, ModelFamily
 
@@ -53,19 +52,14 @@ def device_of(model: VAE) -> torch.device:
     return next(model.parameters()).device
 
 
-def condition(model: VAE, y: torch.Tensor | None) -> torch.Tensor | None:
-    """Labels for a conditional model, None for an unconditional one (which must not see them)."""
-    return model.labels(y)
-
-
 def decode_mean(model: VAE, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of p(x|z) for codes (N, D): images (N, C, H, W) in [0, 1]."""
-    return model.decode(z, condition(model, y)).mean
+    return model.decode(z, model.labels(y)).mean
 
 
 def reconstructions(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of p(x|z) at z = E_q[z|x]: (N, C, H, W)."""
-    return model.reconstruct(x, condition(model, y))
+    return model.reconstruct(x, model.labels(y))
 
 
 def flat_only(model: ModelFamily, picture: str) -> None:
@@ -213,7 +207,7 @@ def interpolation_strips(model: VAE, x_a: torch.Tensor, x_b: torch.Tensor, steps
 
     A conditional model interpolates within one class: `y` (P,) labels both ends.
     """
-    y = condition(model, y)
+    y = model.labels(y)
     z = interpolation_latents(posterior_code(model.encode(x_a, y)), posterior_code(model.encode(x_b, y)),
                               steps)  # (P, S, D)
     y_flat = None if y is None else y.repeat_interleave(steps)  # (P*S,), matches z.flatten(0, 1)
@@ -263,7 +257,7 @@ def encode_codes(model: VAE, batches: Iterable, max_points: int, only_class: int
             x, y = x[: max_points - count].to(device), y[: max_points - count].to(device)
             if not len(x):
                 continue
-            q_z = model.encode(x, condition(model, y))
+            q_z = model.encode(x, model.labels(y))
             if factorised:
                 kl = rate_per_dim(q_z, p_z).sum(0)  # (D,)
                 kl_sum = kl if kl_sum is None else kl_sum + kl
@@ -338,7 +332,7 @@ def latent_pictures(model: VAE, codes: LatentCodes, class_names: tuple[str, ...]
     the caller draws each on its own and one that fails or is skipped costs no other."""
     first = int(codes.labels[0])  # the class of the traversals' base image (-1: unlabelled)
     first_name = "" if first < 0 else f" (class {class_names[first] if class_names else first})"
-    label = first if model.conditional else None  # a conditional decoder needs a class
+    label = model.labels(first)  # a conditional decoder needs a class
     named = first_name if model.conditional else ""
     drawers = {"latent_scatter": lambda: scatter_figure(codes, class_names, f"Latent space of the {split} split")}
     if codes.kl_per_dim is not None:  # omitted where KL(q || p) does not factorise over dimensions

@@ -99,6 +99,7 @@ VAL_FRACTION = Rule("dataset.val_fraction", "float", lo=0, hi=1, lo_open=True, h
 # At most this many validation examples (the rest train): a 380k-image file validates 10k, not 38k, per pass.
 VAL_MAX_EXAMPLES = Rule("dataset.val_max_examples", "int", lo=1, nullable=True)
 
-# What the evaluate, sample, score and encode tools accept: the evaluation splits and the device choice.
-SPLITS = ("val", "test")
+# The tools' split= and device= choices: evaluate and sample read an evaluation split, score and encode any split.
+EVAL_SPLITS = ("val", "test")
+DATA_SPLITS = ("train", *EVAL_SPLITS)
 DEVICES = ("auto", "cpu", "cuda")

@@ -22,7 +22,7 @@ from vae_lab.errors import ConfigError
 from vae_lab.model import ModelFamily
 from vae_lab.model.interface import check_temperature
 
-from vae_lab.rules import DEVICES, SPLITS  # noqa: E402 (the tools' shared choices)
+from vae_lab.rules import DEVICES, EVAL_SPLITS  # noqa: E402 (the tools' shared choices)
 
 
 @dataclass
@@ -123,11 +123,11 @@ def _traverse(job: Job) -> dict:
     codes = pictures.encode_codes(job.model, job.batches(), job.cfg.kl_examples)  # the KL that orders the rows
     x, y = job.examples(1, job.label)  # the base image: the first of the split (of class=, if given)
     with pictures.evaluating(job.model):
-        base = job.model.encode(x, pictures.condition(job.model, y)).mean[0]  # (D,)
+        base = job.model.encode(x, job.model.labels(y)).mean[0]  # (D,)
     label = int(y[0])
     named = f" of class {job.class_name(label)}" if label >= 0 else ""
     figure = pictures.traversal_figure(job.model, base, codes.kl_per_dim, min(job.n, job.model.latent_dim),
-                                       job.steps, job.cfg.traversal_range, label if job.model.conditional else None,
+                                       job.steps, job.cfg.traversal_range, job.model.labels(label),
                                        title=f"Latent traversals around the first {job.cfg.split} image{named}")
     return {f"traversals{job.suffix()}": figure}
 
@@ -181,7 +181,7 @@ RULES = [
     Rule("steps", "int", lo=2, nullable=True),
     Rule("traversal_range", "float", lo=0, lo_open=True),
     Rule("nrow", "int", lo=1, nullable=True),
-    Rule("split", "choice", choices=lambda: SPLITS),
+    Rule("split", "choice", choices=lambda: EVAL_SPLITS),
     Rule("kl_examples", "int", lo=1),
     Rule("min_image_size", "int", lo=1),
     Rule("seed", "int", lo=0),

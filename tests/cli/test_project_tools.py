@@ -63,5 +63,6 @@ def test_installed_wheel_commands_run_from_an_empty_directory(tmp_path):
     evaluate = run("vae-lab-evaluate", "model=run", "split=val", "iwae_samples=3", "max_examples=20", "progress=false")
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
     assert (work / "run" / "evaluation.json").is_file()
-    for command in ("vae-lab-sample", "vae-lab-push", "vae-lab-sweep-report", "vae-lab-benchmark"):
+    for command in ("vae-lab-sample", "vae-lab-push", "vae-lab-sweep-report", "vae-lab-benchmark",
+                    "vae-lab-disentanglement-table"):
         assert run(command, "--help").returncode == 0, command

@@ -127,3 +127,50 @@ def test_scores_are_seeded_and_skip_nothing_asked_for():
     assert a == b and a["mig"] > 0.9 and np.array(a["mi_matrix"]).shape == (2, 2)
     with pytest.raises(ValueError, match="unknown disentanglement metric 'nope'"):
         disentanglement_scores(Encoder(), src, metrics=("nope",))
+
+
+def test_the_table_has_one_row_per_objective_with_mean_and_std_of_the_asked_metrics():
+    from vae_lab.disentanglement.table import markdown
+
+    rows = {"elbo (vanilla)": [{"mig": 0.1, "dci_disentanglement": 0.2, "dci_completeness": 0.3,
+                                "dci_informativeness": 0.4, "sap": 9.0}, {"mig": 0.3, "dci_disentanglement": 0.2,
+                                                                          "dci_completeness": 0.5,
+                                                                          "dci_informativeness": 0.6, "sap": 9.0}]}
+    lines = markdown(rows, ["mig", "dci"]).splitlines()
+    assert lines[0] == "| objective | runs | MIG | DCI-D | DCI-C | DCI-I |"  # dci: its three columns; sap not asked
+    assert lines[2] == "| elbo (vanilla) | 2 | 0.200 ± 0.100 | 0.200 ± 0.000 | 0.400 ± 0.100 | 0.500 ± 0.100 |"
+
+
+def test_the_table_tool_gathers_bare_paths_into_runs_and_passes_over_unfinished_runs(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from vae_lab.cli import CONFIG_DIR
+    from vae_lab.cli.disentanglement_table import positional_runs
+    from vae_lab.disentanglement.table import disentanglement_table
+
+    argv = positional_runs(["t.py", "out/a", "num_test=5", "out/it's b"])
+    assert argv == ["t.py", "num_test=5", "runs=['out/a','out/it\\'s b']"]
+    assert positional_runs(["t.py", "runs=[x]"]) == ["t.py", "runs=[x]"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("disentanglement_table", overrides=argv[1:2] + [f"runs=['{tmp_path}']"])
+    assert disentanglement_table(cfg).splitlines()[0].startswith("| objective | runs | MIG | DCI-D")
+    assert not (tmp_path / "disentanglement.json").exists()  # no metrics.json: unfinished, not scored
+
+
+@pytest.mark.parametrize("override, message", [
+    ("metrics=[mig,nope]", "metrics='nope' is not a valid choice; valid choices: beta_vae_score, dci"),
+    ("num_train=0", "num_train"),
+])
+def test_a_bad_table_setting_is_one_line_and_exit_2(tmp_path, override, message):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "metrics.json").write_text("{}")  # a finished-looking run: refused before any scoring
+    proc = subprocess.run([sys.executable, "scripts/disentanglement_table.py", str(tmp_path), override],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: ") and message in proc.stderr
+    assert not (tmp_path / "disentanglement.json").exists()

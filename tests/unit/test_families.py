@@ -128,3 +128,12 @@ def test_an_objective_on_a_flat_code_is_refused_for_a_family_without_one():
     cfg = OmegaConf.create({"model": {"family": "hierarchical"}, "loss": {"name": "beta_tcvae"}})
     with pytest.raises(ConfigError, match="loss=beta_tcvae reads the aggregate posterior of one flat Gaussian code"):
         validate(cfg)
+
+
+def test_labels_reach_a_conditional_model_only():
+    """ModelFamily.labels: the one place labels are dropped (an unconditional model must not see them)."""
+    y = torch.tensor([1, 0])
+    plain = VAE(in_shape=[1, 4, 4], latent_dim=2, net={"hidden_dims": [8]})
+    cond = VAE(in_shape=[1, 4, 4], latent_dim=2, net={"hidden_dims": [8]}, conditional=True, num_classes=2)
+    assert plain.labels(y) is None and plain.labels(1) is None
+    assert cond.labels(y) is y and cond.labels(1) == 1

@@ -11,7 +11,7 @@ from torch.distributions import Independent, Normal, kl_divergence
 from oracles import LinearGaussian, diagonal_posterior
 from vae_lab.distributions import LIKELIHOODS, diagonal_gaussian, standard_normal
 from vae_lab.objectives import build_objective, elbo
-from vae_lab.objectives.rate import rate_per_dim
+from vae_lab.distributions.kl import rate_per_dim
 
 
 def test_analytic_kl_matches_torch_distributions_and_hand_formula():

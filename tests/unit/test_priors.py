@@ -20,7 +20,8 @@ from vae_lab.model import VAE
 from vae_lab.nets.made import MADE
 from vae_lab.objectives import elbo, iwae
 from vae_lab.objectives.iwae import iwae_bound, log_weights
-from vae_lab.objectives.rate import ANALYTIC, MONTE_CARLO, rate, rate_estimator
+from vae_lab.distributions.kl import ANALYTIC, MONTE_CARLO, rate_estimator
+from vae_lab.objectives.rate import rate
 
 COMBINATIONS = [(p, q) for p in ("standard_normal", "mog", "vamp") for q in ("gaussian", "iaf")]
 

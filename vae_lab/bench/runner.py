@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vae_lab.bench.clock import LAUNCH_ENV
 from vae_lab.bench.report import summary
-from vae_lab.bench.sides import DEVICES, PRECISIONS, SEED_DATASETS, SIDES
+from vae_lab.bench.sides import HARDWARE_OF_DEVICE, PRECISIONS, SEED_DATASETS, SIDES
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: train.py (side a) lives here
 
@@ -27,7 +27,7 @@ def check(cfg) -> None:
     from vae_lab.errors import ConfigError, choices_error
 
     for key, value, valid in (
-        ("device", cfg.device, DEVICES),
+        ("device", cfg.device, HARDWARE_OF_DEVICE),
         ("precision", cfg.precision, PRECISIONS),
     ):
         if value not in valid:
@@ -112,7 +112,7 @@ def _train_overrides(cfg, data: dict) -> list[str]:
         f"architecture={cfg.arch}",
         f"schedule.batch_size={cfg.batch_size}",
         f"seed={cfg.seed}",
-        f"hardware={DEVICES[cfg.device]}",
+        f"hardware={HARDWARE_OF_DEVICE[cfg.device]}",
         f"trainer.precision={cfg.precision}",
         f"paths.data_dir={data['root']}",
     ]

@@ -16,7 +16,7 @@ import time
 from vae_lab.bench.clock import StepClock, peak_rss_mb, since_launch, weights_fingerprint
 
 SIDES = ("a", "s", "b", "c", "l")  # s: side a with schedule.steps_per_call = the benchmark's steps_per_call
-DEVICES = {"cpu": "cpu", "cuda": "gpu"}  # benchmark device -> configs/hardware option of side a
+HARDWARE_OF_DEVICE = {"cpu": "cpu", "cuda": "gpu"}  # benchmark device= -> configs/hardware option of side a
 PRECISIONS = {"32-true": None, "bf16-mixed": "bfloat16"}  # Lightning precision -> autocast dtype of the loops
 # The seeds' side reads real data through torchvision's own class (a synthetic array goes through PIL alike).
 SEED_DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
@@ -91,7 +91,7 @@ class _Trainee:
     def loss(self, x, y):
         """The same computation as VAEModule's step: the family's terms (K reparameterised samples), objective."""
         model = self.model
-        y = y if model.conditional else None
+        y = model.labels(y)
         with self.autocast:  # forward only, as Lightning's mixed precision does
             return self.objective(model.terms(x, y, self.num_samples, with_log_q=self.log_q)).loss
 
@@ -233,7 +233,7 @@ def side_l(spec: dict) -> dict:
             clock.stepped(len(batch[0]))
 
     trainer = L.Trainer(
-        accelerator=DEVICES[spec["device"]], devices=1, precision=spec["precision"],
+        accelerator=HARDWARE_OF_DEVICE[spec["device"]], devices=1, precision=spec["precision"],
         max_steps=spec["warmup"] + spec["steps"], max_epochs=-1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
     )

@@ -13,7 +13,7 @@ from vae_lab import group_pictures, pictures
 from vae_lab.callbacks.images import check_int, guarded, images_dir, publish, should_draw, stopping
 from vae_lab.errors import ConfigError, choices_error
 
-SPLITS = {"val": "val_dataloader", "test": "test_dataloader"}  # split -> the datamodule method serving it
+SPLIT_LOADERS = {"val": "val_dataloader", "test": "test_dataloader"}  # split -> the datamodule method serving it
 TAGS = {"latent_scatter": "latent/scatter", "latent_manifold": "latent/manifold",
         "latent_traversals": "latent/traversals", "kl_per_dim": "latent/kl_per_dim_nats",
         "kl_per_group": "latent/kl_per_group_nats", "keep_groups": "latent/keep_top_groups"}
@@ -51,8 +51,8 @@ class LatentPlots(L.Callback):
 
     def setup(self, trainer: "L.Trainer", pl_module: "L.LightningModule", stage: str) -> None:
         key = self.config_key
-        if self.split not in SPLITS:
-            raise choices_error(f"{key}.split", self.split, SPLITS)
+        if self.split not in SPLIT_LOADERS:
+            raise choices_error(f"{key}.split", self.split, SPLIT_LOADERS)
         for name, lo in (("max_points", 1), ("manifold_size", 0), ("traversal_dims", 0), ("traversal_steps", 2)):
             check_int(f"{key}.{name}", getattr(self, name), lo)
         lo, hi = self.manifold_quantiles if len(self.manifold_quantiles) == 2 else (None, None)
@@ -70,7 +70,7 @@ class LatentPlots(L.Callback):
             return
         datamodule, model = trainer.datamodule, pl_module.model
         spec = getattr(datamodule, "spec", None)
-        batches = getattr(datamodule, SPLITS[self.split])
+        batches = getattr(datamodule, SPLIT_LOADERS[self.split])
         if not model.flat_code:  # latent groups: their rates and what each level encodes (no flat-code pictures)
             print(f"note: latent scatter, manifold and traversals need one flat code; a {type(model).__name__} "
                   "gets its per-group KL and top-k-group reconstructions instead", file=sys.stderr, flush=True)

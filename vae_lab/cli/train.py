@@ -87,8 +87,8 @@ def train(cfg: DictConfig) -> dict:
     from lightning.pytorch.utilities import rank_zero_only
 
     from vae_lab import publish
-    from vae_lab.build import (build_datamodule, build_module, build_trainer, hub_callbacks, model_kwargs,
-                               reliability_callbacks)
+    from vae_lab.build import (build_datamodule, build_module, build_trainer, hub_callbacks, reliability_callbacks,
+                               run_model_kwargs)
     from vae_lab.callbacks.ema import weights_in_use
     from vae_lab.config import validate
     from vae_lab.io import atomic_write_json
@@ -112,8 +112,9 @@ def train(cfg: DictConfig) -> dict:
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    ckpt_path = prepare_resume(cfg, model_kwargs(cfg, datamodule.spec))  # resume= / ckpt_path=, checked against the model
-    module = build_module(cfg, datamodule.spec)
+    model = run_model_kwargs(cfg, datamodule.spec)  # once per run: the resume check and the module share them
+    ckpt_path = prepare_resume(cfg, model)  # resume= / ckpt_path=, checked against the model
+    module = build_module(cfg, datamodule.spec, model)
     if stage1 is not None:
         from vae_lab.vq_stage2 import copy_stage1
 
@@ -121,7 +122,7 @@ def train(cfg: DictConfig) -> dict:
         rank_zero_only(print)(f"prior_of: stage 1 from {cfg.prior_of} (frozen)")
     if cfg.get("init_from"):
         rank_zero_only(print)(f"init_from: weights of {init_weights(module.model, cfg.init_from)}")
-    trainer = build_trainer(cfg, extra_callbacks=hub_callbacks(cfg) + reliability_callbacks(cfg))
+    trainer = build_trainer(cfg, extra_callbacks=hub_callbacks(cfg) + reliability_callbacks(cfg), module=module)
     phases = Phases()
     trainer.callbacks.insert(0, phases)  # first: its on_train_end (the test hook) runs before the pictures
     phases.install()

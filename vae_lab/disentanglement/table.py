@@ -1,8 +1,7 @@
-"""`python -m vae_lab.disentanglement.table RUN_DIR... [--num-train N --num-test M --metrics mig,dci,...]`:
-score trained runs on their data's ground-truth factors, write <run>/disentanglement.json, print a markdown table
-of mean +- std over the runs of each objective (the table of docs/disentanglement.md)."""
+"""The disentanglement table (scripts/disentanglement_table.py, configs/disentanglement_table.yaml): score trained
+runs on their data's ground-truth factors, write <run>/disentanglement.json, and give a markdown table of mean +- std
+over the runs of each objective (the table of docs/disentanglement.md)."""
 
-import argparse
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -39,31 +38,45 @@ def markdown(rows: dict[str, list[dict]], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-train", type=int, default=10000)
-    parser.add_argument("--num-test", type=int, default=5000)
-    parser.add_argument("--metrics", default="mig,dci,factor_vae_score")
-    args = parser.parse_args(argv)
-    metrics = tuple(args.metrics.split(","))
+def objective_label(run_dir: Path) -> str:
+    """The table's row of a run: its objective as its training config names it (beta_vae: elbo with beta != 1)."""
+    from omegaconf import OmegaConf
+
+    loss = OmegaConf.load(run_dir / ".hydra" / "config.yaml").loss
+    if loss.name != "elbo":
+        return loss.name
+    return "elbo (vanilla)" if loss.beta == 1 else f"beta_vae (beta={loss.beta:g})"
+
+
+def check_settings(cfg) -> None:
+    """The tool's keys: one line naming a bad value and what it may be (before any run is scored)."""
+    from omegaconf import OmegaConf
+
+    from vae_lab.disentanglement import METRICS
+    from vae_lab.errors import ConfigError, choices_error
+    from vae_lab.rules import Rule, check_rules
+
+    check_rules(cfg, [Rule("seed", "int", lo=0), Rule("num_train", "int", lo=1), Rule("num_test", "int", lo=1)])
+    for key in ("runs", "metrics"):
+        if not OmegaConf.is_list(cfg[key]) or not cfg[key]:
+            raise ConfigError(f"{key}={cfg[key]!r} is invalid: must be a non-empty list, e.g. {key}=[a,b]")
+    for metric in cfg.metrics:
+        if metric not in METRICS:
+            raise choices_error("metrics", metric, METRICS)
+
+
+def disentanglement_table(cfg) -> str:
+    """Score each finished run of cfg.runs (unfinished ones, without metrics.json, are passed over), write its
+    disentanglement.json, print its scores; returns the markdown table."""
+    check_settings(cfg)
+    metrics = tuple(cfg.metrics)
     rows: dict[str, list[dict]] = defaultdict(list)
-    for run in args.runs:
+    for run in (Path(str(r)).expanduser() for r in cfg.runs):
         if not (run / "metrics.json").is_file():
             continue  # unfinished
-        scores = score_run(run, args.seed, args.num_train, args.num_test, metrics)
+        scores = score_run(run, int(cfg.seed), int(cfg.num_train), int(cfg.num_test), metrics)
         (run / "disentanglement.json").write_text(json.dumps(scores, indent=2))
         if "skipped" not in scores:
-            from omegaconf import OmegaConf
-
-            loss = OmegaConf.load(run / ".hydra" / "config.yaml").loss
-            label = "elbo (vanilla)" if loss.name == "elbo" and loss.beta == 1 else (
-                f"beta_vae (beta={loss.beta:g})" if loss.name == "elbo" else loss.name)
-            rows[label].append(scores)
+            rows[objective_label(run)].append(scores)
             print(run, {k: round(v, 3) for k, v in scores.items() if isinstance(v, float)}, flush=True)
-    print(markdown(rows, list(metrics)))
-
-
-if __name__ == "__main__":
-    main()
+    return markdown(rows, list(metrics))

@@ -273,11 +273,6 @@ class HierarchicalVAE(
         return self._mean_image(self.encoder(x, self.condition(y, x.shape[0])), y, x.shape[0])
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """forward without gradients: the reconstruction pictures and metrics use."""
-        return self(x, y)
-
-    @torch.no_grad()
     def reconstruct_keep(self, x: Tensor, y: Tensor | None = None, keep: int = 1,
                          temperature: float = 1.0) -> Tensor:
         """The top `keep` groups at their posterior means, the rest sampled from the prior (std times temperature),

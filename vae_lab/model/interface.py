@@ -120,9 +120,14 @@ class ModelFamily:
         """n images (n, C, H, W): z from the prior (scales times `temperature`), then the mean (or a sample) of p(x|z)."""
         raise NotImplementedError
 
-    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """The mean of p(x|z) at the posterior code of x: (B, C, H, W)."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """forward without gradients: the reconstruction pictures and metrics use."""
+        return self(x, y)
 
     def log_weights(self, x: Tensor, y: Tensor | None, num_samples: int) -> tuple[Tensor, Tensor]:
         """(log w (K, B), log p(x|z) (K, B)) for K = num_samples draws z ~ q(z|x): what IWAE-k reads."""
@@ -150,8 +155,9 @@ class ModelFamily:
         self.likelihood_kwargs = {"scale": scale, "min_scale": min_scale, "channels": self.in_shape[0],
                                   "components": components, "levels": levels or 256}
 
-    def labels(self, y: Tensor | None) -> Tensor | None:
-        """The labels this model sees: y for a conditional model, None for an unconditional one (which must not)."""
+    def labels(self, y: Tensor | int | None) -> Tensor | int | None:
+        """The labels this model sees (a batch's, or one class index): y for a conditional model, None for an
+        unconditional one (which must not). The one place a caller drops labels."""
         return y if self.conditional else None
 
     def condition(self, y: Tensor | None, n: int) -> Tensor | None:

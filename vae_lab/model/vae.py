@@ -165,8 +165,3 @@ class VAE(
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Mean of p(x|z) at the posterior code z (E_q[z]; an IAF's flow of the base mean): (B, C, H, W)."""
         return self.decode(self.encode(x, y).code(), y).mean
-
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """forward without gradients: the reconstruction pictures and metrics use."""
-        return self(x, y)

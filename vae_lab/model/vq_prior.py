@@ -141,7 +141,3 @@ class VQPrior(
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Stage 1's reconstruction of x: (B, C, H, W)."""
         return self.stage1(x)
-
-    @torch.no_grad()
-    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return self(x, y)

@@ -178,7 +178,3 @@ class VQVAE(
         """The mean of p(x|z*) at x's code grid: (B, C, H, W). No codebook update."""
         return self.decode_codes(self.encode_codes(x)).mean
 
-    @torch.no_grad()
-    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return self(x, y)
-

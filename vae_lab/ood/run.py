@@ -13,8 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from vae_lab.errors import ConfigError, DataError
 from vae_lab.ood.scores import SCORES, BatchScores, Settings, check_scores
 
-SPLITS = ("train", "val", "test")
-from vae_lab.rules import DEVICES  # noqa: E402
+from vae_lab.rules import DATA_SPLITS, DEVICES  # noqa: E402
 _OUT_DATA = re.compile(r"^[+~]{0,2}out_data([.=]|$)")
 
 
@@ -59,7 +58,7 @@ def check(cfg: DictConfig) -> list[str]:
     from vae_lab.rules import Rule, check_rules
 
     check_rules(cfg, [
-        Rule("split", "choice", choices=lambda: SPLITS), Rule("iwae_samples", "int", lo=1),
+        Rule("split", "choice", choices=lambda: DATA_SPLITS), Rule("iwae_samples", "int", lo=1),
         Rule("elbo_samples", "int", lo=1), Rule("batch_size", "int", lo=1),
         Rule("max_examples", "int", lo=1, nullable=True), Rule("seed", "int", lo=0),
         Rule("data_seed", "int", lo=0, nullable=True), Rule("device", "choice", choices=lambda: DEVICES),

@@ -136,7 +136,7 @@ class BatchScores:
         if self.background is None:
             raise ConfigError("likelihood_ratio needs a background model: background=<run dir | artifact | .ckpt | "
                               "Hub id> (one trained on perturbed inputs: write_background_data=bg.npz)")
-        y = self.y if self.background.conditional else None
+        y = self.background.labels(self.y)
         return self.seeded(lambda: neg_iwae(self.background, self.x, y, self.s.iwae_samples)).cpu()
 
     def seeded(self, fn: Callable[[], Tensor]) -> Tensor:
