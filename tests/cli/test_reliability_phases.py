@@ -23,7 +23,7 @@ from datasets_fixtures import write_array_file
 
 from vae_lab.cli.interrupts import PHASES, SIGNAL_AT_ENV
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAX_STEPS = 20
 QUIET = ["print_config=false", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 RUN = [f"trainer.max_steps={MAX_STEPS}", "trainer.max_epochs=-1", *QUIET]

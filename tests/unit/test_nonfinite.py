@@ -16,7 +16,7 @@ from vae_lab.callbacks.nonfinite import NonFiniteGuard
 from vae_lab.cli import CONFIG_DIR
 from vae_lab.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def snapshot(module: L.LightningModule, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:

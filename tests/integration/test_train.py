@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from vae_lab.cli import CONFIG_DIR
 from vae_lab.cli.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def compose_cfg(tmp_path, *overrides):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAX_STEPS = 200  # 8 epochs of digits at batch 64: the kill lands soon after the first checkpoint (step 35)
 # Periodic checkpoints every 35 steps, validation every 50: they never coincide before step 350 (checkpoints that
 # fall on a validation step, whose validation resume redoes, are tested in test_reliability_resume.py).

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAX_STEPS = 60
 # Validation every 20 steps and step checkpoints every 20: each step checkpoint falls on a validation step.
 RUN = [f"trainer.max_steps={MAX_STEPS}", "trainer.max_epochs=-1", "trainer.val_check_interval=20",

@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from vae_lab.cli import CONFIG_DIR
 from vae_lab.errors import CheckpointError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUIET = ["print_config=false", "trainer.enable_progress_bar=false", "callbacks=no_images"]
 
 # (id, overrides, fragments the error line must contain). {run}: an existing run directory (trained once),

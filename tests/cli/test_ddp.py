@@ -23,7 +23,7 @@ from vae_lab.data.batches import stream_seed
 from vae_lab.loading import model_from_checkpoint
 from vae_lab.objectives.elbo import elbo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORLD_SIZE = 2
 TOL = 2e-6  # relative: float32 sums of a few dozen values of ~30 nats, replayed in float64
 

@@ -18,7 +18,7 @@ from vae_lab import artifact, publish
 from vae_lab.errors import CheckpointError, ConfigError
 from vae_lab.run_dir import best_checkpoint, lock_run_dir, lock_sweep_dir, read_metrics, run_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "OMP_NUM_THREADS": "1"}
 TOKEN = "hf_reliabilityIIIsecret0123456789"
 
