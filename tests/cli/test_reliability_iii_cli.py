@@ -38,14 +38,9 @@ def python(code: str, timeout: int = 120) -> subprocess.CompletedProcess:
     return driver.python(code, env=ENV, timeout=timeout)
 
 
-def small_vae(seed: int = 0):
-    """A small MLP VAE on 8x8 images (the shape of the bundled digits), BatchNorm statistics moved off their init."""
-    from vae_lab.model import VAE
-
-    torch.manual_seed(seed)
-    model = VAE(in_shape=[1, 8, 8], latent_dim=3, architecture="mlp", net={"hidden_dims": [16]}, likelihood="bernoulli")
-    model.train()(torch.rand(6, 1, 8, 8))
-    return model.eval()
+_namespace: dict = {}
+exec(SMALL_VAE, _namespace)  # the same builder here and in the subprocesses' code
+small_vae = _namespace["small_vae"]  # small_vae(seed): an MLP VAE on 8x8 images, BatchNorm statistics off their init
 
 
 # ---------------------------------------------------------------- rows 1-2: sweeps hold locks
@@ -92,7 +87,7 @@ def test_a_sweep_job_holds_its_directory_lock_while_it_runs(tmp_path, monkeypatc
 def nan_artifact(tmp_path) -> Path:
     from safetensors.torch import load_file, save_file
 
-    folder = publish.save_artifact(tmp_path / "artifact", small_vae())
+    folder = publish.save_artifact(tmp_path / "artifact", small_vae(0))
     weights = load_file(folder / "model.safetensors")
     name = sorted(weights)[0]
     weights[name][0] = float("nan")
