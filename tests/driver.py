@@ -32,10 +32,15 @@ def command(tool: str, *args: str) -> list[str]:
 
 
 def run(tool: str, *args, env: dict | None = None, timeout: int = 600, ok: bool | None = None,
-        cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """Run a tool to its end. ok=True: assert exit 0; ok=False: assert a non-zero exit (stderr shown if not)."""
-    proc = subprocess.run(command(tool, *args), cwd=cwd, env={**ENV, **(env or {})}, capture_output=True,
-                          text=True, timeout=timeout)
+        cwd: Path = ROOT, wrap=None, **run_kwargs) -> subprocess.CompletedProcess:
+    """Run a tool to its end. ok=True: assert exit 0; ok=False: assert a non-zero exit (stderr shown if not).
+
+    wrap: argv -> argv, to start the tool inside something (`bash -c "ulimit -v ...; exec ..."`, a private tmpfs of
+    tests/tiny_fs.py); run_kwargs go to subprocess.run (e.g. preexec_fn for a resource limit).
+    """
+    argv = command(tool, *args)
+    proc = subprocess.run(wrap(argv) if wrap else argv, cwd=cwd, env={**ENV, **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout, **run_kwargs)
     if ok is True:
         assert proc.returncode == 0, proc.stderr[-3000:]
     elif ok is False:
@@ -89,8 +94,8 @@ results = {}
 for name, argv in json.loads(cases):
     before = digest(watch)
     sys.argv = [script, *argv]
-    err, code = io.StringIO(), 0
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    err, out_, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out_):
         try:
             main()
         except SystemExit as exit_:
@@ -99,7 +104,8 @@ for name, argv in json.loads(cases):
             err.write("Traceback (driver)\n" + traceback.format_exc())
             code = "crash"
     GlobalHydra.instance().clear()
-    results[name] = {"code": code, "stderr": err.getvalue(), "unchanged": digest(watch) == before}
+    results[name] = {"code": code, "stderr": err.getvalue(), "stdout": out_.getvalue(),
+                     "unchanged": digest(watch) == before}
     Path(out).write_text(json.dumps(results))
 """
 
@@ -108,7 +114,7 @@ def run_many(tool: str, cases: list[tuple[str, list[str]]], out: Path, watch: Pa
              timeout: int = 900) -> dict[str, dict]:
     """Each (name, argv) case through `tool`'s entry point in one interpreter, in order.
 
-    Returns name -> {"code", "stderr", "unchanged"} where unchanged says the folder `watch` (e.g. an existing run
+    Returns name -> {"code", "stderr", "stdout", "unchanged"} where unchanged says the folder `watch` (e.g. an existing run
     that no bad input may touch) is byte-identical after the case; None when not watched. `out` is a JSON file the
     driver writes after each case, so a driver killed mid-way still shows how far it came.
     """

@@ -1,27 +1,29 @@
 """Resume and run-directory reliability through the real CLI (issue 16 items 1-4, 7, 14).
 
 Faults land at exact points: tests/signal_trigger.py's SignalAt callback, added with `+callbacks.fault.*`, makes
-the run signal itself at one global step and phase, so each test reproduces one interleaving every time.
+the run signal itself at one global step and phase, so each test reproduces one interleaving every time. Every
+process is started through tests/driver.py. An interrupted artifact swap (item 4, no process) is
+tests/unit/test_artifact_swap.py.
 """
 
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+import driver
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parents[1]
 MAX_STEPS = 60
 # Validation every 20 steps and step checkpoints every 20: each step checkpoint falls on a validation step.
 RUN = [f"trainer.max_steps={MAX_STEPS}", "trainer.max_epochs=-1", "trainer.val_check_interval=20",
        "trainer.check_val_every_n_epoch=null", "callbacks=no_images",
        "callbacks.periodic_checkpoint.every_n_train_steps=20", "trainer.enable_progress_bar=false",
        "trainer.enable_model_summary=false", "print_config=false", "trainer.log_every_n_steps=10"]
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "OMP_NUM_THREADS": "1"}
+ENV = {"PYTHONPATH": os.pathsep.join([str(driver.ROOT), str(TESTS)])}  # signal_trigger.py for +callbacks.fault
 
 
 def fault(step: int, phase: str, sig: str) -> list[str]:
@@ -30,8 +32,7 @@ def fault(step: int, phase: str, sig: str) -> list[str]:
 
 
 def cli(*overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "train.py", *RUN, *overrides], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=ENV)
+    return driver.run("train", *RUN, *overrides, timeout=timeout, env=ENV)
 
 
 def tb_scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
@@ -161,8 +162,7 @@ def refused_while_held(run_dir: Path, holder: subprocess.Popen, *overrides: str)
 def test_two_processes_never_share_a_run_directory(tmp_path):
     """Item 3: a second start, and a second simultaneous resume=, are refused while the first one runs."""
     run_dir = tmp_path / "run"
-    popen = lambda *o: subprocess.Popen([sys.executable, "train.py", *RUN, *o], cwd=ROOT, env=ENV,  # noqa: E731
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    popen = lambda *o: driver.start("train", *RUN, *o, env=ENV)  # noqa: E731
     first = popen(f"hydra.run.dir={run_dir}")
     refused_while_held(run_dir, first, f"hydra.run.dir={run_dir}")
     _, stderr = first.communicate(timeout=600)
@@ -173,50 +173,6 @@ def test_two_processes_never_share_a_run_directory(tmp_path):
     _, stderr = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, stderr[-3000:]
     assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == MAX_STEPS + 20
-
-
-def crash_on_rename(monkeypatch, nth: int) -> None:
-    """The `nth` directory rename from now on raises, as if the process died right there (later renames work)."""
-    real, calls = Path.rename, []
-
-    def rename(self, target):
-        calls.append(self)
-        if len(calls) == nth:
-            raise KeyboardInterrupt("simulated crash")
-        return real(self, target)
-
-    monkeypatch.setattr(Path, "rename", rename)
-
-
-@pytest.mark.parametrize("crash_at", [1, 2, 3], ids=["before_complete", "before_swap_out", "between_the_renames"])
-def test_an_interrupted_artifact_swap_is_recovered_by_the_next_load(tmp_path, monkeypatch, crash_at):
-    """Item 4: a crash inside write_artifact's renames never loses the artifact: loading finds the complete copy."""
-    import torch
-
-    from vae_lab import artifact, publish
-    from vae_lab.loading import load_model
-    from vae_lab.model import VAE
-
-    def vae(seed: int) -> VAE:
-        torch.manual_seed(seed)
-        return VAE(in_shape=[1, 8, 8], latent_dim=3, architecture="mlp", likelihood="bernoulli").eval()
-
-    out = tmp_path / "run" / "artifact"
-    first, second = vae(0), vae(1)
-    publish.save_artifact(out, first)
-    crash_on_rename(monkeypatch, crash_at)
-    with pytest.raises(KeyboardInterrupt):
-        publish.save_artifact(out, second)
-    monkeypatch.undo()
-    if crash_at == 3:  # the reported state: both complete copies hidden, no artifact/
-        assert not out.exists() and (out.parent / ".artifact.new").is_dir() and (out.parent / ".artifact.old").is_dir()
-    loaded = load_model(str(out)).model
-    # crash before the copy was complete: the previous artifact; after: the new one, swapped in
-    expected = first if crash_at == 1 else second
-    for key, value in expected.state_dict().items():
-        assert torch.equal(loaded.state_dict()[key], value), key
-    assert sorted(p.name for p in out.parent.iterdir()) == ["artifact"]  # nothing hidden left behind
-    assert artifact.recover_artifact(out) == out  # idempotent
 
 
 @pytest.mark.slow  # CLI runs killed and resumed: ~25-60 s each

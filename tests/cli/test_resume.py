@@ -8,14 +8,13 @@ evaluation noise is seeded per batch, so the resumed run takes bit-identical ste
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+import driver
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
 MAX_STEPS = 200  # 8 epochs of digits at batch 64: the kill lands soon after the first checkpoint (step 35)
 # Periodic checkpoints every 35 steps, validation every 50: they never coincide before step 350 (checkpoints that
 # fall on a validation step, whose validation resume redoes, are tested in test_reliability_resume.py).
@@ -25,14 +24,8 @@ RUN = [f"trainer.max_steps={MAX_STEPS}", "trainer.max_epochs=-1", "trainer.val_c
        "trainer.enable_model_summary=false", "print_config=false"]
 
 
-def train_cmd(*overrides: str) -> list[str]:
-    return [sys.executable, "train.py", *RUN, *overrides]
-
-
 def run_cli(*overrides: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(train_cmd(*overrides), cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    return driver.run("train", *RUN, *overrides, ok=True)
 
 
 def checkpoint_step(path: Path) -> int:
@@ -50,8 +43,7 @@ def scalar_steps(run_dir: Path, tag: str = "train/loss") -> list[int]:
 
 def start_and_interrupt(run_dir: Path, sig: int, *overrides: str) -> tuple[subprocess.Popen, int, str]:
     """Start a run, wait for its first periodic last.ckpt (+ a moment), send `sig`; -> (process, step seen, stderr)."""
-    proc = subprocess.Popen(train_cmd(f"hydra.run.dir={run_dir}", *overrides), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = driver.start("train", *RUN, f"hydra.run.dir={run_dir}", *overrides)
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while not last.exists() and proc.poll() is None and time.time() < deadline:

@@ -1,27 +1,25 @@
-"""Bad input: one `error: ...` line, exit code 2, no stack trace, and an existing run directory left byte-identical.
+"""Bad input to train.py: one `error: ...` line, exit code 2, no stack trace, and an existing run directory left
+byte-identical; and the other train.py behaviours a user sees on the command line.
 
-Every case runs train.py's entry point (`vae_lab.cli.train.main`, Hydra command-line parsing included) in a
-subprocess. To keep the suite fast the cases share one interpreter: a driver sets sys.argv, calls main(), and
-records the exit code, stderr and a digest of the existing run directory before and after each call.
+Every case runs train.py's entry point (`vae_lab.cli.train.main`, Hydra command-line parsing included) through
+`driver.run_many`: all cases share one interpreter, which records each case's exit code, stdout and stderr and
+whether the existing run directory stayed byte-identical. The good run is that interpreter's first case (the same
+entry point, a real run directory as Hydra writes it); test_cli_writes_the_run_directory checks what it wrote.
 """
 
 import argparse
-import errno
 import json
-import subprocess
-import sys
+import math
+import os
+import shlex
 from pathlib import Path
 
+import driver
 import numpy as np
 import pytest
 import torch
 from datasets_fixtures import write_array_file, write_cifar10, write_image_folder
-from hydra import compose, initialize_config_dir
 
-from vae_lab.cli import CONFIG_DIR
-from vae_lab.errors import CheckpointError
-
-ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["print_config=false", "trainer.enable_progress_bar=false", "callbacks=no_images"]
 
 # (id, overrides, fragments the error line must contain). {run}: an existing run directory (trained once),
@@ -108,51 +106,6 @@ CASES = [
 NEW_RUN = {"truncated_checkpoint", "foreign_checkpoint", "pickled_code_checkpoint", "hub_id_that_does_not_exist",
            "ckpt_path_last", "resume_missing_dir"}
 
-DRIVER = r"""
-import contextlib, hashlib, io, json, os, sys
-from pathlib import Path
-from hydra.core.global_hydra import GlobalHydra
-
-def digest(folder):
-    h = hashlib.sha256()
-    for p in sorted(Path(folder).rglob("*")):
-        h.update(str(p.relative_to(folder)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-cases, run_dir, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
-from vae_lab.cli.train import main
-sys.argv = ["train.py", *json.loads(sys.argv[4])]
-main()  # the good run first, through the same entry point
-GlobalHydra.instance().clear()
-import shutil
-shutil.copytree(run_dir, run_dir + "_pristine")
-results = {}
-for name, argv in cases:
-    before = digest(run_dir)
-    sys.argv = ["train.py", *argv]
-    err = io.StringIO()
-    code = 0
-    with contextlib.redirect_stderr(err):
-        try:
-            main()
-        except SystemExit as exit_:
-            code = exit_.code
-        except BaseException as exc:  # a crash: recorded as a failure of this case, not of the driver
-            import traceback
-            err.write("Traceback (driver)\n" + traceback.format_exc())
-            code = "crash"
-    GlobalHydra.instance().clear()
-    results[name] = {"code": code, "stderr": err.getvalue(), "unchanged": digest(run_dir) == before}
-Path(out).write_text(json.dumps(results))
-"""
-
-
-def tree_bytes(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def write_bad_data(data: Path) -> None:
     """The bad datasets and checkpoints the cases point at."""
     write_image_folder(data / "mixed" / "a", classes=None, per_class=2, size=(8, 8))
@@ -171,92 +124,137 @@ def write_bad_data(data: Path) -> None:
     torch.save({"args": argparse.Namespace(lr=1.0)}, data / "pickled.ckpt")  # a class to import: weights_only refuses
 
 
+# The command-line checks of train.py's own bad input (formerly tests/test_train.py, each its own process): a
+# non-zero exit, no stack trace, and the offending key named.
+CLI_OVERRIDES = ["model.latent_dim=0", "loss.beta=-1", "loss.beta=abc", "model.likelihood=nope", "dataset=nope"]
+FORGED_NAME = "x\nerror: FAKE LINE.png"
+# Good run: 30 steps, validation every 15, default callbacks and logger (what test_cli_writes_the_run_directory
+# checks); every later case must leave it byte-identical.
+GOOD = ["trainer.max_steps=30", "trainer.max_epochs=-1", "trainer.val_check_interval=15",
+        "trainer.enable_progress_bar=false", "print_config=false"]
+NAN_STEPS = ",".join(str(s) for s in range(20, 60))
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict:
-    """Train a real run (the driver's first call), then run every case against it."""
+    """Train a real run (the batch's first case), then run every case against it, all in one interpreter."""
     existing_run = tmp_path_factory.mktemp("existing") / "run"
     data = tmp_path_factory.mktemp("bad_data")
     write_bad_data(data)
-    good = [*QUIET, f"hydra.run.dir={existing_run}", "trainer.max_steps=4", "trainer.max_epochs=-1"]
-    cases = []
+    (data / "forged").mkdir()
+    (data / "forged" / FORGED_NAME).write_bytes(b"not an image")
+    cases = [("good", [f"hydra.run.dir={existing_run}", *GOOD])]
     for name, overrides, _ in CASES:
         argv = [o.format(run=existing_run, data=data) for o in overrides]
         if not any(o.startswith(("hydra.run.dir=", "resume=")) for o in argv):
             argv.append(f"hydra.run.dir={data / 'new' / name}" if name in NEW_RUN else f"resume={existing_run}")
         cases.append((name, [*QUIET, *argv]))
-    out = data / "results.json"
-    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(cases), str(existing_run), str(out),
-                           json.dumps(good)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900, env={**__import__("os").environ,
-                                                                             "HF_HUB_OFFLINE": "1"})
-    assert proc.returncode == 0 and out.is_file(), proc.stderr[-3000:]
+    cases += [(f"cli_{override}", [f"hydra.run.dir={data / 'new' / f'cli_{i}'}", override])
+              for i, override in enumerate(CLI_OVERRIDES)]
+    cases.append(("forged_file_name", ["dataset=image_folder", f"dataset.options.path={data / 'forged'}",
+                                       "trainer.fast_dev_run=true", f"hydra.run.dir={data / 'new' / 'forged'}"]))
+    cases.append(("keeps_producing_nan", [
+        f"hydra.run.dir={data / 'new' / 'nan'}", "trainer.max_steps=100", "trainer.max_epochs=-1",
+        "callbacks=no_images", "callbacks.periodic_checkpoint.every_n_train_steps=10", "trainer.log_every_n_steps=1",
+        f"guard.inject_nan_at_steps=[{NAN_STEPS}]", "guard.max_consecutive=5", "trainer.enable_progress_bar=false",
+        "print_config=false"]))
+    out = driver.run_many("train", cases, data / "results.json", watch=existing_run)
+    assert out["good"]["code"] == 0, out["good"]["stderr"][-3000:]
     assert (existing_run / "checkpoints" / "last.ckpt").is_file() and (existing_run / "metrics.json").is_file()
-    pristine = tree_bytes(existing_run.with_name("run_pristine"))  # copied right after the good run
-    assert tree_bytes(existing_run) == pristine  # every file of the good run, byte for byte, and no new ones
+    # byte-identical after every case (run_many's digest before and after each): the good run as it finished
+    assert [name for name, result in out.items() if name != "good" and not result["unchanged"]] == []
     assert (data / "a_file").read_text() == "not a directory\n"  # a run dir that is a file: left as it was
-    return {**json.loads(out.read_text()), "_run": str(existing_run), "_data": str(data)}
+    return {**out, "_run": str(existing_run), "_data": str(data)}
 
 
 @pytest.mark.parametrize(("name", "overrides", "fragments"), CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_clear_line_and_touches_nothing(results, name, overrides, fragments):
     result = results[name]
-    stderr = result["stderr"]
-    assert result["code"] == 2, stderr[-3000:]
-    assert "Traceback" not in stderr, stderr[-3000:]
-    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, stderr[-3000:]
-    for fragment in fragments:
-        assert fragment.format(run=results["_run"], data=results["_data"]) in errors[0], errors[0]
+    driver.one_error_line(result, *(f.format(run=results["_run"], data=results["_data"]) for f in fragments))
     assert result["unchanged"], "the existing run directory changed"
 
 
-def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    """ENOSPC in the middle of writing a checkpoint: the previous last.ckpt survives, one clear error."""
-    from vae_lab.cli.train import train
+def test_cli_writes_the_run_directory(results):
+    """The good run of the batch, through train.py's entry point: what it prints and every file of a run."""
+    run_dir = Path(results["_run"])
+    stdout = results["good"]["stdout"]
+    assert f"Run directory: {run_dir.resolve()}" in stdout and "Final validation ELBO" in stdout
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "run_info.json").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list((run_dir / "checkpoints").glob("best-*.ckpt"))
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["global_step"] == 30
+    val = metrics["val"]
+    assert val["val/elbo_nats"] == pytest.approx(-(val["val/distortion_nats"] + val["val/rate_nats"]), rel=1e-5)
+    assert "test" not in metrics  # digits has no official test split
+    assert (run_dir / metrics["best_checkpoint"]).is_file()  # relative: the run is relocatable
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[
-            f"paths.output_dir={tmp_path}", "trainer.max_steps=6", "trainer.max_epochs=-1", "logger=none",
-            "callbacks.periodic_checkpoint.every_n_train_steps=3", *QUIET])
-    real_save, saves = torch.save, []
 
-    def full_disk(obj, f, *args, **kwargs):
-        saves.append(obj.get("global_step"))
-        if len(saves) > 1:  # the second checkpoint: half written, then the device is full
-            f.write(b"\0" * 1000)
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(obj, f, *args, **kwargs)
+@pytest.mark.parametrize("override", CLI_OVERRIDES)
+def test_cli_bad_input_is_one_clear_line(results, override):
+    result = results[f"cli_{override}"]
+    assert result["code"] != 0
+    assert "Traceback" not in result["stderr"]
+    key = override.split("=")[0]
+    assert key in result["stderr"], result["stderr"]
 
-    monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(CheckpointError) as info:
-        train(cfg)
-    monkeypatch.setattr(torch, "save", real_save)
-    message = str(info.value)
-    assert "\n" not in message
-    assert message.startswith(f"no space left on the device while writing {tmp_path / 'checkpoints' / 'last.ckpt'}")
-    assert "the previous last.ckpt is intact" in message and f"resume={tmp_path}" in message
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["global_step"] == saves[0] == 3
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt"]  # no temp file left
+
+def test_a_file_name_cannot_forge_an_error_line(results):
+    """Issue 29, row 15: a file name holding a newline and `error:` is printed escaped, inside the one line."""
+    result = results["forged_file_name"]
+    assert result["code"] == 2, result["stderr"][-2000:]
+    lines = result["stderr"].splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot read image ") and "x\\nerror: FAKE LINE.png" in lines[0]
+
+
+def test_run_that_keeps_producing_nan_stops_with_one_line_and_a_loadable_checkpoint(results):
+    """The non-finite guard through the CLI: 5 poisoned steps in a row stop the run with one line, exit 2, and the
+    periodic checkpoint before the streak kept loadable."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from vae_lab.loading import model_from_checkpoint
+
+    run_dir = Path(results["_data"]) / "new" / "nan"
+    result = results["keeps_producing_nan"]
+    assert result["code"] == 2, result["stderr"][-3000:]
+    assert "Traceback" not in result["stderr"]
+    line = result["stderr"].strip().splitlines()[-1]
+    # steps 21..25 are poisoned (the batch served at global step s becomes step s + 1): the 5th in a row stops
+    assert line.startswith("error: training stopped at step 25: 5 steps in a row had a non-finite loss")
+    assert "last finite step 20: train/loss=" in line
+    for cause in ("schedule.lr", "model.likelihood_scale", "bf16-mixed"):
+        assert cause in line
+
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert str(last) in line
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 20  # the periodic checkpoint before the streak, not overwritten since
+    model = model_from_checkpoint(last)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert not (run_dir / "metrics.json").exists()
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    counts = {e.step: e.value for e in acc.Scalars("train/nonfinite_steps")}
+    assert counts[19] == 0 and counts[20] == 1 and max(counts.values()) == 4  # the 5th raised before logging
+    assert all(math.isfinite(e.value) for e in acc.Scalars("train/loss") if e.step < 20)
 
 
 def test_read_only_run_dir_is_one_line_at_start(tmp_path):
     """A run dir on a read-only filesystem (a real ro mount; or permissions, for a user who is not root)."""
-    import os
-    import shlex
-
     import tiny_fs
 
     ro = tmp_path / "ro"
     ro.mkdir()
-    argv = [sys.executable, "train.py", f"hydra.run.dir={ro / 'run'}", *QUIET]
+    wrap = None
     if tiny_fs.available():
-        argv = tiny_fs.in_tmpfs(ro, "ro", " ".join(shlex.quote(a) for a in argv))
+        wrap = lambda argv: tiny_fs.in_tmpfs(ro, "ro", shlex.join(argv))  # noqa: E731
     elif os.geteuid() != 0:
         ro.chmod(0o555)
     else:
         pytest.skip("root without mount namespaces: no read-only directory to test with")
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = driver.run("train", f"hydra.run.dir={ro / 'run'}", *QUIET, wrap=wrap, timeout=300)
     ro.chmod(0o755)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr

@@ -7,11 +7,10 @@ compare is the reduction across batches and ranks, which must be sum / count ove
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import driver
 import pytest
 import torch
 
@@ -23,7 +22,6 @@ from vae_lab.data.batches import stream_seed
 from vae_lab.loading import model_from_checkpoint
 from vae_lab.objectives.elbo import elbo
 
-ROOT = Path(__file__).resolve().parents[1]
 WORLD_SIZE = 2
 TOL = 2e-6  # relative: float32 sums of a few dozen values of ~30 nats, replayed in float64
 
@@ -56,15 +54,14 @@ def _replay_validation(run_dir: Path, ckpt: Path) -> dict[str, list[torch.Tensor
 @pytest.mark.slow  # two DDP processes: ~25 s
 def test_ddp_on_two_cpu_processes_reduces_exactly_and_writes_once(tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "train.py", "hardware=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={run_dir}",
-         # 17 validation examples: shards of 9 and 8, batches of 4 (4+4+1 and 4+4), so a mean of batch or
-         # rank means would be far from the mean over examples
-         "dataset.val_fraction=0.01", "schedule.batch_size=4",
-         "trainer.max_steps=16", "trainer.max_epochs=-1", "trainer.val_check_interval=8",
-         "trainer.enable_progress_bar=false",
-         "trainer.enable_model_summary=false", "print_config=false", "logger=csv"],
-        cwd=ROOT, capture_output=True, text=True, timeout=400,
+    proc = driver.run(
+        "train", "hardware=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={run_dir}",
+        # 17 validation examples: shards of 9 and 8, batches of 4 (4+4+1 and 4+4), so a mean of batch or
+        # rank means would be far from the mean over examples
+        "dataset.val_fraction=0.01", "schedule.batch_size=4",
+        "trainer.max_steps=16", "trainer.max_epochs=-1", "trainer.val_check_interval=8",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false", "print_config=false", "logger=csv", timeout=400,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     # both ranks share this stdout: rank zero alone reports, writes metrics.json, run_info.json and the artifacts
@@ -104,13 +101,12 @@ def test_ddp_with_four_steps_per_call_trains_exactly_as_one(tmp_path):
     weights = {}
     for n in (1, 4):
         run_dir = tmp_path / f"n{n}"
-        proc = subprocess.run(
-            [sys.executable, "train.py", "hardware=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={run_dir}",
-             "schedule.batch_size=4", f"schedule.steps_per_call={n}", "schedule.gradient_clip_val=0.5",
-             "trainer.max_steps=18", "trainer.max_epochs=-1", "callbacks=no_images",
-             "callbacks.periodic_checkpoint.every_n_train_steps=8", "trainer.enable_progress_bar=false",
-             "trainer.enable_model_summary=false", "print_config=false", "logger=csv"],
-            cwd=ROOT, capture_output=True, text=True, timeout=400,
+        proc = driver.run(
+            "train", "hardware=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={run_dir}",
+            "schedule.batch_size=4", f"schedule.steps_per_call={n}", "schedule.gradient_clip_val=0.5",
+            "trainer.max_steps=18", "trainer.max_epochs=-1", "callbacks=no_images",
+            "callbacks.periodic_checkpoint.every_n_train_steps=8", "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false", "print_config=false", "logger=csv", timeout=400,
         )
         assert proc.returncode == 0, proc.stderr[-4000:]
         assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 18

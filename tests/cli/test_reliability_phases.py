@@ -1,38 +1,33 @@
 """Reliability at the edges of a run (issue 16): signals after training, a full disk, tiny validation data.
 
-Every case runs the real CLI in a subprocess. A signal lands at a named phase through the documented test hook
+Every case runs the real CLI in a process (tests/driver.py). A signal lands at a named phase through the documented test hook
 VAE_LAB_SIGNAL_AT=<phase>:<SIGNAL> (vae_lab.cli.interrupts: the run sends it to itself on entering the phase). The
 disk is a real tiny tmpfs where the machine allows a private mount namespace (`unshare -rm`, tests/tiny_fs.py),
-and the file-size limit RLIMIT_FSIZE everywhere (writes past it fail with EFBIG once SIGXFSZ is ignored).
+and the file-size limit RLIMIT_FSIZE everywhere (writes past it fail with EFBIG once SIGXFSZ is ignored). Tiny
+validation data (1x1 images, one validation example) is tests/integration/test_train.py.
 """
 
 import json
-import os
 import resource
 import shlex
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
+import driver
 import pytest
 import tiny_fs
 import torch
-from datasets_fixtures import write_array_file
 
 from vae_lab.cli.interrupts import PHASES, SIGNAL_AT_ENV
 
-ROOT = Path(__file__).resolve().parents[1]
 MAX_STEPS = 20
 QUIET = ["print_config=false", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 RUN = [f"trainer.max_steps={MAX_STEPS}", "trainer.max_epochs=-1", *QUIET]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
 def cli(*overrides: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env={**ENV, **(env or {})}, **kwargs)
+    return driver.run("train", *overrides, env=env, **kwargs)
 
 
 def checkpoint_step(path: Path) -> int:
@@ -101,16 +96,6 @@ def test_resume_after_a_signal_in_the_final_validation_finishes_the_run_as_unint
 CKPT_EVERY = ["callbacks=no_images", "logger=none", "callbacks.periodic_checkpoint.every_n_train_steps=10"]
 
 
-def assert_one_disk_line(proc: subprocess.CompletedProcess, *fragments: str) -> str:
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, proc.stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    return errors[0]
-
-
 @pytest.mark.slow  # CLI runs signalled or filling a disk: ~15-70 s each
 @pytest.mark.skipif(not tiny_fs.available(), reason="no private mount namespace (unshare -rm) for a tmpfs")
 def test_disk_full_on_a_real_tiny_filesystem_keeps_the_previous_checkpoint(tmp_path):
@@ -118,14 +103,14 @@ def test_disk_full_on_a_real_tiny_filesystem_keeps_the_previous_checkpoint(tmp_p
     mount, out = tmp_path / "mnt", tmp_path / "out"
     mount.mkdir()
     out.mkdir()
-    argv = [sys.executable, "train.py", f"hydra.run.dir={mount / 'run'}", "trainer.max_steps=60",
-            "trainer.max_epochs=-1", *QUIET, *CKPT_EVERY]
-    script = (f"{' '.join(shlex.quote(a) for a in argv)} 2>{out / 'stderr'}; echo $? > {out / 'rc'}; "
-              f"cp -a {mount / 'run'} {out / 'run'}")
-    subprocess.run(tiny_fs.in_tmpfs(mount, "size=3m", script), cwd=ROOT, env=ENV, timeout=600, check=True)
-    proc = subprocess.CompletedProcess(argv, int((out / "rc").read_text()), "", (out / "stderr").read_text())
+    args = [f"hydra.run.dir={mount / 'run'}", "trainer.max_steps=60", "trainer.max_epochs=-1", *QUIET, *CKPT_EVERY]
+    wrap = lambda argv: tiny_fs.in_tmpfs(mount, "size=3m", (  # noqa: E731
+        f"{shlex.join(argv)} 2>{out / 'stderr'}; echo $? > {out / 'rc'}; cp -a {mount / 'run'} {out / 'run'}"))
+    shell = driver.run("train", *args, wrap=wrap)
+    assert shell.returncode == 0, shell.stderr[-3000:]  # the wrapper (mount, copy out); the run's own exit is rc
+    proc = subprocess.CompletedProcess(args, int((out / "rc").read_text()), "", (out / "stderr").read_text())
     run_dir = mount / "run"
-    assert_one_disk_line(proc, f"error: no space left on the device while writing {run_dir / 'checkpoints'}",
+    driver.one_error_line(proc, f"error: no space left on the device while writing {run_dir / 'checkpoints'}",
                          "the previous last.ckpt is intact", f"resume={run_dir}")
     ckpt_dir = out / "run" / "checkpoints"
     assert sorted(p.name for p in ckpt_dir.iterdir()) == ["last.ckpt"]  # no temp file left
@@ -135,11 +120,10 @@ def test_disk_full_on_a_real_tiny_filesystem_keeps_the_previous_checkpoint(tmp_p
 @pytest.mark.skipif(not tiny_fs.available(), reason="no private mount namespace (unshare -rm) for a tmpfs")
 def test_disk_full_before_the_run_starts_is_one_line(tmp_path):
     """Hydra's own first writes (.hydra/*.yaml, train.log) on a full disk."""
-    argv = [sys.executable, "train.py", f"hydra.run.dir={tmp_path / 'run'}", *RUN]
-    script = f"dd if=/dev/zero of={tmp_path / 'fill'} bs=1k count=64 2>/dev/null; " + " ".join(map(shlex.quote, argv))
-    proc = subprocess.run(tiny_fs.in_tmpfs(tmp_path, "size=64k", script), cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=600)
-    assert_one_disk_line(proc, "error: no space left on the device")
+    fill = f"dd if=/dev/zero of={tmp_path / 'fill'} bs=1k count=64 2>/dev/null; "
+    proc = driver.run("train", f"hydra.run.dir={tmp_path / 'run'}", *RUN,
+                      wrap=lambda argv: tiny_fs.in_tmpfs(tmp_path, "size=64k", fill + shlex.join(argv)))
+    driver.one_error_line(proc, "error: no space left on the device")
 
 
 @pytest.mark.slow  # CLI runs signalled or filling a disk: ~15-70 s each
@@ -156,31 +140,7 @@ def test_file_size_limit_while_saving_keeps_the_previous_checkpoint(tmp_path):
 
     proc = cli(f"resume={run_dir}", "trainer.max_steps=20", "trainer.max_epochs=-1", *QUIET, *CKPT_EVERY,
                preexec_fn=limit_file_size)
-    assert_one_disk_line(proc, "error: the file size limit was reached", "the previous last.ckpt is intact",
+    driver.one_error_line(proc, "error: the file size limit was reached", "the previous last.ckpt is intact",
                          f"resume={run_dir}")
     assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == before
     assert leftovers(run_dir) == []
-
-
-# ---------------------------------------------------------------- tiny validation data
-
-
-@pytest.mark.parametrize(("shape", "val_fraction"), [((40, 1, 1), 0.1), ((20, 8, 8), 0.05)],
-                         ids=["1x1_images", "one_validation_example"])
-def test_tiny_images_or_one_validation_example_still_write_metrics_and_artifact(tmp_path, shape, val_fraction):
-    """No picture or metric that needs more pixels or points may cost the run its results."""
-    data = write_array_file(tmp_path / "x.npz", np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8))
-    run_dir = tmp_path / "run"
-    proc = cli(f"hydra.run.dir={run_dir}", "dataset=array_file", f"dataset.options.path={data}",
-               f"dataset.val_fraction={val_fraction}", "trainer.max_steps=4", "trainer.max_epochs=-1", *QUIET)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    val = json.loads((run_dir / "metrics.json").read_text())["val"]
-    assert (run_dir / "artifact" / "model.safetensors").is_file()
-    assert "val/psnr_db" in val
-    if shape[1] == 1:  # SSIM needs a 3x3 window: absent, said once, never a number
-        assert "val/ssim" not in val
-        assert proc.stderr.count("SSIM not computed: the images are 1x1 pixels") == 1
-    else:
-        assert "val/ssim" in val
-        assert "note: latent_scatter not drawn" in proc.stderr  # one point: the plot is a note, not a failure
