@@ -1,5 +1,6 @@
 """evaluate_model (scripts/evaluate.py's work) in-process on the shared tiny runs: evaluation.json, the table, values
-refused by name. The command line itself (exit 2 and one line, the printed path, --help): tests/cli/test_evaluate_cli.py."""
+refused by name. The command line itself (exit 2 and one line, the printed path, --help):
+tests/cli/test_evaluate_cli.py."""
 
 import json
 import shutil
