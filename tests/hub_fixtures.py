@@ -96,14 +96,21 @@ def fake_hub(monkeypatch):
 
 
 def hub_env(url: str | None, **extra) -> dict:
-    """`env=` of a driver.run: online against `url` (or offline when None), token set, no other HF_* variable of
-    this environment (None unsets it, tests/driver.py)."""
-    import driver
+    """Environment of a CLI subprocess: online against `url` (or offline when None), token set, no other HF_*
+    variable of this one. With tests/driver.py: `driver.run(..., env=only(hub_env(...)))`."""
+    import os
 
-    env: dict = {k: None for k in driver.ENV if k.startswith(("HF_", "HUGGING_FACE"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING_FACE"))}
     env.update(HF_TOKEN=TOKEN, HF_HOME=str(extra.pop("home")), **extra)
     env.update({"HF_ENDPOINT": url, "HF_HUB_OFFLINE": "0"} if url else {"HF_HUB_OFFLINE": "1"})
     return env
+
+
+def only(env: dict) -> dict:
+    """`env=` of a driver.run whose process gets exactly `env`: every other variable of driver.ENV unset (None)."""
+    import driver
+
+    return {**{k: None for k in driver.ENV}, **env}
 
 
 def small_vae(architecture: str, likelihood: str, conditional: bool = False, in_shape=(1, 8, 8)) -> VAE:

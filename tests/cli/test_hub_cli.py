@@ -10,7 +10,7 @@ import torch
 from huggingface_hub import ModelCard
 
 import driver
-from hub_fixtures import ARTIFACT_FILES, TOKEN, FakeHub, hub_env, read_tensors, small_vae, stage_in_cache
+from hub_fixtures import ARTIFACT_FILES, TOKEN, FakeHub, hub_env, only, read_tensors, small_vae, stage_in_cache
 from vae_lab import publish
 
 
@@ -23,7 +23,7 @@ def cli_run(tmp_path_factory):
     proc = driver.run("train", f"hydra.run.dir={tmp / 'run'}", "trainer.max_steps=20", "trainer.max_epochs=-1",
                       "trainer.val_check_interval=10", "trainer.enable_progress_bar=false", "print_config=false",
                       "hub=push", "hub.repo_id=me/vae-cli", "hub.sync_logs=true", "hub.sync_every_minutes=0.005",
-                      timeout=300, env=hub_env(server.url, home=tmp / "hf"))
+                      timeout=300, env=only(hub_env(server.url, home=tmp / "hf")))
     yield {"proc": proc, "server": server, "run_dir": tmp / "run", "tmp": tmp}
     server.close()
 
@@ -49,7 +49,7 @@ def test_cli_push_failure_then_push_to_hub_script(cli_run):
     command = shlex.split(warning.split("push it later with: ", 1)[1])
     assert command[:2] == ["python", "scripts/push_to_hub.py"]
     server.fail_commits = lambda summary: False  # the Hub is back
-    again = driver.run(*command[1:], timeout=120, env=hub_env(server.url, home=cli_run["tmp"] / "hf"))
+    again = driver.run(*command[1:], timeout=120, env=only(hub_env(server.url, home=cli_run["tmp"] / "hf")))
     assert again.returncode == 0, again.stderr[-3000:]
     final = server.commits[-1]
     assert final["repo_id"] == "me/vae-cli" and final["summary"].startswith("vae_lab: mlp VAE on digits")
@@ -65,7 +65,7 @@ def test_push_to_hub_script_offline_is_one_error_line(cli_run):
     artifact = cli_run["run_dir"] / "artifact"
     before = {p.name: p.read_bytes() for p in artifact.iterdir()}
     proc = driver.run("push", str(cli_run["run_dir"]), "repo_id=me/vae-cli", timeout=120,
-                      env=hub_env(None, home=cli_run["tmp"] / "hf"))
+                      env=only(hub_env(None, home=cli_run["tmp"] / "hf")))
     line = driver.one_error_line(proc)
     assert proc.stderr.strip().splitlines() == [line] == [f"error: could not push {artifact.resolve()} to me/vae-cli: "
                                                 "offline mode is on (HF_HUB_OFFLINE=1)"]
@@ -76,7 +76,7 @@ def test_push_to_hub_script_offline_is_one_error_line(cli_run):
 def test_evaluate_and_sample_scripts_accept_a_hub_id(tmp_path):
     base_artifact = publish.save_artifact(tmp_path / "artifact", small_vae("mlp", "bernoulli"))
     stage_in_cache(tmp_path / "cache", "me/vae-tiny", base_artifact, "e" * 40)
-    env = hub_env(None, home=tmp_path / "hf", HF_HUB_CACHE=str(tmp_path / "cache"))
+    env = only(hub_env(None, home=tmp_path / "hf", HF_HUB_CACHE=str(tmp_path / "cache")))
     sample = driver.run("sample", f"model=me/vae-tiny@{'e' * 40}", f"out={tmp_path / 'pictures'}", timeout=300,
                         env=env)
     assert sample.returncode == 0, sample.stderr[-3000:]
