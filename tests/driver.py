@@ -26,6 +26,11 @@ ENTRY_POINTS = {"train": "vae_lab.cli.train", "evaluate": "vae_lab.cli.evaluate"
                 "sweep_report": "vae_lab.cli.sweep_report", "benchmark": "vae_lab.cli.benchmark"}
 
 
+def environment(env: dict | None = None) -> dict:
+    """ENV with `env` on top; a variable given as None is left out (e.g. a user's HF_TOKEN a test must not see)."""
+    return {k: v for k, v in {**ENV, **(env or {})}.items() if v is not None}
+
+
 def command(tool: str, *args: str) -> list[str]:
     """argv of `tool` (a name of TOOLS or a script path relative to the repository root)."""
     return [sys.executable, TOOLS.get(tool, tool), *map(str, args)]
@@ -39,7 +44,7 @@ def run(tool: str, *args, env: dict | None = None, timeout: int = 600, ok: bool 
     tests/tiny_fs.py); run_kwargs go to subprocess.run (e.g. preexec_fn for a resource limit).
     """
     argv = command(tool, *args)
-    proc = subprocess.run(wrap(argv) if wrap else argv, cwd=cwd, env={**ENV, **(env or {})}, capture_output=True,
+    proc = subprocess.run(wrap(argv) if wrap else argv, cwd=cwd, env=environment(env), capture_output=True,
                           text=True, timeout=timeout, **run_kwargs)
     if ok is True:
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -51,12 +56,12 @@ def run(tool: str, *args, env: dict | None = None, timeout: int = 600, ok: bool 
 def start(tool: str, *args, env: dict | None = None, **popen_kwargs) -> subprocess.Popen:
     """Start a tool and return at once (signals, locks, concurrent runs): stdout dropped, stderr piped."""
     options = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True, **popen_kwargs}
-    return subprocess.Popen(command(tool, *args), cwd=ROOT, env={**ENV, **(env or {})}, **options)
+    return subprocess.Popen(command(tool, *args), cwd=ROOT, env=environment(env), **options)
 
 
 def python(code: str, *args: str, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
     """`python -c code` in a fresh interpreter (what a fresh process sees: imports, environment, memory limits)."""
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env={**ENV, **(env or {})},
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=environment(env),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -114,8 +119,8 @@ def run_many(tool: str, cases: list[tuple[str, list[str]]], out: Path, watch: Pa
              timeout: int = 900) -> dict[str, dict]:
     """Each (name, argv) case through `tool`'s entry point in one interpreter, in order.
 
-    Returns name -> {"code", "stderr", "stdout", "unchanged"} where unchanged says the folder `watch` (e.g. an existing run
-    that no bad input may touch) is byte-identical after the case; None when not watched. `out` is a JSON file the
+    Returns name -> {"code", "stderr", "stdout", "unchanged"} where unchanged says the folder `watch` (e.g. an existing
+    run that no bad input may touch) is byte-identical after the case; None when not watched. `out` is a JSON file the
     driver writes after each case, so a driver killed mid-way still shows how far it came.
     """
     proc = subprocess.run([sys.executable, "-c", _MANY, ENTRY_POINTS[tool], TOOLS[tool],

@@ -1,41 +1,38 @@
 """Short runs whose numbers were pinned before the model-family interface (tests/fixtures/pinned_runs.json):
-training curves, metrics.json and evaluate.py's ELBO / IWAE stay bit-identical for today's VAE family."""
+training curves, metrics.json and evaluate's ELBO / IWAE stay bit-identical for today's VAE family.
+
+train() and evaluate_model() run in-process on composed configs: the files they write (metrics.csv, metrics.json and
+every number of the evaluation) were checked to be byte-for-byte those of `python train.py` + `scripts/evaluate.py`
+with the same overrides, in either order and after another run in the same process (the seeds are set by train and
+evaluate themselves); that the command lines reach these functions is tests/cli's business."""
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
-PINNED = json.loads((ROOT / "tests" / "fixtures" / "pinned_runs.json").read_text())
+from pinned import PINNED, same_cpu_as_pinned
 
-
-def _cpu() -> str | None:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return None
+EXACT = same_cpu_as_pinned()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-# Bit-identical on the CPU model the numbers were pinned on (float reductions are the same kernels there);
-# elsewhere another BLAS code path may round differently, so within float32 rounding.
-EXACT = _cpu() == PINNED["cpu"]
+def _run(compose, tmp_path: Path, name: str, overrides: list[str]) -> Path:
+    """train.py's run of `overrides` (csv logger, 30 steps) and evaluate.py's IWAE-20 on 64 validation examples."""
+    from vae_lab.cli.train import train
+    from vae_lab.evaluation import evaluate_model
 
-
-def _run(tmp_path: Path, name: str, overrides: list[str]) -> Path:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     run = tmp_path / name
-    train = [sys.executable, "train.py", f"hydra.run.dir={run}", "trainer.max_steps=30", "trainer.log_every_n_steps=5",
-             "logger=csv", "callbacks=no_images", "trainer.enable_progress_bar=false", "print_config=false",
-             f"paths.data_dir={tmp_path / 'data'}", *overrides]
-    subprocess.run(train, cwd=ROOT, env=env, check=True, capture_output=True)
-    evaluate = [sys.executable, "scripts/evaluate.py", f"model={run}", "iwae_samples=20", "max_examples=64",
-                "progress=false", "split=val", f"out={run / 'eval.json'}"]
-    subprocess.run(evaluate, cwd=ROOT, env=env, check=True, capture_output=True)
+    cfg = compose(f"paths.output_dir={run}", "trainer.max_steps=30", "trainer.log_every_n_steps=5", "logger=csv",
+                  "callbacks=no_images", "trainer.enable_progress_bar=false", "print_config=false",
+                  f"paths.data_dir={tmp_path / 'data'}", *overrides)
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")  # as Hydra saves it: evaluate reads the run's data from it
+    train(cfg)
+    evaluate_model(compose(f"model={run}", "iwae_samples=20", "max_examples=64", "progress=false", "split=val",
+                           f"out={run / 'eval.json'}", config="evaluate"))
     return run
 
 
@@ -60,9 +57,9 @@ def _same(actual, expected, where: str) -> None:
 @pytest.mark.parametrize("name", [pytest.param("mlp_elbo"), pytest.param("conv_iaf_vamp_iwae"),
                                   pytest.param("mlp_freebits", marks=pytest.mark.slow),
                                   pytest.param("mlp_mog_cond", marks=pytest.mark.slow)])
-def test_short_run_numbers_are_the_pinned_ones(tmp_path, name):
+def test_short_run_numbers_are_the_pinned_ones(compose, tmp_path, name):
     pinned = PINNED["runs"][name]
-    run = _run(tmp_path, name, pinned["overrides"])
+    run = _run(compose, tmp_path, name, pinned["overrides"])
     metrics = json.loads((run / "metrics.json").read_text())
     _same(metrics["val"], pinned["val"], f"{name}: metrics.json val")
     curves = _curves(run)

@@ -1,25 +1,18 @@
-"""scripts/sample.py (vae_lab.sampling): every mode writes a PNG of the expected size; model refs; clear errors;
-the CLI itself."""
+"""scripts/sample.py's work in-process (vae_lab.sampling) on the shared tiny runs: every mode writes a PNG of the
+expected size; model refs; clear errors. The command line itself: tests/cli/test_sample_cli.py."""
 
-import subprocess
-import sys
-from pathlib import Path
+import shutil
 
 import numpy as np
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from PIL import Image
 
 from vae_lab import plots
 from vae_lab.cli import CONFIG_DIR
-from vae_lab.cli.train import train
-from vae_lab.errors import CheckpointError, ConfigError
+from vae_lab.errors import ConfigError
 from vae_lab.loading import load_model
 from vae_lab.sampling import run_sample as sample
-
-ROOT = Path(__file__).resolve().parents[1]
 
 TILE = 32  # digits are 8x8, upscaled x4 in grids to reach min_image_size=28
 
@@ -39,32 +32,10 @@ def figure_px(rows, cols, margins, tile=8, padding=1):
     return round(w * plots.DPI), round(h * plots.DPI)
 
 
-def _train_run(root: Path, *overrides) -> Path:
-    """A real run directory from a few steps on digits (config saved as Hydra saves it)."""
-    run = root
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"paths.output_dir={run}", "print_config=false", "callbacks=no_images",
-                                          "logger=none", "trainer.max_epochs=1", "trainer.limit_train_batches=5",
-                                          "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-                                          *overrides])
-    (run / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(cfg)
-    finally:
-        torch.set_num_threads(threads)
-    return run
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    return {
-        "plain2": _train_run(root / "plain2", "model.latent_dim=2"),
-        "cond5": _train_run(root / "cond5", "model.latent_dim=5", "model.conditional=true"),
-    }
+@pytest.fixture
+def runs(trained_run):
+    """The shared runs of tests/trained.py, read-only: plain2 (latent_dim 2), cond5 (conditional, latent_dim 5)."""
+    return {"plain2": trained_run("plain2"), "cond5": trained_run("cond")}
 
 
 def run_sample(model, tmp_path, *overrides):
@@ -115,7 +86,7 @@ def test_samples_are_fixed_by_seed_and_identical_from_a_ckpt_or_an_artifact(runs
 
 
 def test_output_defaults_to_the_run_images_folder_and_out_may_name_the_file(runs, tmp_path):
-    run = runs["plain2"]
+    run = shutil.copytree(runs["plain2"], tmp_path / "run")  # the default out= writes into the run
     written = run_sample(run / "checkpoints" / "last.ckpt", None, "mode=reconstruct", "n=2")
     assert written == [run / "images" / "reconstructions.png"] and written[0].is_file()
     named = run_sample(run, None, "n=4", f"out={tmp_path / 'mine.png'}")
@@ -145,29 +116,6 @@ def test_data_modes_need_the_run_config(runs, tmp_path):
     load_model(runs["plain2"]).model.save_pretrained(artifact)
     with pytest.raises(ConfigError, match="has no training config .* name its data with dataset=<name>"):
         run_sample(artifact, tmp_path, "mode=reconstruct")
-
-
-def _cli(*args):
-    return subprocess.run([sys.executable, "scripts/sample.py", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
-
-
-def test_cli_prints_the_paths_it_writes(runs, tmp_path):
-    proc = _cli(f"model={runs['cond5']}", "mode=reconstruct", "n=4", f"out={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.splitlines() == [str(tmp_path / "reconstructions.png")]
-    assert Image.open(tmp_path / "reconstructions.png").size == grid_px(2, 4)
-
-
-def test_cli_user_error_is_one_line_and_help_lists_the_modes(runs, tmp_path):
-    proc = _cli(f"model={runs['plain2']}", "class=3", f"out={tmp_path}")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines() == [
-        "error: class=3 needs a conditional model (trained with model.conditional=true); "
-        "this model is unconditional: drop class="]
-    helped = _cli("--help")
-    assert helped.returncode == 0
-    assert "mode=interpolate pair=[7,9]" in helped.stdout and "latent_scatter" in helped.stdout
 
 
 def test_many_class_samples_wrap_into_rows_showing_every_class(tmp_path, capsys):

@@ -1,23 +1,16 @@
 """Sample quality (vae_lab.fid, vae_lab.feature_nets): the Frechet distance against the closed form, precision /
-recall on hand-made point sets, the classifier features through scripts/evaluate.py, a missing weights file."""
-
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+recall on hand-made point sets, a missing or wrong weights file. The classifier features through evaluate:
+tests/integration/test_sample_quality.py; evaluate.py's one line for a missing weights file:
+tests/cli/test_evaluate_cli.py."""
 
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from vae_lab.cli import CONFIG_DIR
 from vae_lab.errors import DataError
 from vae_lab.feature_nets import INCEPTION_FILE, check_weights_file, inception
 from vae_lab.fid import fid, frechet_distance, moments, precision_recall
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -68,41 +61,3 @@ def test_a_missing_or_wrong_weights_file_says_where_and_which(tmp_path):
     (tmp_path / "wrong.pth").write_bytes(b"garbage\n")
     with pytest.raises(DataError, match="not the FID Inception weights"):
         inception(str(tmp_path / "wrong.pth"))
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    from test_ood import _train_run
-
-    return _train_run(tmp_path_factory.mktemp("fid") / "run")
-
-
-def test_evaluate_reports_classifier_fid_naming_its_features_and_caches_it(run_dir, tmp_path):
-    from vae_lab.evaluation import evaluate_model
-
-    overrides = [f"model={run_dir}", f"out={tmp_path / 'e.json'}", "split=val", "iwae_samples=2", "progress=false",
-                 "fid.features=mnist_classifier", "fid.num_examples=120", "fid.classifier_epochs=1",
-                 f"fid.cache_dir={tmp_path / 'cache'}"]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("evaluate", overrides=overrides)
-    report, _ = evaluate_model(cfg)
-    q = report["sample_quality"]
-    assert q["num_examples"] == 120 and "classifier of digits's train split" in q["features"]
-    for key in ("fid_samples", "fid_reconstructions", "fid_real_halves"):
-        assert np.isfinite(q[key]) and q[key] >= 0
-    assert 0 <= q["precision_samples"] <= 1 and 0 <= q["recall_reconstructions"] <= 1
-    cached = list((tmp_path / "cache").glob("*.safetensors"))
-    assert len(cached) == 1 and json.loads(cached[0].with_suffix(".json").read_text())["accuracy"] > 0.5
-    stamp = cached[0].stat().st_mtime_ns
-    again, _ = evaluate_model(cfg)  # read from the cache: the same features, the same numbers
-    assert cached[0].stat().st_mtime_ns == stamp and again["sample_quality"]["fid_samples"] == q["fid_samples"]
-
-
-def test_cli_missing_feature_weights_is_one_line_and_writes_nothing(run_dir, tmp_path):
-    proc = subprocess.run([sys.executable, "scripts/evaluate.py", f"model={run_dir}", f"out={tmp_path / 'e.json'}",
-                           f"fid.features={tmp_path / 'inception.pth'}"], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and INCEPTION_FILE in lines[0] and str(tmp_path / "inception.pth") in lines[0]
-    assert not (tmp_path / "e.json").exists()
