@@ -1,31 +1,19 @@
-"""Conditional VAE: trained end to end through the LightningModule, its samples follow the requested class."""
-
-import os
-import subprocess
-import sys
-from pathlib import Path
+"""Conditional VAE: trained end to end through the LightningModule, its samples follow the requested class (a
+conditional model on unlabelled data, one error line from train.py: tests/cli/test_train_error_lines_cli.py)."""
 
 import lightning as L
-import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from datasets_fixtures import write_array_file
 from vae_lab.build import build_datamodule, build_module, build_trainer
-from vae_lab.cli import CONFIG_DIR
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def fit(tmp_path, *overrides):
+def fit(compose, tmp_path, *overrides):
     """A VAEModule fitted on the bundled digits with `overrides` (no logger, no checkpoints)."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[
-            f"paths.output_dir={tmp_path}", "print_config=false", "model.conditional=true", "logger=none",
-            "callbacks=none", "trainer.max_epochs=-1", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
-            "trainer.enable_model_summary=false", *overrides,
-        ])
+    cfg = compose("print_config=false", "model.conditional=true", "logger=none", "callbacks=none",
+                  "trainer.max_epochs=-1", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
+                  "trainer.enable_model_summary=false", *overrides)
+    cfg.paths.output_dir = str(tmp_path)
     L.seed_everything(0, verbose=False)
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
@@ -34,12 +22,12 @@ def fit(tmp_path, *overrides):
     return module.model.eval(), datamodule
 
 
-def test_samples_conditioned_on_a_class_are_classified_as_that_class(tmp_path):
+def test_samples_conditioned_on_a_class_are_classified_as_that_class(compose, tmp_path):
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
 
     # latent_dim=2 cannot hold the digit's identity next to its style: the decoder must read the label.
-    model, _ = fit(tmp_path, "model.latent_dim=2", "schedule.lr=3e-3", "trainer.max_steps=300")
+    model, _ = fit(compose, tmp_path, "model.latent_dim=2", "schedule.lr=3e-3", "trainer.max_steps=300")
     digits = load_digits()
     classifier = LogisticRegression(max_iter=2000).fit(digits.images.reshape(len(digits.images), -1) / 16.0,
                                                         digits.target)  # ~100% train accuracy on real digits
@@ -58,8 +46,8 @@ def test_samples_conditioned_on_a_class_are_classified_as_that_class(tmp_path):
 
 
 @pytest.mark.parametrize("architecture", ["mlp", "conv", "conv_deep", "resnet"])
-def test_every_architecture_trains_conditionally_and_samples_a_class(tmp_path, architecture):
-    model, datamodule = fit(tmp_path, f"architecture={architecture}", "trainer.max_steps=2", "schedule.batch_size=16")
+def test_every_architecture_trains_conditionally_and_samples_a_class(compose, tmp_path, architecture):
+    model, datamodule = fit(compose, tmp_path, f"architecture={architecture}", "trainer.max_steps=2", "schedule.batch_size=16")
     assert model.conditional and model.num_classes == datamodule.spec.num_classes == 10
     torch.manual_seed(0)
     z = model.prior().sample((3,))
@@ -71,17 +59,3 @@ def test_every_architecture_trains_conditionally_and_samples_a_class(tmp_path, a
     x, y = next(iter(datamodule.val_dataloader()))
     assert not torch.allclose(model.encode(x, y).mean, model.encode(x, (y + 1) % 10).mean)  # and the encoder
     assert model.sample(4, torch.tensor([0, 1, 2, 3])).shape == (4, *datamodule.spec.shape)
-
-
-def test_conditional_on_unlabelled_data_is_one_clear_line(tmp_path):
-    images = np.random.default_rng(0).integers(0, 256, (20, 8, 8), dtype=np.uint8)
-    path = write_array_file(tmp_path / "images.npy", images)  # a bare array: no labels
-    proc = subprocess.run(
-        [sys.executable, "train.py", "dataset=array_file", f"dataset.options.path={path}", "model.conditional=true",
-         f"hydra.run.dir={tmp_path / 'run'}", "print_config=false"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "model.conditional=true" in lines[0] and "label" in lines[0], proc.stderr[-2000:]

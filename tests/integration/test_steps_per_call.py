@@ -3,38 +3,31 @@
 Bit-identical, not within a tolerance: the same batches, noise draws, hooks (non-finite guard, clipping) and LR /
 KL schedules per optimizer step, so weights, optimizer state, global_step and every logged number agree exactly.
 The digits data has 26 training batches per epoch at batch 64, not a multiple of 8: calls cross epoch ends.
+(What the config refuses and what auto picks: tests/unit/test_steps_per_call_config.py.)
 """
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-
-from vae_lab.cli import CONFIG_DIR
-from vae_lab.errors import ConfigError
-
-ROOT = Path(__file__).resolve().parents[1]
 STEPS = 60  # 2 epochs of 26 steps + 8: epoch-end validation twice; calls cut by epoch ends and log steps
 RUN = [f"trainer.max_steps={STEPS}", "trainer.max_epochs=-1", "trainer.enable_progress_bar=false",
        "trainer.enable_model_summary=false", "print_config=false", "logger=csv", "callbacks=none",
        "trainer.log_every_n_steps=10"]
 
 
-def fit(tmp_path: Path, n: int, *overrides: str, callbacks: tuple = (),
+def fit(compose, tmp_path: Path, n: int, *overrides: str, callbacks: tuple = (),
         name: str | None = None) -> tuple[L.LightningModule, L.Trainer]:
-    """The CLI's train() up to fit, keeping the module and trainer for inspection."""
+    """The CLI's train() up to fit, keeping the module and trainer for inspection (`compose`: the integration tier's
+    fixture)."""
     from vae_lab.build import build_datamodule, build_module, build_trainer, reliability_callbacks
     from vae_lab.config import validate
 
     out = tmp_path / (name or f"n{n}")
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[*RUN, f"paths.output_dir={out}", f"schedule.steps_per_call={n}",
-                                          *overrides])
+    cfg = compose(*RUN, f"schedule.steps_per_call={n}", *overrides)
+    cfg.paths.output_dir = str(out)
     validate(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
@@ -69,20 +62,20 @@ def assert_same_training(a: tuple, b: tuple) -> None:
     assert rows_a == rows_b  # step and epoch metrics: the same values at the same steps
 
 
-def test_eight_steps_per_call_train_exactly_as_one(tmp_path):
-    one, eight = fit(tmp_path, 1), fit(tmp_path, 8)
+def test_eight_steps_per_call_train_exactly_as_one(compose, tmp_path):
+    one, eight = fit(compose, tmp_path, 1), fit(compose, tmp_path, 8)
     assert one[0].automatic_optimization and not eight[0].automatic_optimization  # N = 1: Lightning's own loop
     assert_same_training(one, eight)
     steps = [int(r["step"]) for r in logged(eight[1]) if "train/loss" in r]
     assert steps == list(range(9, STEPS, 10))  # log_every_n_steps=10 counts optimizer steps, not calls
 
 
-def test_clipping_kl_warmup_lr_schedule_and_a_nonfinite_step_are_per_optimizer_step(tmp_path):
+def test_clipping_kl_warmup_lr_schedule_and_a_nonfinite_step_are_per_optimizer_step(compose, tmp_path):
     extra = ["schedule=adamw_cosine_warmup", "schedule.gradient_clip_val=0.05", "schedule.kl_warmup_epochs=0",
              "schedule.kl_warmup_steps=30", "schedule.scheduler.warmup_steps=12", "schedule.batch_size=64",
              # step 27: mid-call in an epoch's first call (N = 8: steps 26..29, after the short call that ends epoch 0)
              "guard.inject_nan_at_steps=[5,27]"]
-    one, eight = fit(tmp_path, 1, *extra), fit(tmp_path, 8, *extra)
+    one, eight = fit(compose, tmp_path, 1, *extra), fit(compose, tmp_path, 8, *extra)
     assert_same_training(one, eight)
     guard = next(cb for cb in eight[1].callbacks if cb.state_key == "NonFiniteGuard")
     assert guard.skipped == 2
@@ -90,9 +83,9 @@ def test_clipping_kl_warmup_lr_schedule_and_a_nonfinite_step_are_per_optimizer_s
     assert one[0].hparams.gradient_clip_val is None and eight[0].hparams.gradient_clip_val == 0.05
 
 
-def test_factor_vae_takes_several_steps_per_call_exactly(tmp_path):
+def test_factor_vae_takes_several_steps_per_call_exactly(compose, tmp_path):
     extra = ["loss=factor_vae", "loss.discriminator.hidden=32", "loss.discriminator.layers=2"]
-    one, eight = fit(tmp_path, 1, *extra), fit(tmp_path, 8, *extra)
+    one, eight = fit(compose, tmp_path, 1, *extra), fit(compose, tmp_path, 8, *extra)
     assert_same_training(one, eight)
     disc_a, disc_b = one[1].optimizers[1].state_dict(), eight[1].optimizers[1].state_dict()
     for key, state in disc_a["state"].items():
@@ -100,58 +93,19 @@ def test_factor_vae_takes_several_steps_per_call_exactly(tmp_path):
             assert torch.equal(value, disc_b["state"][key][name]), (key, name)
 
 
-@pytest.mark.parametrize("overrides, match", [
-    (["schedule.steps_per_call=8", "trainer.val_check_interval=20"],
-     "trainer.val_check_interval=20 is invalid with schedule.steps_per_call=8"),
-    (["schedule.steps_per_call=64", "callbacks=no_images"],
-     "callbacks.periodic_checkpoint.every_n_train_steps=200 is invalid with schedule.steps_per_call=64"),
-    (["schedule.steps_per_call=0"], "schedule.steps_per_call=0 is invalid: must be auto or an integer >= 1"),
-    (["schedule.steps_per_call=many"], "schedule.steps_per_call=many is invalid: must be auto or an integer >= 1"),
-    (["schedule.steps_per_call=4", "+trainer.accumulate_grad_batches=2"],
-     "trainer.accumulate_grad_batches=2 is invalid with schedule.steps_per_call=4"),
-])
-def test_what_several_steps_per_call_cannot_keep_is_refused_in_one_line(tmp_path, overrides, match):
-    from vae_lab.config import validate
+@pytest.mark.slow  # three training runs (once through train.py: ~1 min alone, ~3 min on the shared machine)
+def test_resume_midway_with_eight_steps_per_call_matches_the_uninterrupted_run(compose, tmp_path):
+    """A run stopped at step 40 (mid-epoch: batch 14 of 26) and resumed ends where the uninterrupted one does (each
+    part a train() as train.py runs it)."""
+    from vae_lab.cli.train import train
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}", *overrides])
-    with pytest.raises(ConfigError, match=match):
-        validate(cfg)
-
-
-@pytest.mark.parametrize("overrides, expected", [
-    ([], 8),  # the default: auto
-    (["callbacks.periodic_checkpoint.every_n_train_steps=100"], 4),  # the largest of 8, 4, 2, 1 dividing 100
-    (["callbacks.periodic_checkpoint.every_n_train_steps=75"], 1),
-    (["trainer.val_check_interval=20"], 1),  # validation within epochs counts calls
-    (["trainer.val_check_interval=0.5"], 1),
-    (["+trainer.accumulate_grad_batches=2"], 1),
-    (["schedule.steps_per_call=3", "callbacks.periodic_checkpoint.every_n_train_steps=300"], 3),  # as set
-])
-def test_auto_steps_per_call_is_what_the_rest_of_the_config_allows(tmp_path, overrides, expected):
-    from vae_lab.build import manual_optimization
-    from vae_lab.config import steps_per_call, validate
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}", *overrides])
-    n = steps_per_call(cfg)
-    assert n == expected and manual_optimization(cfg, n) == (expected > 1)
-    cfg.schedule.steps_per_call = n
-    validate(cfg)  # auto never picks a number the checks above refuse when set by hand
-
-
-@pytest.mark.slow  # three CLI runs: ~1 min alone, ~3 min on the shared machine
-def test_resume_midway_with_eight_steps_per_call_matches_the_uninterrupted_run(tmp_path):
-    """A run stopped at step 40 (mid-epoch: batch 14 of 26) and resumed ends where the uninterrupted one does."""
     common = ["schedule.steps_per_call=8", "trainer.max_epochs=-1", "callbacks=no_images",
               "callbacks.periodic_checkpoint.every_n_train_steps=8", "trainer.enable_progress_bar=false",
               "trainer.enable_model_summary=false", "print_config=false", "logger=csv"]
     full, cut = tmp_path / "full", tmp_path / "cut"
 
     def run(run_dir: Path, *extra: str) -> None:
-        proc = subprocess.run([sys.executable, "train.py", f"hydra.run.dir={run_dir}", *common, *extra], cwd=ROOT,
-                              capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        train(compose(f"paths.output_dir={run_dir}", *common, *extra))
 
     run(full, "trainer.max_steps=64")
     # The first part stops at step 40 (a checkpoint step, mid-epoch); the resumed run takes it to 64.
@@ -190,40 +144,40 @@ class StepHooks(L.Callback):
             pl_module.log("train/hook_value", float(trainer.global_step), on_step=True, on_epoch=False, batch_size=1)
 
 
-def test_the_direct_step_takes_lightnings_manual_route_exactly(tmp_path, monkeypatch):
+def test_the_direct_step_takes_lightnings_manual_route_exactly(compose, tmp_path, monkeypatch):
     """Steps per call use DirectStep (Lightning's manual route resolved once per fit) where it applies; with it
     switched off, Lightning's own manual_backward / optimizer.step give the same hooks, weights, state and logs."""
     import vae_lab.lit_module as lit_module
 
     direct_hooks, route_hooks = StepHooks(), StepHooks()
-    direct = fit(tmp_path, 8, "schedule.gradient_clip_val=0.05", callbacks=(direct_hooks,), name="direct")
+    direct = fit(compose, tmp_path, 8, "schedule.gradient_clip_val=0.05", callbacks=(direct_hooks,), name="direct")
     assert direct[0]._direct is not None  # the plain case (one CPU, float32, no profiler) takes the direct route
     monkeypatch.setattr(lit_module.DirectStep, "for_module", classmethod(lambda cls, module: None))
-    route = fit(tmp_path, 8, "schedule.gradient_clip_val=0.05", callbacks=(route_hooks,), name="route")
+    route = fit(compose, tmp_path, 8, "schedule.gradient_clip_val=0.05", callbacks=(route_hooks,), name="route")
     assert route[0]._direct is None
     assert_same_training(direct, route)
     assert len(direct_hooks.calls) == 3 * STEPS and direct_hooks.calls == route_hooks.calls
     assert any("train/hook_value" in row for row in logged(direct[1]))
 
 
-def test_the_direct_step_is_not_taken_where_lightning_does_more(tmp_path):
+def test_the_direct_step_is_not_taken_where_lightning_does_more(compose, tmp_path):
     """A profiler (or DDP, fp16 loss scaling, an overridden backward) keeps Lightning's route."""
-    module, trainer = fit(tmp_path, 8, "+trainer.profiler=simple", "trainer.max_steps=8")
+    module, trainer = fit(compose, tmp_path, 8, "+trainer.profiler=simple", "trainer.max_steps=8")
     assert module._direct is None and trainer.global_step == 8
 
 
-def test_train_py_profiles_nothing_at_no_cost_unless_a_profiler_is_set(tmp_path):
+def test_train_py_profiles_nothing_at_no_cost_unless_a_profiler_is_set(compose, tmp_path):
     """The default profiler is QuietProfiler (Lightning's pass-through, one reusable null context per action);
     `trainer.profiler` set by the user is Lightning's as asked, and it profiles."""
     from lightning.pytorch.profilers import SimpleProfiler
 
     from vae_lab.direct_step import QuietProfiler
 
-    module, trainer = fit(tmp_path, 8, "trainer.max_steps=8", name="quiet")
+    module, trainer = fit(compose, tmp_path, 8, "trainer.max_steps=8", name="quiet")
     assert type(trainer.profiler) is QuietProfiler and module._direct is not None
     with trainer.profiler.profile("a") as first, trainer.profiler.profile("a") as nested:  # re-entrant
         assert first is None and nested is None
     assert trainer.profiler.profile("a") is trainer.profiler.profile("b")  # nothing made per call
-    module, trainer = fit(tmp_path, 8, "+trainer.profiler=simple", "trainer.max_steps=8", name="simple")
+    module, trainer = fit(compose, tmp_path, 8, "+trainer.profiler=simple", "trainer.max_steps=8", name="simple")
     assert isinstance(trainer.profiler, SimpleProfiler)
     assert any("training_step" in action for action in trainer.profiler.recorded_durations)

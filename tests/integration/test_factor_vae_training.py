@@ -5,22 +5,19 @@ import copy
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from vae_lab.build import build_datamodule, build_module, build_trainer
-from vae_lab.cli import CONFIG_DIR
-from vae_lab.build import reliability_callbacks
+from vae_lab.build import build_datamodule, build_module, build_trainer, reliability_callbacks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _cfg(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=[
-            f"paths.output_dir={tmp_path}", "print_config=false", "loss=factor_vae", "loss.discriminator.hidden=32",
-            "loss.discriminator.layers=2", "loss.discriminator.lr=1e-3", "callbacks=none", "logger=none",
-            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.max_epochs=-1",
-            "model.latent_dim=4", "model.net.hidden_dims=[32]", "schedule.batch_size=32", *overrides])
+def _cfg(compose, tmp_path, *overrides):
+    cfg = compose("print_config=false", "loss=factor_vae", "loss.discriminator.hidden=32", "loss.discriminator.layers=2",
+                  "loss.discriminator.lr=1e-3", "callbacks=none", "logger=none", "trainer.enable_progress_bar=false",
+                  "trainer.enable_model_summary=false", "trainer.max_epochs=-1", "model.latent_dim=4",
+                  "model.net.hidden_dims=[32]", "schedule.batch_size=32", *overrides)
+    cfg.paths.output_dir = str(tmp_path)
+    return cfg
 
 
 def _fit(cfg, ckpt_path=None, module_hook=None):
@@ -35,8 +32,8 @@ def _fit(cfg, ckpt_path=None, module_hook=None):
     return trainer, module
 
 
-def test_each_optimizer_steps_its_own_network_once_per_batch_with_clipping(tmp_path):
-    cfg = _cfg(tmp_path, "trainer.max_steps=3", "schedule.gradient_clip_val=0.01")
+def test_each_optimizer_steps_its_own_network_once_per_batch_with_clipping(compose, tmp_path):
+    cfg = _cfg(compose, tmp_path, "trainer.max_steps=3", "schedule.gradient_clip_val=0.01")
     norms = []
 
     def record_clipping(module):
@@ -66,12 +63,12 @@ def test_each_optimizer_steps_its_own_network_once_per_batch_with_clipping(tmp_p
     assert len(norms) == 6 and max(norms) <= 0.01 * (1 + 1e-4)  # both optimizers, every step
 
 
-def test_a_checkpoint_resumes_both_networks_and_optimizers_exactly(tmp_path):
-    straight_trainer, straight = _fit(_cfg(tmp_path / "a", "trainer.max_steps=6"))
-    half_trainer, _ = _fit(_cfg(tmp_path / "b", "trainer.max_steps=3"))
+def test_a_checkpoint_resumes_both_networks_and_optimizers_exactly(compose, tmp_path):
+    straight_trainer, straight = _fit(_cfg(compose, tmp_path / "a", "trainer.max_steps=6"))
+    half_trainer, _ = _fit(_cfg(compose, tmp_path / "b", "trainer.max_steps=3"))
     ckpt = tmp_path / "half.ckpt"
     half_trainer.save_checkpoint(ckpt)
-    resumed_trainer, resumed = _fit(_cfg(tmp_path / "b", "trainer.max_steps=6"), ckpt_path=str(ckpt))
+    resumed_trainer, resumed = _fit(_cfg(compose, tmp_path / "b", "trainer.max_steps=6"), ckpt_path=str(ckpt))
     assert resumed_trainer.global_step == 6
     for name, value in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0, msg=name)
@@ -81,9 +78,9 @@ def test_a_checkpoint_resumes_both_networks_and_optimizers_exactly(tmp_path):
                 torch.testing.assert_close(sa[key], sb[key], rtol=0, atol=0)
 
 
-def test_the_guard_skips_a_poisoned_batch_for_both_networks(tmp_path):
+def test_the_guard_skips_a_poisoned_batch_for_both_networks(compose, tmp_path):
     # steps_per_call=1: the snapshot callback looks at the weights before every optimizer step
-    cfg = _cfg(tmp_path, "trainer.max_steps=3", "guard.inject_nan_at_steps=[1]", "schedule.steps_per_call=1")
+    cfg = _cfg(compose, tmp_path, "trainer.max_steps=3", "guard.inject_nan_at_steps=[1]", "schedule.steps_per_call=1")
     snapshots = {}
 
     class Snap(L.Callback):

@@ -1,11 +1,11 @@
 """Data beyond 8 bits after loading: grey levels k/(L-1), float data as stored, bins of discretised likelihoods,
-and `model.likelihood=auto` chosen from the data (issue 15, item 10)."""
+and `model.likelihood=auto` chosen from the data (issue 15, item 10). (Trained end to end, and evaluation of data of
+another bit depth: tests/integration/test_levels_training.py.)"""
 
 import itertools
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -208,61 +208,6 @@ def test_auto_is_a_valid_choice_in_a_run_config_but_not_in_a_saved_model():
     validate(cfg)
     with pytest.raises(Exception, match="likelihood"):
         check_config({"in_shape": [1, 4, 4], "likelihood": "auto"}, "config.json")
-
-
-def _train(tmp_path, array: np.ndarray, *overrides):
-    from vae_lab.cli.train import train
-
-    np.save(tmp_path / "x.npy", array)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[
-            f"paths.output_dir={tmp_path / 'run'}", "print_config=false", "dataset=array_file",
-            f"dataset.options.path={tmp_path / 'x.npy'}", "trainer.max_steps=4", "trainer.max_epochs=-1",
-            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "schedule.batch_size=8",
-            "callbacks=none", "logger=none", "model.latent_dim=2", *overrides])
-    metrics = train(cfg)
-    config = json.loads((tmp_path / "run" / "artifact" / "config.json").read_text())
-    return metrics, config
-
-
-_RNG = np.random.default_rng(0)
-
-
-@pytest.mark.parametrize("array, likelihood, levels", [
-    (_RNG.integers(0, 65536, (32, 6, 5)).astype(np.uint16), "discretized_logistic_mixture", 65536),
-    (_RNG.random((32, 6, 5)).astype(np.float32), "gaussian_learned", None),
-    ((_RNG.random((32, 6, 5)) < 0.3).astype(np.float32), "bernoulli", 256),  # read as 0/255 uint8
-], ids=["uint16", "float", "binary-float"])
-def test_auto_trains_end_to_end_and_stores_the_resolved_likelihood(tmp_path, capsys, array, likelihood, levels):
-    metrics, config = _train(tmp_path, array)
-    out = capsys.readouterr().out
-    assert f"likelihood auto -> {likelihood} (" in out and out.count("likelihood auto ->") == 1  # once per run
-    assert config["likelihood"] == likelihood and config.get("likelihood_levels", 256) == levels
-    assert metrics["log_likelihood"]["normalised"] is True
-    assert math.isfinite(metrics["val"]["val/elbo_nats"]) and "val/bits_per_dim" in metrics["val"]
-
-
-def test_bernoulli_on_float_grey_levels_warns_and_is_not_called_a_log_likelihood(tmp_path):
-    with pytest.warns(UserWarning, match="not a normalised log-likelihood: bernoulli on continuous pixels"):
-        metrics, config = _train(tmp_path, _RNG.random((32, 6, 5)).astype(np.float32), "model.likelihood=bernoulli")
-    assert config["likelihood"] == "bernoulli" and metrics["log_likelihood"]["normalised"] is False
-    assert "cross-entropy" in metrics["log_likelihood"]["note"]
-    assert not [k for k in metrics["val"] if "bits_per_dim" in k]
-
-
-def test_evaluate_refuses_data_of_another_bit_depth_for_a_discretised_model(tmp_path):
-    from vae_lab.evaluation import evaluate_model
-    from vae_lab.errors import DataError
-    from vae_lab.model import VAE
-
-    VAE(in_shape=(1, 6, 5), latent_dim=2, likelihood="discretized_logistic", likelihood_levels=65536).save_pretrained(
-        tmp_path / "model")
-    np.save(tmp_path / "x8.npy", _RNG.integers(0, 256, (20, 6, 5)).astype(np.uint8))  # 8-bit data
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("evaluate", overrides=[f"model={tmp_path / 'model'}", "split=val", f"out={tmp_path / 'e.json'}"])
-    with pytest.raises(DataError, match="bins 65536 grey levels but these data have 256") as caught:
-        evaluate_model(cfg, ["dataset=array_file", f"dataset.options.path={tmp_path / 'x8.npy'}"])
-    assert "\n" not in str(caught.value) and not (tmp_path / "e.json").exists()
 
 
 def test_a_config_json_without_levels_is_an_eight_bit_model(tmp_path):

@@ -1,4 +1,5 @@
-"""beta-TCVAE, DIP-VAE, capacity, FactorVAE's pieces and cyclical annealing against brute force and closed forms."""
+"""beta-TCVAE, DIP-VAE, capacity, FactorVAE's pieces and cyclical annealing against brute force and closed forms
+(cyclical annealing in a real fit: tests/integration/test_kl_annealing_training.py)."""
 
 import math
 
@@ -181,24 +182,3 @@ def test_build_objective_rejects_per_step_arguments_and_other_objectives_keys():
         build_objective("factor_vae", step=3)
     with pytest.raises(Exception, match="loss.lambda_od is not an option of loss.name=beta_tcvae"):
         build_objective("beta_tcvae", dataset_size=10, lambda_od=1.0)
-
-
-def test_cyclical_annealing_reaches_the_training_loop(tmp_path):
-    from hydra import compose, initialize_config_dir
-
-    from vae_lab.build import build_datamodule, build_module, build_trainer
-    from vae_lab.cli import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}", "schedule.kl_annealing=cyclical",
-                                          "schedule.kl_cycles=2", "schedule.kl_cycle_ratio=0.5", "trainer.max_steps=8",
-                                          "trainer.max_epochs=-1", "callbacks=none", "logger=none",
-                                          "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"])
-    dm = build_datamodule(cfg)
-    dm.setup("fit")
-    module = build_module(cfg, dm.spec)
-    seen = []
-    objective = module.objective
-    module.objective = lambda *a, **k: (seen.append(k["kl_weight"]), objective(*a, **k))[1]
-    build_trainer(cfg).fit(module, datamodule=dm)
-    assert seen == [0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0]  # two 4-step cycles, rising over the first half
