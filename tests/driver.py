@@ -4,7 +4,8 @@
   `encode`, `push`, `sweep_report`, `benchmark`, `disentanglement_table`, or a path) in its own process, as a user
   starts it: cwd the repository root, one torch thread, the Hub offline.
 - `run_many(tool, cases)`: many invocations of one tool's entry point in ONE interpreter (Hydra's command-line
-  parsing included); each case gets its exit code, its stderr and whether the folder `watch` stayed byte-identical.
+  parsing included); each case gets its exit code, its stderr, its stdout and whether the folder `watch` stayed
+  byte-identical.
   This is how the bad-input cases stay cheap: one interpreter start (~3 s of imports) instead of one per case.
 - `one_error_line(proc, *fragments)`: the contract of every tool for bad input: exit 2, no traceback, exactly one
   `error: ...` line on stderr holding every fragment.
@@ -89,8 +90,8 @@ results = {}
 for name, argv in json.loads(cases):
     before = digest(watch)
     sys.argv = [script, *argv]
-    err, code = io.StringIO(), 0
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    err, out_, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out_):
         try:
             main()
         except SystemExit as exit_:
@@ -99,7 +100,8 @@ for name, argv in json.loads(cases):
             err.write("Traceback (driver)\n" + traceback.format_exc())
             code = "crash"
     GlobalHydra.instance().clear()
-    results[name] = {"code": code, "stderr": err.getvalue(), "unchanged": digest(watch) == before}
+    results[name] = {"code": code, "stderr": err.getvalue(), "stdout": out_.getvalue(),
+                     "unchanged": digest(watch) == before}
     Path(out).write_text(json.dumps(results))
 """
 
@@ -108,7 +110,7 @@ def run_many(tool: str, cases: list[tuple[str, list[str]]], out: Path, watch: Pa
              timeout: int = 900) -> dict[str, dict]:
     """Each (name, argv) case through `tool`'s entry point in one interpreter, in order.
 
-    Returns name -> {"code", "stderr", "unchanged"} where unchanged says the folder `watch` (e.g. an existing run
+    Returns name -> {"code", "stderr", "stdout", "unchanged"} where unchanged says the folder `watch` (e.g. an existing run
     that no bad input may touch) is byte-identical after the case; None when not watched. `out` is a JSON file the
     driver writes after each case, so a driver killed mid-way still shows how far it came.
     """
