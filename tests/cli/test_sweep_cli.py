@@ -47,11 +47,12 @@ def sweeps(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
     with FileLock(str(shared / "build.lock")):
         if not done.exists():
             cases = [
-                ("ddp_refused", ["-m", "hardware=ddp_cpu", "loss.beta=1,2", f"hydra.sweep.dir={shared / 'ddp_refused'}"]),
+                ("ddp_refused", ["-m", "hardware=ddp_cpu", "loss.beta=1,2",
+                                 f"hydra.sweep.dir={shared / 'ddp_refused'}"]),
                 ("ddp_jobs", ["-m", "hardware=ddp_cpu,ddp", "trainer.devices=2",
                               f"hydra.sweep.dir={shared / 'ddp_jobs'}"]),
-                ("grid", ["-m", "loss.beta=0.5,4", "model.latent_dim=2,3,0", f"hydra.sweep.dir={shared / 'grid'}", *TINY,
-                          "logger=tensorboard"]),
+                ("grid", ["-m", "loss.beta=0.5,4", "model.latent_dim=2,3,0", f"hydra.sweep.dir={shared / 'grid'}",
+                          *TINY, "logger=tensorboard"]),
             ]
             results = driver.run_many("train", cases, out=shared / "partial.json")
             done.write_text(json.dumps(results))
