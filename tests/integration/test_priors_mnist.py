@@ -18,8 +18,8 @@ MIN_MARGIN_NATS = 0.85
 def train_and_evaluate(compose, root, data, prior: str) -> dict:
     run_dir = root / prior
     cfg = compose(f"paths.output_dir={run_dir}", "experiment=mnist_likelihood", f"prior={prior}",
-                  f"paths.data_dir={data}", f"trainer.max_steps={STEPS}", f"schedule.kl_warmup_steps={STEPS // 5}", "callbacks=no_images",
-                  "logger=none", "print_config=false", "trainer.enable_progress_bar=false")
+                  f"paths.data_dir={data}", f"trainer.max_steps={STEPS}", f"schedule.kl_warmup_steps={STEPS // 5}",
+                  "callbacks=no_images", "logger=none", "print_config=false", "trainer.enable_progress_bar=false")
     train(cfg)
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
