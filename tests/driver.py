@@ -4,7 +4,8 @@
   `encode`, `push`, `sweep_report`, `benchmark`, `disentanglement_table`, or a path) in its own process, as a user
   starts it: cwd the repository root, one torch thread, the Hub offline.
 - `run_many(tool, cases)`: many invocations of one tool's entry point in ONE interpreter (Hydra's command-line
-  parsing included); each case gets its exit code, its stderr and whether the folder `watch` stayed byte-identical.
+  parsing included); each case gets its exit code, its stderr, its stdout and whether the folder `watch` stayed
+  byte-identical.
   This is how the bad-input cases stay cheap: one interpreter start (~3 s of imports) instead of one per case.
 - `one_error_line(proc, *fragments)`: the contract of every tool for bad input: exit 2, no traceback, exactly one
   `error: ...` line on stderr holding every fragment.

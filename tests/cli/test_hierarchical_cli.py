@@ -1,36 +1,19 @@
-"""The hierarchical family through the whole of vae_lab: the CLI, resume, bf16, sweeps, sampling, bad input."""
+"""The hierarchical family through the CLI: resume exact, bf16, a sweep, sampling and its bad input (in-process:
+tests/integration/test_hierarchical_training.py)."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+import driver
+
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "print_config=false",
          "callbacks=no_images"]
 
 
-def cli(*args: str, tool: str = "train.py", ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, tool, *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=900)
-    if ok:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
-def test_bad_geometry_and_temperature_are_one_line(tmp_path):
-    proc = cli("architecture=hierarchical", "model.downsamples=4", f"hydra.run.dir={tmp_path / 'run'}", *QUIET,
-               ok=False)
-    assert proc.returncode == 2
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last == "error: model.downsamples=4 does not fit 8x8 images (8x8 / 2^4 is not whole): use " \
-                   "model.downsamples <= 3" and "Traceback" not in proc.stderr
-    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "metrics.json").exists()
+def cli(*args: str, tool: str = "train", ok: bool = True):
+    return driver.run(tool, *args, timeout=900, ok=True if ok else None)
 
 
 def _same(a, b, where: str) -> None:
@@ -83,28 +66,9 @@ def test_a_sweep_over_a_hierarchical_knob_and_bf16_on_cpu(tmp_path):
     val = json.loads((tmp_path / "bf16" / "metrics.json").read_text())["val"]
     assert all(torch.isfinite(torch.tensor(v)) for v in val.values())
     out = tmp_path / "samples"
-    proc = cli(f"model={tmp_path / 'bf16'}", "temperature=[0.6,1.0]", f"out={out}", tool="scripts/sample.py")
+    proc = cli(f"model={tmp_path / 'bf16'}", "temperature=[0.6,1.0]", f"out={out}", tool="sample")
     assert sorted(p.name for p in out.iterdir()) == ["samples_t0.6.png", "samples_t1.png"], proc.stdout
-    bad = cli(f"model={tmp_path / 'bf16'}", "temperature=0", f"out={out}", tool="scripts/sample.py", ok=False)
+    bad = cli(f"model={tmp_path / 'bf16'}", "temperature=0", f"out={out}", tool="sample", ok=False)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: temperature=0 is invalid")
-    flat = cli(f"model={tmp_path / 'bf16'}", "mode=traverse", f"out={out}", tool="scripts/sample.py", ok=False)
+    flat = cli(f"model={tmp_path / 'bf16'}", "mode=traverse", f"out={out}", tool="sample", ok=False)
     assert flat.returncode == 2 and "needs one flat latent code" in flat.stderr
-
-
-@pytest.mark.slow  # ~300 MNIST steps on one thread
-def test_a_short_mnist_run_improves_the_bound_with_no_nonfinite_step(tmp_path):
-    from datasets_fixtures import copy_mnist
-
-    data = tmp_path / "data"
-    copy_mnist(data, "MNIST")
-    cli("experiment=mnist_hierarchical", f"paths.data_dir={data}", "trainer.max_steps=300", "trainer.max_epochs=-1",
-        "trainer.val_check_interval=100", "trainer.check_val_every_n_epoch=null", "trainer.limit_val_batches=10",
-        "trainer.limit_test_batches=2", "trainer.log_every_n_steps=10", "logger=csv", "schedule.kl_warmup_steps=100",
-        *QUIET, f"hydra.run.dir={tmp_path / 'run'}")
-    import csv
-
-    rows = list(csv.DictReader(open(tmp_path / "run" / "csv" / "metrics.csv")))
-    val = [float(r["val/elbo_nats"]) for r in rows if r.get("val/elbo_nats")]
-    skipped = [float(r["train/nonfinite_steps"]) for r in rows if r.get("train/nonfinite_steps")]
-    assert len(val) >= 3 and val[-1] > val[0] + 30, val  # nats (measured: -166.3 -> -118.6 at 300 steps)
-    assert not skipped or max(skipped) == 0

@@ -2,11 +2,9 @@
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from datasets_fixtures import copy_mnist
 from vae_lab.build import build_datamodule
-from vae_lab.cli import CONFIG_DIR
 from vae_lab.cli.train import train
 from vae_lab.evaluation import evaluate
 from vae_lab.loading import load_model
@@ -17,13 +15,11 @@ STEPS = 1500  # ~2.8 epochs at batch 100 (experiment=mnist_likelihood); the test
 MIN_MARGIN_NATS = 0.85
 
 
-def train_and_evaluate(root, data, prior: str) -> dict:
+def train_and_evaluate(compose, root, data, prior: str) -> dict:
     run_dir = root / prior
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[
-            f"paths.output_dir={run_dir}", "experiment=mnist_likelihood", f"prior={prior}", f"paths.data_dir={data}",
-            f"trainer.max_steps={STEPS}", f"schedule.kl_warmup_steps={STEPS // 5}", "callbacks=no_images",
-            "logger=none", "print_config=false", "trainer.enable_progress_bar=false"])
+    cfg = compose(f"paths.output_dir={run_dir}", "experiment=mnist_likelihood", f"prior={prior}",
+                  f"paths.data_dir={data}", f"trainer.max_steps={STEPS}", f"schedule.kl_warmup_steps={STEPS // 5}",
+                  "callbacks=no_images", "logger=none", "print_config=false", "trainer.enable_progress_bar=false")
     train(cfg)
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
@@ -33,10 +29,10 @@ def train_and_evaluate(root, data, prior: str) -> dict:
 
 
 @pytest.mark.slow
-def test_vampprior_beats_the_standard_prior_on_binarised_mnist(tmp_path):
+def test_vampprior_beats_the_standard_prior_on_binarised_mnist(tmp_path, compose):
     data = copy_mnist(tmp_path / "data")
-    standard = train_and_evaluate(tmp_path, data, "standard_normal")
-    vamp = train_and_evaluate(tmp_path, data, "vamp")
+    standard = train_and_evaluate(compose, tmp_path, data, "standard_normal")
+    vamp = train_and_evaluate(compose, tmp_path, data, "vamp")
     assert standard["rate_estimator"] == "analytic_kl" and vamp["rate_estimator"] == "monte_carlo"
     print(f"IWAE-200: standard {standard['iwae_nats']:.2f} ± {standard['iwae_stderr_nats']:.2f}, "
           f"vamp {vamp['iwae_nats']:.2f} ± {vamp['iwae_stderr_nats']:.2f} nats")

@@ -1,28 +1,20 @@
 """scripts/benchmark.py (vae_lab.bench) end to end for a handful of steps: the plumbing of its sides and its JSON,
-not timings; the step clock and the thresholds directly."""
+not timings, and its bad options (the step clock and the thresholds: tests/unit/test_bench_clock.py)."""
 
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+import driver
 from datasets_fixtures import SHARED_DATA
-from vae_lab.bench import clock as clock_module
-from vae_lab.bench.clock import StepClock
-from vae_lab.bench import report as bench_report
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_benchmark(tmp_path: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "scripts/benchmark.py", f"hydra.run.dir={tmp_path / 'bench'}", f"out={tmp_path / 'b.json'}",
-         *overrides],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-    )
+    return driver.run("benchmark", f"hydra.run.dir={tmp_path / 'bench'}", f"out={tmp_path / 'b.json'}", *overrides,
+                      timeout=timeout)
 
 
 @pytest.fixture
@@ -155,52 +147,21 @@ def test_synthetic_data_and_bf16(tmp_path):
     assert result["summary"]["ratios"] == {}  # no side a: nothing to compare
 
 
-@pytest.mark.parametrize("override, key", [("arch=nope", "arch"), ("device=tpu", "device"), ("steps=0", "steps"),
-                                           ("sides=[a,z]", "sides"), ("dataset=digits", "dataset"),
-                                           ("evaluation.families=all", "evaluation.families"),
-                                           ("evaluation.family_images=0", "evaluation.family_images"),
-                                           ("steps=5 steps_per_call=8", "steps=5 is invalid for side s"),
-                                           ("steps=5 sides=[a,b]", "steps=5 is invalid for side a")])
-def test_bad_option_is_one_clear_line(tmp_path, override, key):
-    proc = run_benchmark(tmp_path, *override.split(), timeout=300)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("error:")
-    assert key in proc.stderr and not (tmp_path / "b.json").exists()
+BAD_OPTIONS = [("arch=nope", "arch"), ("device=tpu", "device"), ("steps=0", "steps"), ("sides=[a,z]", "sides"),
+               ("dataset=digits", "dataset"), ("evaluation.families=all", "evaluation.families"),
+               ("evaluation.family_images=0", "evaluation.family_images"),
+               ("steps=5 steps_per_call=8", "steps=5 is invalid for side s"),
+               ("steps=5 sides=[a,b]", "steps=5 is invalid for side a")]
 
 
-def test_step_clock_times_each_step_and_leaves_out_pauses(monkeypatch):
-    """images/s over the timed window; the median step from per-step times, a step spanning a pause left out."""
-    now = [0.0]
-    monkeypatch.setattr(clock_module.time, "perf_counter", lambda: now[0])
-    monkeypatch.setattr(clock_module.time, "process_time", lambda: now[0])
-    clock = StepClock(warmup=2, steps=5)
-    for step, duration in enumerate([9.0, 9.0, 1.0, 3.0, 2.0, 50.0, 4.0], start=1):
-        now[0] += duration
-        if step == 6:  # validation between steps 5 and 6: 45 s paused, a 5 s step
-            now[0] -= 45.0
-            clock.pause()
-            now[0] += 45.0
-            clock.resume()
-        clock.stepped(8)
-    assert clock.done and clock.step_s == [1.0, 3.0, 2.0, 4.0]  # step 6 spans the pause: left out
-    report = clock.report()
-    assert report["median_step_s"] == 2.5
-    assert report["timed_s"] == 15.0 and report["images_per_s"] == 40 / 15.0  # 1+3+2+5+4 s: the pause subtracted
-
-
-def test_thresholds_follow_device_and_arch():
-    """The issue's a/b and a/c targets depend on device and architecture; an explicit value wins."""
-    from omegaconf import OmegaConf
-
-    base = OmegaConf.load(ROOT / "configs" / "benchmark.yaml")
-
-    def targets(*overrides):
-        cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
-        found = bench_report.targets(cfg)
-        return found["min_a_over_b"], found["min_a_over_c"], found["min_eval_ratio"]
-
-    assert targets("device=cpu", "arch=mlp") == (0.95, 1.4, 2.0)
-    assert targets("device=cpu", "arch=conv") == (0.95, 1.25, 1.5)
-    assert targets("device=cuda", "arch=conv_deep") == (0.9, 5.0, 1.5)
-    assert targets("device=cpu", "arch=resnet") == (0.95, 1.25, 1.5)  # no issue target: the fallback
-    assert targets("arch=mlp", "targets.min_a_over_c=2.0") == (0.95, 2.0, 2.0)
+def test_bad_option_is_one_clear_line(tmp_path):
+    """Each bad option: exit 2, one `error:` line naming the option, no traceback, no result file written (all the
+    cases in one interpreter: scripts/benchmark.py's entry point, Hydra's parsing included)."""
+    cases = [(override, [f"hydra.run.dir={tmp_path / str(k) / 'bench'}", f"out={tmp_path / str(k) / 'b.json'}",
+                         *override.split()]) for k, (override, _) in enumerate(BAD_OPTIONS)]
+    results = driver.run_many("benchmark", cases, out=tmp_path / "results.json")
+    for k, (override, key) in enumerate(BAD_OPTIONS):
+        proc = results[override]
+        assert proc["code"] == 2, (override, proc["stderr"][-2000:])
+        assert "Traceback" not in proc["stderr"] and proc["stderr"].strip().startswith("error:"), override
+        assert key in proc["stderr"] and not (tmp_path / str(k) / "b.json").exists(), override

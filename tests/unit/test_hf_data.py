@@ -1,11 +1,6 @@
-"""dataset=hf and the streaming path: sources, in-memory vs streamed, DDP shards, resume, errors, end to end."""
+"""dataset=hf and the streaming path: sources, in-memory vs streamed, DDP shards, resume, errors (training on it and
+a Hub id offline: tests/integration/test_hf_data_training.py)."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 from datasets_fixtures import image_index, write_hf_dataset, write_image_folder
@@ -14,8 +9,6 @@ from vae_lab.data import VAEDataModule
 from vae_lab.data.registry import RawData, load_dataset
 from vae_lab.data.stream import StreamingBatches, StreamSource
 from vae_lab.errors import DataError
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -158,31 +151,6 @@ def test_image_folder_streams_when_not_in_memory(tmp_path):
         pixels = [sorted(x.flatten().tolist() for b, _ in getattr(dm, f"{split}_dataloader")() for x in b)
                   for dm in (stream, memory)]
         assert pixels[0] == pixels[1]
-
-
-def test_hub_id_offline_says_how_to_work_offline(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "train.py", f"hydra.run.dir={tmp_path / 'run'}", "dataset=hf",
-                           "dataset.options.path=someone/faces", f"paths.data_dir={tmp_path}", "print_config=false"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr
-    assert "someone/faces" in lines[0] and "offline" in lines[0] and "save_to_disk" in lines[0]
-
-
-def test_train_on_a_streamed_hf_dataset(tmp_path, hf_data):
-    from test_train import compose_cfg
-
-    from vae_lab.cli.train import train
-
-    cfg = compose_cfg(tmp_path, "dataset=hf", f"dataset.options.path={hf_data['parquet_dir']}",
-                      "dataset.options.in_memory=false", "dataset.options.num_workers=1", f"paths.data_dir={tmp_path}",
-                      "architecture=conv", "trainer.max_steps=6", "trainer.max_epochs=-1", "schedule.batch_size=8",
-                      "callbacks=none", "logger=none", "trainer.enable_progress_bar=false",
-                      "trainer.enable_model_summary=false")
-    metrics = train(cfg)
-    assert metrics["global_step"] == 6 and np.isfinite(metrics["test"]["test/elbo_nats"])
 
 
 def test_throughput_bench_measures_both_paths_on_the_same_data(tmp_path):
