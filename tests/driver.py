@@ -21,10 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
 TOOLS = {"train": "train.py", "evaluate": "scripts/evaluate.py", "sample": "scripts/sample.py",
          "score": "scripts/score.py", "encode": "scripts/encode.py", "push": "scripts/push_to_hub.py",
-         "sweep_report": "scripts/sweep_report.py", "benchmark": "scripts/benchmark.py"}
+         "sweep_report": "scripts/sweep_report.py", "benchmark": "scripts/benchmark.py",
+         "disentanglement_table": "scripts/disentanglement_table.py"}
 ENTRY_POINTS = {"train": "vae_lab.cli.train", "evaluate": "vae_lab.cli.evaluate", "sample": "vae_lab.cli.sample",
                 "score": "vae_lab.cli.score", "encode": "vae_lab.cli.encode", "push": "vae_lab.cli.push",
-                "sweep_report": "vae_lab.cli.sweep_report", "benchmark": "vae_lab.cli.benchmark"}
+                "sweep_report": "vae_lab.cli.sweep_report", "benchmark": "vae_lab.cli.benchmark",
+                "disentanglement_table": "vae_lab.cli.disentanglement_table"}
 
 
 def environment(env: dict | None = None) -> dict:

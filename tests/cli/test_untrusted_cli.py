@@ -4,7 +4,7 @@ request's token (the redaction in-process: tests/unit/test_untrusted.py)."""
 import pytest
 
 import driver
-from test_hub import TOKEN, FakeHub, hub_env
+from hub_fixtures import TOKEN, FakeHub, hub_env, only
 
 
 class EchoingHub(FakeHub):
@@ -25,7 +25,7 @@ def test_a_server_error_echoing_the_token_is_redacted_on_the_console_and_in_trai
         proc = driver.run("train", f"hydra.run.dir={tmp_path / 'run'}", "trainer.max_steps=30", "trainer.max_epochs=-1",
                           "trainer.val_check_interval=10", "trainer.enable_progress_bar=false", "print_config=false",
                           "callbacks=no_images", "hub.sync_logs=true", "hub.repo_id=me/vae-echo", "hub=push",
-                          "hub.sync_every_minutes=0.003", timeout=400, env=hub_env(server.url, home=tmp_path / "hf"))
+                          "hub.sync_every_minutes=0.003", timeout=400, env=only(hub_env(server.url, home=tmp_path / "hf")))
     finally:
         server.close()
     log = (tmp_path / "run" / "train.log").read_text()

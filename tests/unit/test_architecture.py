@@ -136,9 +136,9 @@ def test_an_artifact_written_before_the_split_still_loads():
 
 
 def _same_cpu_as_pinned() -> bool:
-    from test_pinned_numbers import EXACT
+    from pinned import same_cpu_as_pinned
 
-    return EXACT
+    return same_cpu_as_pinned()
 
 
 def test_an_artifact_written_before_model_families_loads_as_a_vae_and_reconstructs_exactly():

@@ -13,7 +13,6 @@ from huggingface_hub import HfApi, ModelCard
 from safetensors.torch import save_file
 
 from hub_fixtures import ARTIFACT_FILES, TOKEN, fake_hub, read_tensors, small_vae, stage_in_cache  # noqa: F401
-from hub_fixtures import FakeHub, hub_env  # noqa: F401  (see ROOT)
 from vae_lab import artifact, hub, publish
 from vae_lab.cli import CONFIG_DIR
 from vae_lab.distributions import LIKELIHOODS
@@ -22,9 +21,6 @@ from vae_lab.loading import load_model
 from vae_lab.model import VAE
 from vae_lab.nets import NETS
 
-# Only for tests/unit/test_untrusted.py and tests/test_reliability_iii.py, which import ROOT, TOKEN, FakeHub, hub_env,
-# read_tensors and small_vae from here: they are to import them from hub_fixtures (and ROOT from driver), then these go.
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def compose_cfg(out_dir, *overrides):

@@ -16,7 +16,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from safetensors.torch import save_file
 
-from test_hub import TOKEN, read_tensors, small_vae
+from hub_fixtures import TOKEN, read_tensors, small_vae
 from vae_lab.saved_yaml import train_config
 from vae_lab import artifact, publish
 from vae_lab.cli import CONFIG_DIR
