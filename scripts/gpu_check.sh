@@ -21,4 +21,4 @@ $PY train.py trainer.max_steps=20 trainer.enable_progress_bar=false print_config
   > "$RUN.log" 2>&1 || { tail -20 "$RUN.log"; exit 1; }
 grep -E "^GPU: |^data: |Final validation ELBO" "$RUN.log"
 grep -q "^GPU: " "$RUN.log" || { echo "FAIL: train.py did not train on a GPU"; exit 1; }
-$PY -m pytest tests/test_hardware.py -q -p no:cacheprovider
+$PY -m pytest tests/integration/test_hardware.py -q -p no:cacheprovider

@@ -26,7 +26,7 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-TIERS = ("unit", "integration", "cli")  # tests/<tier>/: the marker every test there gets
+from tiers import TIERS  # noqa: E402  (tests/<tier>/: the marker every test there gets)
 
 
 def pytest_collection_modifyitems(config, items):

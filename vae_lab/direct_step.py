@@ -11,7 +11,7 @@ module actually overrides, found once per fit, and steps the torch optimizer its
 route does nothing else: one device (`SingleDeviceStrategy`), float32 or bf16-mixed precision (no loss scaler), no
 profiler, the module's own `backward` not overridden. Everywhere else (DDP, fp16 loss scaling, a profiler, ...)
 `DirectStep.for_module` returns None and the caller keeps Lightning's route: the numbers are the same either way
-(tests/test_steps_per_call.py checks weights, optimizer state and logs bit for bit).
+(tests/integration/test_steps_per_call.py checks weights, optimizer state and logs bit for bit).
 """
 
 from contextlib import AbstractContextManager, nullcontext

@@ -4,8 +4,8 @@ Why private names at all: the fast path they serve is measured. Steps per call w
 images/s of steps_per_call=1 on the MLP (docs/performance.md, column a/s), and DirectStep's hook-name shortcut is
 4.6 -> 0.6 us a hook. A Lightning upgrade that renames one of them would not fail: a write would land on a dead
 attribute (the loggers' x axis, the hook `self.log` credits) or a test would answer wrongly. `check` turns that
-into one line at the start of a fit; tests/test_lightning_compat.py checks each name's behaviour, and that no
-other vae_lab file names them.
+into one line at the start of a fit; tests/integration/test_lightning_compat.py checks each name's behaviour on a
+live Trainer, tests/unit/test_lightning_compat_static.py that no other vae_lab file names them.
 
 Nothing here imports Lightning at module level: the entry points import this module for the warning patterns.
 """
@@ -16,15 +16,15 @@ from typing import Any
 
 from vae_lab.errors import VaeLabError
 
-# What the suite ran on (tests/test_lightning_compat.py checks pyproject.toml's range and constraints.txt's pin
-# against these). 2.6.2 and 2.6.3 were malicious uploads to PyPI.
+# What the suite ran on (tests/unit/test_lightning_compat_static.py checks pyproject.toml's range and
+# constraints.txt's pin against these). 2.6.2 and 2.6.3 were malicious uploads to PyPI.
 SUPPORTED = ">=2.6.0,!=2.6.2,!=2.6.3,<=2.6.6"
 RAN_ON = ("2.6.0", "2.6.1", "2.6.6")  # 2.5.6 fails: its Trainer.fit takes no weights_only
 PIN = "2.6.6"
 
 # Lightning's warnings vae_lab silences, each with the module that emits it (the test reads that module's source).
 # VAEModule (vae_lab/lit_module.py): steps per call use the `dataloader_iter` flavour on purpose; covered by
-# tests/test_steps_per_call.py.
+# tests/integration/test_steps_per_call.py.
 DATALOADER_ITER_WARNINGS = (
     (r"You are using the `dataloader_iter` step flavor", "lightning.pytorch.trainer.configuration_validator"),
     (r"Found `dataloader_iter` argument in the `training_step`", "lightning.pytorch.loops.utilities"),
@@ -159,7 +159,7 @@ REQUIRED: tuple[Relied, ...] = (
 )
 
 # The names above as vae_lab's code would spell them (attributes; checkpoint keys): no other file of the package
-# may (tests/test_lightning_compat.py scans vae_lab/ for them, and for any `._name` on a Lightning object).
+# may (tests/unit/test_lightning_compat_static.py scans vae_lab/ for them, and for any `._name` on a Lightning object).
 PRIVATE_ATTRIBUTES = ("_current_fx_name", "_fabric", "manual_optimization", "optim_step_progress",
                       "_batches_that_stepped", "_should_check_val_fx", "_data_fetcher")
 CHECKPOINT_KEYS = ("epoch_progress", "epoch_loop.batch_progress", "epoch_loop.val_loop.batch_progress",

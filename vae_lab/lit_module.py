@@ -27,7 +27,7 @@ from vae_lab.units import likelihood_status
 
 STAGES = ("train", "val", "test")
 # Steps per call pull their batches through Lightning's `dataloader_iter` flavour, which warns on every fit that it is
-# experimental and that hooks see the last batch consumed: known and covered (tests/test_steps_per_call.py).
+# experimental and that hooks see the last batch consumed: known and covered (tests/integration/test_steps_per_call.py).
 for _pattern, _ in lightning_compat.DATALOADER_ITER_WARNINGS:
     warnings.filterwarnings("ignore", message=_pattern)
 
@@ -199,7 +199,7 @@ class VAEModule(L.LightningModule):
         y = self.model.labels(y)
         # Fixed evaluation noise: the same z every epoch (validation curves and the best checkpoint follow the
         # model, not Monte Carlo noise), validation never shifts the training random stream, and a DDP
-        # evaluation can be replayed shard by shard in one process (tests/test_ddp.py).
+        # evaluation can be replayed shard by shard in one process (tests/cli/test_ddp.py).
         seed = None if stage == "train" else stream_seed(stage, self.global_rank, batch_idx)
         t = self.model.terms(x, y, self.num_samples, seed=seed, with_log_q=self.spec.log_q)
         kl_weight = self.kl_weight

@@ -98,7 +98,7 @@ def test_no_test_loads_a_script_by_path():
 def test_every_test_file_is_in_a_tier_with_a_name_of_its_own():
     """tests/unit, tests/integration, tests/cli (the marker comes from the folder); pytest imports test modules by
     basename, so two files of one name in two tiers would collide."""
-    from conftest import TIERS
+    from tiers import TIERS
 
     files = list(TESTS.rglob("test_*.py"))
     outside = [str(p.relative_to(TESTS)) for p in files if p.relative_to(TESTS).parts[0] not in TIERS]
@@ -107,10 +107,28 @@ def test_every_test_file_is_in_a_tier_with_a_name_of_its_own():
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
 
 
+def _starts_a_process(path: Path) -> bool:
+    """A call of subprocess.run/Popen/call/check_call/check_output or os.system in the file's code (not in a string
+    of code that a test hands to a process: the driver starts that one)."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            name = owner.id if isinstance(owner, ast.Name) else None
+            if (name, node.func.attr) in {("subprocess", f) for f in ("run", "Popen", "call", "check_call",
+                                                                       "check_output")} | {("os", "system")}:
+                return True
+    return False
+
+
+def test_the_process_check_finds_a_call_and_passes_over_a_string(tmp_path):
+    (tmp_path / "a.py").write_text("import subprocess\nsubprocess.run(['ls'])\n")
+    (tmp_path / "b.py").write_text("CODE = \"import subprocess; subprocess.run(['ls'])\"\nimport os\nos.getcwd()\n")
+    assert _starts_a_process(tmp_path / "a.py") and not _starts_a_process(tmp_path / "b.py")
+
+
 def test_only_the_cli_tier_starts_processes_and_only_through_the_driver():
     """tests/driver.py is the one way tests start a process; unit tests start none."""
-    starts = re.compile(r"subprocess\.(run|Popen|check_output|check_call|call)\(|os\.system\(")
-    offenders = [str(p.relative_to(TESTS)) for p in TESTS.rglob("test_*.py") if starts.search(p.read_text())]
+    offenders = [str(p.relative_to(TESTS)) for p in TESTS.rglob("test_*.py") if _starts_a_process(p)]
     assert not offenders, f"start processes through tests/driver.py: {offenders}"
     launches = re.compile(r"driver\.(run|run_many|start|python|execute)\(")
     outside = [str(p.relative_to(TESTS)) for p in TESTS.rglob("test_*.py")

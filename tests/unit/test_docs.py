@@ -62,8 +62,8 @@ def test_the_link_check_can_fail(link, found):
 def test_every_test_file_the_docs_and_code_name_exists():
     """A reader sent to `tests/<tier>/test_x.py` by the docs, the README or a comment in vae_lab finds it."""
     named = re.compile(r"tests/[\w/]*test_\w+\.py|tests/\w+\.py")
-    places = [README, ROOT / "Makefile", *(ROOT / "docs").rglob("*.md"), *(ROOT / "vae_lab").rglob("*.py"),
-              *(ROOT / "scripts").glob("*")]
+    places = [README, ROOT / "Makefile", ROOT / "pyproject.toml", ROOT / ".ci" / "run", *(ROOT / "docs").rglob("*.md"),
+              *(ROOT / "vae_lab").rglob("*.py"), *(ROOT / "scripts").glob("*")]
     missing = {f"{place.relative_to(ROOT)}: {path}" for place in places if place.is_file()
                for path in named.findall(place.read_text()) if not (ROOT / path).is_file()}
     assert len(places) > 50 and not missing, sorted(missing)

@@ -69,7 +69,7 @@ def beta_tcvae(
     The terms reported are always the mss estimates: mws underestimates log q(z) by between log B and log N (its
     weight 1 / (N B) gives the example's own posterior 1 / B of its due), a shift constant in the parameters, so
     its gradients are right but its MI / TC / DWKL values are not (TC 11.6 nats for a true 0.8 in
-    tests/test_disentangling_objectives.py). The loss uses `sampling`.
+    tests/unit/test_disentangling_objectives.py). The loss uses `sampling`.
     """
     distortion = t.distortion  # (B,)
     rate = t.rate.sum(-1)  # (B,) analytic
