@@ -135,3 +135,15 @@ def stage_in_cache(cache: Path, repo_id: str, folder: Path, commit: str, ref: st
     if ref:
         (repo / "refs").mkdir(parents=True, exist_ok=True)
         (repo / "refs" / ref).write_text(commit)
+
+
+def put_nan_in_first_tensor(folder: Path) -> str:
+    """Set the first element of the artifact's first tensor (sorted by name) to NaN, as a diverged run would leave
+    it; returns that tensor's name."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(folder / "model.safetensors")
+    name = sorted(weights)[0]
+    weights[name][0] = float("nan")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return name

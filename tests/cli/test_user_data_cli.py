@@ -5,7 +5,6 @@ trains within the file's size of memory (the loaders in-process: tests/unit/test
 import hashlib
 import json
 import subprocess
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -13,37 +12,11 @@ import pytest
 from PIL import Image
 
 import driver
+from user_files import npy, pngs, raw_bytes, zip_of_pngs
 
 RNG = np.random.default_rng(0)
 U8 = RNG.integers(0, 256, (6, 5, 7), dtype=np.uint8)  # 6 images 5x7, 8-bit
 COLOUR = RNG.integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)
-
-
-def npy(tmp: Path, x, name="x.npy") -> Path:
-    np.save(tmp / name, x)
-    return tmp / name
-
-
-def raw_bytes(data: bytes, name: str):
-    def write(tmp: Path) -> Path:
-        (tmp / name).write_bytes(data)
-        return tmp / name
-    return write
-
-
-def zip_of_pngs(tmp: Path) -> Path:
-    Image.fromarray(U8[0]).save(tmp / "a.png")
-    with zipfile.ZipFile(tmp / "imgs.zip", "w") as z:
-        z.write(tmp / "a.png", "a.png")
-    return tmp / "imgs.zip"
-
-
-def pngs(folder: Path, arrays) -> Path:
-    """Save each array as folder/NN.png."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, a in enumerate(arrays):
-        Image.fromarray(a).save(folder / f"{i:02d}.png")
-    return folder
 
 
 CLI_CASES = [  # (id, write(tmp) -> path, dataset, the error line's fragment)
@@ -51,7 +24,8 @@ CLI_CASES = [  # (id, write(tmp) -> path, dataset, the error line's fragment)
     ("csv", raw_bytes(b"0,1\n2,3\n", "x.csv"), "array_file", "not a .npy/.npz file (found text (CSV?))"),
     ("lone_image", lambda t: npy(t, COLOUR[0]), "array_file", "holds one image of shape (5, 7, 3)"),
     ("folder_to_array_file", lambda t: pngs(t / "f", U8), "array_file", "is a folder, not an array file"),
-    ("zip_to_image_folder", zip_of_pngs, "image_folder", "is a file, not a folder of images: unzip it"),
+    ("zip_to_image_folder", lambda t: zip_of_pngs(t, U8[0]), "image_folder",
+     "is a file, not a folder of images: unzip it"),
 ]
 
 

@@ -27,3 +27,16 @@ def compose():
         return copy.deepcopy(_composed(config, tuple(str(o) for o in overrides)))
 
     return composed
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory):
+    """The built-in datasets' files for every test of a process: MNIST and Fashion-MNIST (copied from ../shared/data;
+    skipped when absent) and a small CIFAR-10 in the official format (load it after `trust_cifar10_files`)."""
+    from datasets_fixtures import copy_mnist, write_cifar10
+
+    root = tmp_path_factory.mktemp("data")
+    copy_mnist(root, "MNIST")
+    copy_mnist(root, "FashionMNIST")
+    write_cifar10(root, n_train=40, n_test=12)
+    return root

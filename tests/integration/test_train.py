@@ -26,18 +26,6 @@ def train_cfg(compose, tmp_path):
     return lambda *overrides: compose(f"paths.output_dir={tmp_path}", "print_config=false", *overrides)
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    """MNIST and Fashion-MNIST (copied from ../shared/data) and a small CIFAR-10 in the official format."""
-    from datasets_fixtures import copy_mnist, write_cifar10
-
-    root = tmp_path_factory.mktemp("data")
-    copy_mnist(root, "MNIST")
-    copy_mnist(root, "FashionMNIST")
-    write_cifar10(root, n_train=40, n_test=12)
-    return root
-
-
 @pytest.mark.parametrize("dataset", ["digits", "mnist", "fashion_mnist", "cifar10"])
 @pytest.mark.parametrize("architecture", ["mlp", "conv", "conv_deep", "resnet", "hierarchical"])
 def test_fast_dev_run_every_architecture_on_every_builtin_dataset(tmp_path, train_cfg, data_root, monkeypatch,

@@ -22,17 +22,6 @@ def run_cfg(compose, out_dir, *overrides):
     return compose(f"paths.output_dir={out_dir}", "print_config=false", *overrides)
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    from datasets_fixtures import copy_mnist, write_cifar10
-
-    root = tmp_path_factory.mktemp("data")
-    copy_mnist(root, "MNIST")
-    copy_mnist(root, "FashionMNIST")
-    write_cifar10(root, n_train=40, n_test=12)
-    return root
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["digits", "mnist", "fashion_mnist", "cifar10"])
 def test_both_stages_fast_dev_run_on_every_builtin_dataset(tmp_path, compose, data_root, monkeypatch,

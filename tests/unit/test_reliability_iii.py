@@ -81,13 +81,10 @@ def test_resumed_checkpoint_state_is_rebased_into_the_new_directory(tmp_path):
 
 @pytest.fixture
 def nan_artifact(tmp_path) -> Path:
-    from safetensors.torch import load_file, save_file
+    from hub_fixtures import put_nan_in_first_tensor
 
     folder = publish.save_artifact(tmp_path / "artifact", small_vae())
-    weights = load_file(folder / "model.safetensors")
-    name = sorted(weights)[0]
-    weights[name][0] = float("nan")
-    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    put_nan_in_first_tensor(folder)
     return folder
 
 

@@ -2,13 +2,14 @@
 test in its official format (np.save / np.savez, PIL PNGs of every mode), and the outcome it must give."""
 
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from user_files import npy, npz, pngs, raw_bytes, zip_of_pngs
 
 from vae_lab.data.raw import storage_dtype
 from vae_lab.data.registry import load_dataset
@@ -23,30 +24,6 @@ NCHW = RNG.integers(0, 256, (4, 3, 5, 7), dtype=np.uint8)  # 4 RGB images stored
 SIXTEEN = np.concatenate([np.arange(16), RNG.integers(0, 16, 194)]).astype(np.uint8).reshape(6, 5, 7)  # 0..15
 TWELVE = np.concatenate([[0, 4095], RNG.integers(0, 4096, 208)]).astype(np.uint16).reshape(6, 5, 7)  # 12-bit
 NAMES = np.array(["dog", "cat", "emu", "cat", "dog", "cat"])  # text labels: sorted, cat=0, dog=1, emu=2
-
-
-def npy(tmp: Path, x, name="x.npy") -> Path:
-    np.save(tmp / name, x)
-    return tmp / name
-
-
-def npz(tmp: Path, name="x.npz", **arrays) -> Path:
-    np.savez(tmp / name, **arrays)
-    return tmp / name
-
-
-def raw_bytes(data: bytes, name: str):
-    def write(tmp: Path) -> Path:
-        (tmp / name).write_bytes(data)
-        return tmp / name
-    return write
-
-
-def zip_of_pngs(tmp: Path) -> Path:
-    Image.fromarray(U8[0]).save(tmp / "a.png")
-    with zipfile.ZipFile(tmp / "imgs.zip", "w") as z:
-        z.write(tmp / "a.png", "a.png")
-    return tmp / "imgs.zip"
 
 
 def nchw(x: np.ndarray) -> np.ndarray:
@@ -96,7 +73,8 @@ ARRAY_CASES = [
      "not a .npy/.npz file (found a PNG image)"),
     ("hdf5", raw_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64), "x.h5"), {}, "not a .npy/.npz file (found an HDF5 file)"),
     ("mat", raw_bytes(b"MATLAB 5.0 MAT-file" + bytes(64), "x.mat"), {}, "(found a MATLAB .mat file)"),
-    ("zip_of_images", zip_of_pngs, {}, "a zip archive of a.png, ...; unzip it and use dataset=image_folder"),
+    ("zip_of_images", lambda t: zip_of_pngs(t, U8[0]), {},
+     "a zip archive of a.png, ...; unzip it and use dataset=image_folder"),
     ("folder_given", lambda t: t, {}, "is a folder, not an array file: use dataset=image_folder"),
     ("object_array", lambda t: (np.save(t / "o.npy", np.array([U8, None], dtype=object)), t / "o.npy")[1], {},
      "object arrays (dtype=object) cannot be read"),
@@ -215,14 +193,6 @@ def test_a_npy_is_memory_mapped_and_served_from_the_map_with_the_validation_spli
 # ---------------------------------------------------------------- image folders
 
 
-def pngs(folder: Path, arrays, mode=None) -> Path:
-    """Save each array as folder/NN.png (mode None: PIL's default for the dtype and shape)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, a in enumerate(arrays):
-        Image.fromarray(a, mode).save(folder / f"{i:02d}.png")
-    return folder
-
-
 GREY_RGB = np.repeat(U8[..., None], 3, axis=3)  # RGB files whose channels are equal
 COLOUR = RNG.integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)
 INK = RNG.integers(0, 256, (3, 6, 6), dtype=np.uint8)  # alpha masks: black ink on a transparent background
@@ -325,7 +295,7 @@ FOLDER_CASES = [
      dict(levels=65536, values=nchw(np.concatenate([WIDE[:2].astype(np.int32), U8[:1].astype(np.int32) * 257])),
           summary="16-bit (8-bit images scaled x257)")),
     ("file_given", lambda t: pngs(t / "f", U8[:1]) / "00.png", {}, "is a file, not a folder of images: one image"),
-    ("zip_given", zip_of_pngs, {}, "imgs.zip is a file, not a folder of images: unzip it"),
+    ("zip_given", lambda t: zip_of_pngs(t, U8[0]), {}, "imgs.zip is a file, not a folder of images: unzip it"),
     ("npz_given", lambda t: npz(t, x=U8), {}, "is a file, not a folder of images: dataset=array_file"),
     ("16bit_streamed", lambda t: pngs(t / "f", WIDE), {"in_memory": False},
      "is a 16-bit image (I;16): this path decodes 8-bit images only; set dataset.options.in_memory=true"),
