@@ -46,3 +46,22 @@ def test_thresholds_follow_device_and_arch():
     assert targets("device=cuda", "arch=conv_deep") == (0.9, 5.0, 1.5)
     assert targets("device=cpu", "arch=resnet") == (0.95, 1.25, 1.5)  # no issue target: the fallback
     assert targets("arch=mlp", "targets.min_a_over_c=2.0") == (0.95, 2.0, 2.0)
+
+
+def test_every_family_that_builds_from_nothing_is_a_benchmark_arch():
+    """arch= takes the flat nets and the model families (`terms` drive both sides); the VQ-VAE's stage-2 prior, which
+    needs a trained stage 1, is refused in one line naming the choices."""
+    import pytest
+    from hydra import compose, initialize_config_dir
+
+    from vae_lab.bench.runner import BENCH_ARCHS, check
+    from vae_lab.cli import CONFIG_DIR
+    from vae_lab.errors import ConfigError
+
+    options = {p.stem for p in (ROOT / "configs" / "architecture").glob("*.yaml")}
+    assert set(BENCH_ARCHS) == options - {"vqvae_prior"}
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for arch in ("hierarchical", "vqvae"):
+            check(compose("benchmark", overrides=[f"arch={arch}"]))
+        with pytest.raises(ConfigError, match="arch='vqvae_prior' is not a valid choice; valid choices: .*hierarchical"):
+            check(compose("benchmark", overrides=["arch=vqvae_prior"]))

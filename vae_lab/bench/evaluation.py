@@ -43,9 +43,13 @@ def vae_lab_iwae(model, batches, num_samples: int, max_decoded: int) -> float:
 
 def _flops_per_image(model, x, y, num_samples: int, max_decoded: int) -> float:
     """Matmul and convolution FLOPs of IWAE-k for one image (torch's FLOP counter on the straightforward loop)."""
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    # With gradients on: the counter's module tracker hooks every input that requires a gradient, and under no_grad
+    # it fails on a parameter handed straight to a module (the hierarchical top-down path's learned start). A
+    # forward pass counts the same FLOPs either way.
+    with torch.enable_grad(), FlopCounterMode(display=False) as counter:
         iwae_loop(model, [(x[:1], y[:1])], num_samples, max_decoded)
     return float(counter.get_total_flops())
 
