@@ -3,7 +3,8 @@
 A server's error body can echo the request's `Authorization: Bearer hf_...` header, and huggingface_hub logs such
 errors through its own logger (the background log sync's CommitScheduler does). Redacting at record creation
 (logging.setLogRecordFactory) covers every handler the same way: the console, train.log, handlers Hydra or a
-library add later, and logging.lastResort.
+library add later, and logging.lastResort. A handler that fails to write (a closed stream) prints the exception
+being handled, whose chain may hold the server's error: that report is redacted too (`logging.Handler.handleError`).
 """
 
 import logging
@@ -49,3 +50,26 @@ def install() -> None:
 
     make_record.redacts_tokens = True
     logging.setLogRecordFactory(make_record)
+    _redact_handler_errors()
+
+
+def _redact_handler_errors() -> None:
+    """logging.Handler.handleError writes the failing handler's exception to stderr with its whole chain: a log call
+    made while handling a Hub error (the record itself already redacted) chains that error, token included."""
+    import contextlib
+    import io
+    import sys
+
+    report = logging.Handler.handleError
+    if getattr(report, "redacts_tokens", False):
+        return
+
+    def handle_error(self, record: logging.LogRecord) -> None:
+        text = io.StringIO()
+        with contextlib.redirect_stderr(text):
+            report(self, record)
+        if text.getvalue() and sys.stderr is not None:
+            sys.stderr.write(redact(text.getvalue()))
+
+    handle_error.redacts_tokens = True
+    logging.Handler.handleError = handle_error

@@ -279,6 +279,36 @@ def test_every_log_record_has_the_token_blanked(monkeypatch, capsys):
     assert "Bearer ***" in err and "RuntimeError: server said: Authorization: Bearer ***" in err and "hf_***" in err
 
 
+def test_a_handler_that_fails_to_write_reports_its_error_without_the_token(monkeypatch, capsys):
+    """logging's report of a failing handler prints the exception being handled with its chain: a log call made while
+    handling a Hub error whose text echoes the token chains that error; the report is redacted like the records."""
+    import io
+    import logging
+
+    from vae_lab import log_redaction
+
+    monkeypatch.setattr(logging, "raiseExceptions", True)  # the default: a failing handler is reported
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    previous = logging.getLogRecordFactory()
+    log_redaction.install()
+    closed = io.StringIO()
+    closed.close()  # what a handler left on a finished capture stream writes to
+    logger = logging.getLogger("huggingface_hub.test_untrusted_closed")
+    handler = logging.StreamHandler(closed)
+    logger.addHandler(handler)
+    try:
+        try:
+            raise RuntimeError(f"server said: Authorization: Bearer {TOKEN}")
+        except RuntimeError:
+            logger.error("push failed")
+    finally:
+        logger.removeHandler(handler)
+        logging.setLogRecordFactory(previous)
+    err = capsys.readouterr().err
+    assert "--- Logging error ---" in err and "I/O operation on closed file" in err  # the report was printed
+    assert "RuntimeError: server said: Authorization: Bearer ***" in err and TOKEN not in err
+
+
 @pytest.mark.parametrize("dataset", [5, {"name": "digits", "options": "x"}])
 def test_a_malformed_train_config_is_one_line(tmp_path, digits_artifact, dataset):
     from vae_lab.loading import datamodule_for
