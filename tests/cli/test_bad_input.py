@@ -100,11 +100,13 @@ CASES = [
     ("run_dir_is_a_file", ["hydra.run.dir={data}/a_file"],
      ["hydra.run.dir={data}/a_file is invalid: it is a file, not a directory"]),
     ("run_dir_below_a_file", ["hydra.run.dir={data}/a_file/run"], ["it is below {data}/a_file, a file"]),
+    ("conditional_unlabelled", ["dataset=array_file", "dataset.options.path={data}/unlabelled.npy",
+                                "model.conditional=true"], ["model.conditional=true", "label"]),
 ]
 # Each case aims at the existing run (resume=) unless it names its own target: the strongest test that nothing
 # written before the check can reach a good run. Cases that start a new run get a fresh hydra.run.dir.
 NEW_RUN = {"truncated_checkpoint", "foreign_checkpoint", "pickled_code_checkpoint", "hub_id_that_does_not_exist",
-           "ckpt_path_last", "resume_missing_dir"}
+           "ckpt_path_last", "resume_missing_dir", "conditional_unlabelled"}
 
 def write_bad_data(data: Path) -> None:
     """The bad datasets and checkpoints the cases point at."""
@@ -116,6 +118,8 @@ def write_bad_data(data: Path) -> None:
     (data / "broken" / "b_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     write_array_file(data / "two_channels.npz", np.zeros((4, 2, 8, 8), np.uint8), np.zeros(4, np.int64))
     write_array_file(data / "no_x.npz", np.zeros((4, 8, 8), np.uint8), key="pixels")
+    unlabelled = np.random.default_rng(0).integers(0, 256, (20, 8, 8), dtype=np.uint8)
+    write_array_file(data / "unlabelled.npy", unlabelled)  # a bare array: no labels for a conditional model
     write_cifar10(data / "cifar")  # generated batches: their md5s cannot match the official ones
     torch.save({"state_dict": {"w": torch.zeros(4096)}, "global_step": 1}, data / "whole.ckpt")
     whole = (data / "whole.ckpt").read_bytes()
@@ -151,6 +155,9 @@ def results(tmp_path_factory) -> dict:
         cases.append((name, [*QUIET, *argv]))
     cases += [(f"cli_{override}", [f"hydra.run.dir={data / 'new' / f'cli_{i}'}", override])
               for i, override in enumerate(CLI_OVERRIDES)]
+    # default callbacks (not QUIET's no_images): the knob must exist to be refused
+    cases.append(("bad_callback_knob", [f"hydra.run.dir={data / 'new' / 'knob'}", "print_config=false",
+                                        "callbacks.image_grids.every_n_epochs=-2"]))
     cases.append(("forged_file_name", ["dataset=image_folder", f"dataset.options.path={data / 'forged'}",
                                        "trainer.fast_dev_run=true", f"hydra.run.dir={data / 'new' / 'forged'}"]))
     cases.append(("keeps_producing_nan", [
@@ -198,6 +205,12 @@ def test_cli_bad_input_is_one_clear_line(results, override):
     assert "Traceback" not in result["stderr"]
     key = override.split("=")[0]
     assert key in result["stderr"], result["stderr"]
+
+
+def test_cli_reports_a_bad_callback_knob_in_one_line(results):
+    """(from tests/test_image_callbacks.py)"""
+    line = driver.one_error_line(results["bad_callback_knob"])
+    assert line.startswith("error: callbacks.image_grids.every_n_epochs=-2 is invalid: must be an integer >= 0"), line
 
 
 def test_a_file_name_cannot_forge_an_error_line(results):

@@ -1,5 +1,5 @@
 """Conditional VAE: trained end to end through the LightningModule, its samples follow the requested class (a
-conditional model on unlabelled data, one error line from train.py: tests/cli/test_train_error_lines_cli.py)."""
+conditional model on unlabelled data, one error line from train.py: tests/cli/test_bad_input.py)."""
 
 import lightning as L
 import pytest

@@ -1,6 +1,6 @@
 """Image-grid and latent-plot callbacks in a real fit: PNG files and TensorBoard tags, the grids show what they
 claim, and a picture never costs the run its results (the maths they draw: tests/unit/test_image_callbacks_maths.py;
-a bad knob through train.py: tests/cli/test_train_error_lines_cli.py)."""
+a bad knob through train.py: tests/cli/test_bad_input.py)."""
 
 import json
 import math
